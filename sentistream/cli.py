@@ -1,0 +1,81 @@
+"""`sentistream`: one console command with a subcommand per job.
+
+Subcommands live next to the code they drive (`infra/cli.py`, `stream/cli.py`, ...). Each such
+module exposes `COMMANDS`: a dict of name -> (help, add_arguments, run). Only the module of the
+subcommand being run is imported, so `sentistream kafka status` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from sentistream import __version__
+from sentistream.errors import SentistreamError
+
+# subcommand -> (module that implements it, one-line help shown by `sentistream --help`)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "kafka": ("infra.cli", "start, stop or inspect the local Apache Kafka broker"),
+    "train": ("training.cli", "fine-tune a Hugging Face encoder on a labelled dataset"),
+    "evaluate": ("training.cli", "evaluate a model bundle on a labelled dataset"),
+    "export": ("training.cli", "export a trained model to ONNX (fp32 and int8)"),
+    "eda": ("training.cli", "explore a labelled dataset (class balance, lengths, word clouds)"),
+    "predict": ("model.cli", "score texts or a CSV file with a model"),
+    "worker": ("stream.cli", "run the Faust stream worker that scores the tweets topic"),
+    "produce": ("stream.cli", "send texts or JSON lines to the tweets topic"),
+    "replay": ("stream.cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
+    "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
+    "demo": ("dashboard.cli", "start broker, worker, replay and dashboard together"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The top-level parser; only `command`'s arguments are loaded (lazily, from its module)."""
+    parser = argparse.ArgumentParser(
+        prog="sentistream",
+        description="Streaming sentiment processor: train offline, score a live Kafka stream, watch it.",
+    )
+    parser.add_argument("--version", action="version", version=f"sentistream {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _, add_arguments, run = _load(module_name)[name]
+            add_arguments(sp)
+            sp.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sentistream` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except SentistreamError as exc:
+        print(f"sentistream {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"sentistream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(module_name: str) -> dict:
+    return importlib.import_module(module_name).COMMANDS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Settings at the edge: pydantic-settings objects that double as command-line flags.
+
+Each component declares one frozen `BaseSettings` class whose fields carry a description. The
+CLI turns the fields it names into flags (`--batch-size` for `batch_size`) whose help ends with
+the environment variable that also sets it, and builds the settings object once in `run()`:
+flags given on the command line win over `SENTISTREAM_*` variables, which win over defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any, TypeVar, get_args, get_origin
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from sentistream.errors import UsageError
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets `field` of `cls`."""
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type[BaseSettings],
+    fields: Iterable[str] | None = None,
+    flags: dict[str, str] | None = None,
+) -> None:
+    """Add one `--flag` per settings field; defaults stay None so unset flags defer to the env."""
+    flags = flags or {}
+    for name in fields or cls.model_fields:
+        info = cls.model_fields[name]
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        help_text = f"{info.description or name} (default: {info.default!r}) [env: {env_name(cls, name)}]"
+        annotation = _plain_type(info.annotation)
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, default=None, help=help_text, action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text, metavar=name.upper())
+
+
+def settings_from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
+    """Build `cls` from the environment, then the flags the user actually gave, then `overrides`."""
+    given = {k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None}
+    given.update(overrides)
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        flag = "--" + field.replace("_", "-")
+        raise UsageError(f"invalid {flag} / {env_name(cls, field)}: {first['msg']}") from None
+
+
+def _plain_type(annotation: Any) -> Any:
+    """`bool | None` -> bool, so Optional flags keep their on/off form."""
+    if get_origin(annotation) is None:
+        return annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
