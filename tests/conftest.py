@@ -1,0 +1,51 @@
+"""Session fixtures: one real Kafka broker for the tests that ask for it, and a tiny model.
+
+Tests that need neither never wait for them (both are lazy, session-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+# No test may reach the Hugging Face Hub (these machines cannot, and tests must not depend on it).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node KRaft broker on a free port, stopped at the end of the session."""
+    from infra.broker import BrokerSettings, LocalBroker, free_port
+
+    settings = BrokerSettings(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"), partitions=1)
+    broker = LocalBroker(settings)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(kafka_broker) -> str:
+    """`kafka://127.0.0.1:PORT` of the session broker, as the CLI's --broker takes it."""
+    return kafka_broker.url
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A topic name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer DistilBERT 3-class classifier (random weights) with a trained tokenizer."""
+    from tests.tiny_model import build_tiny_classifier
+
+    return build_tiny_classifier(tmp_path_factory.mktemp("tiny-model"))
