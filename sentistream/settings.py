@@ -36,10 +36,13 @@ def add_settings_arguments(
     for name in fields or cls.model_fields:
         info = cls.model_fields[name]
         flag = flags.get(name, "--" + name.replace("_", "-"))
-        help_text = f"{info.description or name} (default: {info.default!r}) [env: {env_name(cls, name)}]"
+        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+        help_text = f"{info.description or name} (default: {default}) [env: {env_name(cls, name)}]"
         annotation = _plain_type(info.annotation)
         if annotation is bool:
-            parser.add_argument(flag, dest=name, default=None, help=help_text, action=argparse.BooleanOptionalAction)
+            parser.add_argument(
+                flag, dest=name, default=None, help=help_text, action=argparse.BooleanOptionalAction
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text, metavar=name.upper())
 

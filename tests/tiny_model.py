@@ -40,11 +40,18 @@ def train_tokenizer(corpus: Sequence[str] = CORPUS, vocab_size: int = 400):
     tok.train_from_iterator(list(corpus) + alphabet, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return DistilBertTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
     )
 
 
@@ -63,9 +70,15 @@ def build_tiny_classifier(
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(corpus)
     config = DistilBertConfig(
-        vocab_size=len(tokenizer), n_layers=layers, n_heads=2, dim=dim, hidden_dim=dim * 2,
-        max_position_embeddings=512, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
+        vocab_size=len(tokenizer),
+        n_layers=layers,
+        n_heads=2,
+        dim=dim,
+        hidden_dim=dim * 2,
+        max_position_embeddings=512,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
     )
     model = DistilBertForSequenceClassification(config).eval()
     out_dir = Path(out_dir)

@@ -1,0 +1,154 @@
+"""The local broker against itself: real JVM, real Kafka protocol, real restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import psutil
+import pytest
+
+from infra import broker as broker_mod
+from infra.broker import BrokerSettings, LocalBroker, free_port
+from sentistream.cli import main
+from sentistream.errors import SentistreamError, UsageError
+
+
+def _messages(n: int) -> list[bytes]:
+    # Binary-ish payloads on purpose: byte-identical round trip, not just "some text came back".
+    return [f"message {i} ".encode() + os.urandom(16) for i in range(n)]
+
+
+async def _produce(address: str, topic: str, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=address, acks="all")
+    await producer.start()
+    try:
+        batch = [await producer.send(topic, v) for v in values]
+        await asyncio.gather(*batch)
+    finally:
+        await producer.stop()
+
+
+async def _consume_all(address: str, topic: str, expected: int) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=address, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        while len(got) < expected:
+            records = await consumer.getmany(timeout_ms=2000, max_records=1000)
+            if not records:
+                break
+            for batch in records.values():
+                got.extend(r.value for r in batch)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def _java_pids(data_dir) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"]
+        and "kafka.Kafka" in p.info["cmdline"]
+        and str(data_dir) in " ".join(p.info["cmdline"])
+    ]
+
+
+@pytest.mark.slow
+def test_round_trip_survives_restart_and_stop_leaves_no_java(tmp_path, capsys):
+    settings = BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka")
+    broker = LocalBroker(settings)
+    values = _messages(1000)
+    try:
+        assert (
+            main(["kafka", "start", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
+        )
+        assert "Kafka is up at" in capsys.readouterr().out
+        assert (
+            main(["kafka", "start", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
+        )
+        assert "already running" in capsys.readouterr().out
+
+        asyncio.run(_produce(broker.address, "roundtrip", values))
+        assert asyncio.run(_consume_all(broker.address, "roundtrip", 1000)) == values
+
+        assert broker.stop() is True
+        assert _java_pids(broker.data_dir) == []
+        already, seconds = broker.start()
+        assert not already and seconds > 0
+        assert asyncio.run(_consume_all(broker.address, "roundtrip", 1000)) == values
+    finally:
+        broker.stop()
+    assert _java_pids(broker.data_dir) == []
+    assert main(["kafka", "stop", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
+    assert "nothing to stop" in capsys.readouterr().out
+
+
+def test_status_reports_stopped_broker(tmp_path, capsys):
+    assert main(["kafka", "status", "--port", "1", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "stopped" in out and str(tmp_path) in out and "server.log" in out
+
+
+def test_port_in_use_by_a_foreign_process_is_refused_not_killed(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        broker = LocalBroker(BrokerSettings(port=port, data_dir=tmp_path))
+        with pytest.raises(UsageError, match=f"port {port} .*--port"):
+            broker.start()
+        # The foreign listener is still alive and still ours.
+        assert squatter.fileno() != -1
+
+
+def test_stale_pid_file_is_detected_and_cleared(tmp_path):
+    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path))
+    tmp_path.mkdir(exist_ok=True)
+    broker.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not a Kafka broker
+    assert broker.status().running is False
+    assert not broker.pid_file.exists()
+    assert broker.stop() is False
+
+
+@pytest.mark.parametrize(
+    ("missing", "hint"), [("java", "openjdk-17-jre-headless"), ("mvn", "apt-get install maven")]
+)
+def test_missing_tool_names_the_debian_package(monkeypatch, missing, hint):
+    real_which = broker_mod.shutil.which
+    monkeypatch.setattr(
+        broker_mod.shutil, "which", lambda name: None if name == missing else real_which(name)
+    )
+    with pytest.raises(SentistreamError, match=hint):
+        broker_mod._require_tools()
+
+
+def test_maven_offline_failure_is_one_line():
+    output = (
+        "[ERROR] Failed to execute goal ... Could not transfer artifact org.apache.kafka:kafka_2.13:pom:4.3.1\n"
+        * 3
+    )
+    message = broker_mod._maven_failure(output)
+    assert "\n" not in message and "Maven Central" in message and "no jars are cached" in message
+
+
+def test_cached_classpath_with_a_vanished_jar_is_resolved_again(tmp_path, monkeypatch):
+    cache = tmp_path / "cp.txt"
+    cache.write_text(str(tmp_path / "gone.jar"))
+    monkeypatch.setattr(broker_mod, "classpath_cache", lambda: cache)
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        cache.write_text(str(tmp_path / "fresh.jar"))
+        return type("R", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+
+    monkeypatch.setattr(broker_mod.subprocess, "run", fake_run)
+    assert broker_mod.resolve_classpath().endswith("fresh.jar")
+    assert calls and calls[0][0] == "mvn"
