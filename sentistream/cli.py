@@ -25,10 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eda": ("training.cli", "explore a labelled dataset (class balance, lengths, word clouds)"),
     "predict": ("model.cli", "score texts or a CSV file with a model"),
     "worker": ("stream.cli", "run the Faust stream worker that scores the tweets topic"),
-    "produce": ("stream.cli", "send texts or JSON lines to the tweets topic"),
-    "replay": ("stream.cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
+    "produce": ("stream.produce_cli", "send texts or JSON lines to the tweets topic"),
+    "replay": ("stream.produce_cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
     "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
-    "demo": ("dashboard.cli", "start broker, worker, replay and dashboard together"),
+    "demo": ("sentistream.demo", "start broker, worker, replay and dashboard together"),
 }
 
 
