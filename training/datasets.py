@@ -1,0 +1,258 @@
+"""Load a labelled dataset in any known format into one clean frame of `text`, `label` (+ `split`).
+
+Every format goes through the same steps: read (`training/formats.py`), pick the text and label
+columns, normalise labels to lower-case names, then drop rows with no text, exact duplicates and
+texts that appear with conflicting labels. Each drop is counted in the `LoadReport`, so a user sees
+what the loader did to their data. Light to import: pandas only, no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from sentistream.errors import UsageError
+from training.formats import FORMATS, RawTable, read_table
+
+__all__ = ["FORMATS", "LoadReport", "LoadedDataset", "load_dataset", "normalise_labels", "parse_label_map"]
+
+TEXT_COLUMNS = ("text", "review", "tweet", "sentence", "content", "body", "message", "comment")
+LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "airline_sentiment")
+KNOWN_LABELS = ("negative", "neutral", "positive")
+LABEL_ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "negative": "negative",
+                 "neutral": "neutral", "positive": "positive"}  # fmt: skip
+# Numeric label conventions, tried in order: GLUE/SST-2 binary, TweetEval 3-class, -1/0/1, Sentiment140.
+NUMERIC_CONVENTIONS = (
+    {"0": "negative", "1": "positive"},
+    {"0": "negative", "1": "neutral", "2": "positive"},
+    {"-1": "negative", "0": "neutral", "1": "positive"},
+    {"0": "negative", "2": "neutral", "4": "positive"},
+)
+MALFORMED_LINES_SHOWN = 5
+
+
+@dataclass
+class LoadReport:
+    """What the loader read and what it dropped, and why."""
+
+    rows_read: int = 0
+    malformed_rows: int = 0
+    malformed_lines: list[int] = field(default_factory=list)
+    empty_text: int = 0
+    missing_label: int = 0
+    dropped_labels: dict[str, int] = field(default_factory=dict)
+    exact_duplicates: int = 0
+    conflicting_duplicates: int = 0
+    rows_kept: int = 0
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        dropped = sum(self.dropped_labels.values())
+        return (
+            f"{self.rows_read} rows read, {self.rows_kept} kept; dropped: {self.malformed_rows} malformed, "
+            f"{self.empty_text} empty text, {self.missing_label} missing label, {dropped} by --drop-label, "
+            f"{self.exact_duplicates} exact duplicates, {self.conflicting_duplicates} conflicting duplicates"
+        )
+
+
+@dataclass
+class LoadedDataset:
+    """A cleaned dataset: `frame` has `text`, `label` (when labelled), maybe `split` and `created_at`."""
+
+    frame: pd.DataFrame
+    format: str
+    report: LoadReport
+    path: Path
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names present, sorted (the model's output order)."""
+        if "label" not in self.frame or self.frame["label"].isna().all():
+            return []
+        return sorted(self.frame["label"].dropna().unique().tolist())
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the cleaned rows, recorded in the bundle so a model names its data."""
+        columns = [c for c in ("text", "label", "split") if c in self.frame]
+        hashed = pd.util.hash_pandas_object(self.frame[columns].astype(str), index=False)
+        return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def load_dataset(
+    path: str | Path,
+    format: str = "auto",
+    text_col: str | None = None,
+    label_col: str | None = None,
+    *,
+    drop_labels: Iterable[str] = (),
+    label_map: Mapping[str, str] | None = None,
+    require_labels: bool = True,
+) -> LoadedDataset:
+    """Read, normalise and clean a dataset; raise `UsageError` with one line on bad input."""
+    path = Path(path)
+    raw = read_table(path, format)
+    report = LoadReport(rows_read=len(raw.frame) + len(raw.malformed), malformed_rows=len(raw.malformed))
+    report.malformed_lines = raw.malformed[:MALFORMED_LINES_SHOWN]
+    frame = _select_columns(raw, text_col, label_col, require_labels, path)
+    if "label" in frame:
+        names = {**raw.label_names, **{k.lower(): v for k, v in (label_map or {}).items()}}
+        frame = _apply_labels(frame, names, {d.lower() for d in drop_labels}, require_labels, report)
+    frame = _drop_bad_rows(frame, report, require_labels)
+    if frame.empty:
+        raise UsageError(f"no rows left in {path} after cleaning ({report.summary()})")
+    report.rows_kept = len(frame)
+    return LoadedDataset(frame.reset_index(drop=True), raw.format, report, path)
+
+
+def _select_columns(
+    raw: RawTable, text_col: str | None, label_col: str | None, require_labels: bool, path: Path
+) -> pd.DataFrame:
+    columns = list(raw.frame.columns)
+    text = _pick_column(columns, text_col or raw.text_col, TEXT_COLUMNS, "--text-col", path)
+    label = _pick_column(
+        columns, label_col or raw.label_col, LABEL_COLUMNS, "--label-col", path, required=False
+    )
+    if label is None and require_labels:
+        raise UsageError(f"no label column in {path}; pass --label-col (columns: {', '.join(columns)})")
+    extra = [c for c in raw.frame.columns if c not in (text, label, "text", "label")]
+    frame = raw.frame[[text] + ([label] if label else []) + extra].copy()
+    frame.columns = ["text"] + (["label"] if label else []) + extra
+    return frame
+
+
+def _pick_column(
+    columns: list[str],
+    wanted: str | None,
+    guesses: tuple[str, ...],
+    flag: str,
+    path: Path,
+    required: bool = True,
+) -> str | None:
+    """`wanted` if it exists, else the first known name (case-insensitive); missing -> UsageError."""
+    if wanted is not None and wanted not in columns:
+        raise UsageError(
+            f"no column {wanted!r} in {path}; it has: {', '.join(map(str, columns))} (fix {flag})"
+        )
+    if wanted is not None:
+        return wanted
+    by_lower = {str(c).lower(): c for c in columns}
+    found = next((by_lower[g] for g in guesses if g in by_lower), None)
+    if found is None and required:
+        raise UsageError(
+            f"cannot tell which column of {path} holds the text; pass {flag} (columns: {', '.join(columns)})"
+        )
+    return found
+
+
+def _apply_labels(
+    frame: pd.DataFrame, names: dict[str, str], drop: set[str], require_labels: bool, report: LoadReport
+) -> pd.DataFrame:
+    raw = frame["label"].map(_raw_label)
+    dropped = raw.isin(drop) | raw.map(lambda v: names.get(v, v)).isin(drop)
+    report.dropped_labels = {str(k): int(v) for k, v in raw[dropped].value_counts().items()}
+    frame, raw = frame[~dropped].copy(), raw[~dropped]
+    frame["label"] = normalise_labels(raw, names, strict=require_labels)
+    return frame
+
+
+def normalise_labels(
+    raw: pd.Series, names: Mapping[str, str] | None = None, *, strict: bool = True
+) -> pd.Series:
+    """Map raw label strings to lower-case names; unknown values raise `UsageError` when `strict`."""
+    names = dict(names or {})
+    present = set(raw.dropna().unique()) - set(names)
+    if present and all(_is_number(v) for v in present):
+        names.update(_numeric_convention(present, strict))
+    labels = raw.map(lambda v: None if v is None else names.get(v, LABEL_ALIASES.get(v, v)))
+    unknown = labels.dropna()[~labels.dropna().isin(KNOWN_LABELS + tuple(names.values()))]
+    if strict and not unknown.empty:
+        raise UsageError(_unknown_labels_message(unknown))
+    return labels
+
+
+def _numeric_convention(values: set[str], strict: bool) -> dict[str, str]:
+    as_ints = {str(int(float(v))) for v in values}
+    for convention in NUMERIC_CONVENTIONS:
+        if as_ints <= set(convention):
+            return {v: convention[str(int(float(v)))] for v in values}
+    if strict:
+        shown = ", ".join(sorted(values, key=float)[:10])
+        raise UsageError(
+            f"numeric labels {shown} follow no known convention; name them with --label-map 0=negative,..."
+        )
+    return {}
+
+
+def _unknown_labels_message(unknown: pd.Series) -> str:
+    counts = unknown.value_counts()
+    shown = ", ".join(f"{value!r} ({count} rows)" for value, count in counts.head(10).items())
+    first = str(counts.index[0])
+    return (
+        f"unknown label values: {shown}; map them with --label-map {first}=neutral "
+        f"or drop them with --drop-label {first}"
+    )
+
+
+def _raw_label(value: object) -> str | None:
+    """Lower-case, stripped label text; None for missing. `1.0` and `1` are the same label."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip().lower()
+    if _is_number(text) and float(text).is_integer():
+        text = str(int(float(text)))
+    return text or None
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _drop_bad_rows(frame: pd.DataFrame, report: LoadReport, require_labels: bool) -> pd.DataFrame:
+    text = frame["text"].map(lambda v: v if isinstance(v, str) else None)
+    empty = text.isna() | (text.fillna("").str.strip() == "")
+    report.empty_text = int(empty.sum())
+    frame = frame[~empty].assign(text=text[~empty])
+    if "label" in frame and require_labels:
+        missing = frame["label"].isna()
+        report.missing_label = int(missing.sum())
+        frame = frame[~missing]
+    return _drop_duplicates(frame, report)
+
+
+def _drop_duplicates(frame: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
+    """Keep one of each exact (text, label) repeat; drop every row of a text labelled two ways."""
+    scope = ["split"] if "split" in frame else []
+    keys = scope + ["text"] + (["label"] if "label" in frame else [])
+    exact = frame.duplicated(subset=keys, keep="first")
+    report.exact_duplicates = int(exact.sum())
+    frame = frame[~exact]
+    if "label" not in frame:
+        return frame
+    conflicting = frame.duplicated(subset=[*scope, "text"], keep=False)
+    report.conflicting_duplicates = int(conflicting.sum())
+    return frame[~conflicting]
+
+
+def parse_label_map(spec: str | None) -> dict[str, str]:
+    """`"0=negative,4=positive"` -> {"0": "negative", "4": "positive"}; bad pairs -> UsageError."""
+    if not spec:
+        return {}
+    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise UsageError(
+            f"--label-map takes RAW=NAME pairs separated by commas, e.g. 0=negative,4=positive; got {spec!r}"
+        )
+    return {raw.strip().lower(): name.strip().lower() for raw, name in pairs}
