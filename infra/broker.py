@@ -64,6 +64,14 @@ class BrokerStatus:
     log_file: Path
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64, never starting with '-' (as Kafka's Uuid)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -191,9 +199,15 @@ class LocalBroker:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         props = self._write_properties()
-        cmd = [*self._java(classpath), STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(props)]
+        cmd = [
+            *self._java(classpath),
+            STORAGE_TOOL,
+            "format",
+            f"--cluster-id={new_cluster_id()}",
+            "-c",
+            str(props),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

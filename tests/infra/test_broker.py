@@ -152,3 +152,10 @@ def test_cached_classpath_with_a_vanished_jar_is_resolved_again(tmp_path, monkey
     monkeypatch.setattr(broker_mod.subprocess, "run", fake_run)
     assert broker_mod.resolve_classpath().endswith("fresh.jar")
     assert calls and calls[0][0] == "mvn"
+
+
+def test_cluster_ids_are_valid_kafka_uuids():
+    # A leading '-' once made the storage formatter read the id as a flag (1 start in 64 failed).
+    ids = {broker_mod.new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -1,0 +1,60 @@
+# Sentistream: `make demo` runs the whole system, `make test` runs every test. Each sets itself up.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help demo test lint fmt setup kafka-jars browser bench kafka-start kafka-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+demo: setup kafka-jars ## set up, start broker + worker + replay + dashboard; Ctrl-C stops them
+	$(BIN)/sentistream demo
+
+test: setup kafka-jars browser lint ## set up, lint, then run the whole test suite
+	$(BIN)/pytest
+
+lint: setup ## ruff (with the security rules) over the code
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup ## format the code in place
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+setup: $(STAMP) ## the virtual environment with every Python package (quick when done)
+
+# Re-installs only when pyproject.toml changes. torch alone is a few GB: once per environment.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ not found: install python3 (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+kafka-jars: setup ## download Apache Kafka's jars from Maven Central once (cached)
+	$(BIN)/python -c "from infra.broker import resolve_classpath; resolve_classpath()"
+
+browser: ## Debian's headless Chromium, for the real-browser dashboard test
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium not found: run 'sudo apt-get install chromium chromium-driver'"; exit 1; fi; }
+
+bench: setup kafka-jars ## run every benchmark (minutes); numbers land in benchmarks/results/
+	$(BIN)/python benchmarks/engine_throughput.py
+	$(BIN)/python benchmarks/producer_throughput.py
+	$(BIN)/python benchmarks/stream_throughput.py
+	$(BIN)/python benchmarks/dashboard_soak.py
+
+kafka-start: setup kafka-jars ## start the local broker on 127.0.0.1:9092
+	$(BIN)/sentistream kafka start
+
+kafka-stop: setup ## stop the local broker
+	$(BIN)/sentistream kafka stop
+
+clean: ## remove caches and build outputs (keeps the venv and your models)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info out
