@@ -1,0 +1,94 @@
+"""Text cleaning: the one function training and serving both call, so they can never disagree.
+
+The options a model was trained with are stored in its bundle (`sentistream.json`) and restored
+from it at serving time; nothing else in the project cleans text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Tags start with a letter (or /letter), so "I <3 you > all" and "a < b" survive.
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+# Not after a word character, so e-mail addresses are left alone.
+_MENTION = re.compile(r"(?<![\w@])@\w+")
+# Work on a bounded prefix of the raw text: a 1 MB payload must not stall the regexes or the tokenizer.
+_RAW_FACTOR = 4
+
+
+class CleaningOptions(BaseModel):
+    """How text is normalised before tokenisation; recorded in and restored from the model bundle."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strip_html: bool = Field(True, description="unescape HTML entities and remove tags such as <br />")
+    urls: str = Field("http", description="placeholder that replaces each URL (TweetEval style)")
+    mentions: str = Field("@user", description="placeholder that replaces each @mention")
+    emoji: Literal["keep", "words"] = Field("words", description="keep emoji, or turn them into words")
+    max_chars: int = Field(1000, gt=0, description="hard cap on characters after cleaning")
+
+
+class CleanedText(NamedTuple):
+    """A cleaned text and whether it was cut at `max_chars`."""
+
+    text: str
+    truncated: bool
+
+
+DEFAULT_OPTIONS = CleaningOptions()
+
+
+def validate_text(value: object) -> str | None:
+    """Why `value` cannot be scored (one line), or None when it is a usable text."""
+    if value is None:
+        return "text is missing (null)"
+    if not isinstance(value, str):
+        return f"text must be a string, got {type(value).__name__}"
+    if not value:
+        return "text is empty"
+    if value.isspace():
+        return "text is only whitespace"
+    return None
+
+
+def clean_text(text: str, options: CleaningOptions = DEFAULT_OPTIONS) -> str:
+    """The cleaned form of one text (see `clean_batch` for the truncation flag)."""
+    return _clean(text, options).text
+
+
+def clean_batch(texts: Sequence[str], options: CleaningOptions = DEFAULT_OPTIONS) -> list[CleanedText]:
+    """Clean each text with the same options; texts must already have passed `validate_text`."""
+    return [_clean(text, options) for text in texts]
+
+
+def _clean(text: str, options: CleaningOptions) -> CleanedText:
+    raw_cap = options.max_chars * _RAW_FACTOR
+    truncated = len(text) > raw_cap
+    text = text[:raw_cap]
+    if options.strip_html:
+        text = html.unescape(_TAG.sub(" ", text))
+    text = _URL.sub(options.urls, text)
+    text = _MENTION.sub(options.mentions, text)
+    if options.emoji == "words" and not text.isascii():
+        text = _emoji_to_words(text)
+    text = " ".join(text.split())
+    if len(text) > options.max_chars:
+        return CleanedText(text[: options.max_chars].rstrip(), True)
+    return CleanedText(text, truncated)
+
+
+def _emoji_to_words(text: str) -> str:
+    import emoji  # imported on first use: most batches are plain ASCII and never need it
+
+    return emoji.replace_emoji(text, replace=_emoji_name)
+
+
+def _emoji_name(chars: str, data: dict) -> str:
+    # ":face_with_tears_of_joy:" -> " face with tears of joy ": words a tokenizer already knows.
+    return " " + data["en"].strip(":").replace("_", " ") + " "

@@ -1,0 +1,87 @@
+"""ONNX Runtime engine: the int8 model on CPU when the bundle has one, CUDA with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from model.bundle import Bundle
+from model.engines.base import Prediction
+from model.engines.batching import TokenBatch, TokenBatcher
+from sentistream.errors import UsageError
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def cuda_provider_available() -> bool:
+    """True when onnxruntime-gpu is installed (the CPU wheel has no CUDA provider)."""
+    import onnxruntime as ort
+
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def physical_cores() -> int:
+    """Cores to give ONNX Runtime's intra-op pool (hyper-threads only contend for the same units)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or 1
+
+
+class OnnxEngine:
+    """Scores texts with an ONNX Runtime session over token-budgeted batches."""
+
+    def __init__(self, bundle: Bundle, onnx_file: Path, device: str, batcher_options: dict) -> None:
+        self.name = bundle.ref
+        self.labels = bundle.labels
+        self.device = device
+        self.backend = "onnx-int8" if onnx_file.name.endswith(".int8.onnx") else "onnx"
+        self.session = _session(onnx_file, device)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self._batcher = TokenBatcher(
+            bundle.load_tokenizer(),
+            bundle.labels,
+            bundle.meta.max_length,
+            bundle.meta.cleaning,
+            **batcher_options,
+        )
+
+    def predict(self, texts: Sequence[object]) -> list[Prediction]:
+        """One prediction per text, in input order."""
+        return self._batcher.run(texts, self._forward)
+
+    def close(self) -> None:
+        """Stop the tokenising thread and drop the session."""
+        self._batcher.close()
+
+    def _forward(self, batch: TokenBatch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self._inputs:  # BERT-style graphs exported elsewhere may ask for it
+            feed["token_type_ids"] = np.zeros_like(batch.input_ids)
+        (logits,) = self.session.run(["logits"], feed)
+        return softmax(logits)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, stable for large logits."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _session(onnx_file: Path, device: str):  # -> onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = physical_cores()
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if not cuda_provider_available():
+            raise UsageError(
+                "ONNX on CUDA needs onnxruntime-gpu (pip install 'sentistream[gpu]'); or use --backend torch"
+            )
+        providers.insert(0, CUDA_PROVIDER)
+    return ort.InferenceSession(str(onnx_file), sess_options=options, providers=providers)

@@ -1,0 +1,114 @@
+"""`load_engine`: resolve `--backend` and `--device` (auto picks the fastest available) and build it.
+
+auto, in order: no model -> VADER; a GPU -> PyTorch in half precision (faster there than ONNX
+Runtime's fp32 graph); a CPU and a bundle with `model.onnx` -> ONNX Runtime, int8 when the bundle
+has it; otherwise PyTorch. The choice and the reason are logged in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from model.bundle import Bundle, load_bundle
+from model.engines.base import Engine
+from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from sentistream.errors import UsageError
+
+logger = logging.getLogger("model.engines")
+
+BACKEND_CHOICES = ("auto", "onnx", "torch", "vader")  # what the CLI advertises
+ALL_BACKENDS = (*BACKEND_CHOICES, "constant")  # "constant": the null model for stream benchmarks
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def load_engine(
+    model: str | Path | None,
+    backend: str = "auto",
+    device: str = "auto",
+    *,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch_size: int = DEFAULT_BATCH_SIZE,
+    dtype: str = "float16",
+    int8: bool | None = None,
+    log: logging.Logger = logger,
+) -> Engine:
+    """An engine for `model` (bundle dir, HF dir or Hub id; None = lexicon baseline).
+
+    `int8`: None uses the int8 ONNX file when the bundle has one and the device is the CPU.
+    """
+    if backend not in ALL_BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; use one of {', '.join(BACKEND_CHOICES)}")
+    if backend == "constant":
+        from model.engines.constant_engine import ConstantEngine
+
+        log.info("scoring with the constant null model (benchmarks only: every text gets 'neutral')")
+        return ConstantEngine()
+    if backend == "vader" or (model is None and backend == "auto"):
+        return _vader(log, "asked for" if backend == "vader" else "no --model given")
+    if model is None:
+        raise UsageError(f"--backend {backend} needs --model (a bundle or Hugging Face model directory)")
+    bundle = load_bundle(model)
+    on = resolve_device(device)
+    options = {
+        "max_batch_tokens": max(max_batch_tokens, bundle.meta.max_length),
+        "max_batch_size": max_batch_size,
+    }
+    chosen, reason = _choose(bundle, backend, on)
+    if chosen == "torch":
+        from model.engines.torch_engine import TorchEngine
+
+        engine: Engine = TorchEngine(bundle, on, options, dtype=dtype)
+    else:
+        engine = _onnx(bundle, on, options, int8)
+    log.info("scoring with %s on %s, backend %s (%s)", bundle.ref, on, engine.backend, reason)
+    return engine
+
+
+def resolve_device(device: str) -> str:
+    """ "cpu" or "cuda"; auto means cuda when PyTorch sees a GPU."""
+    if device not in DEVICE_CHOICES:
+        raise UsageError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    if device == "cuda" and not has_gpu:
+        raise UsageError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    return "cuda" if has_gpu else "cpu"
+
+
+def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
+    has_onnx = bundle.onnx_path(int8=False) is not None
+    if backend == "onnx":
+        if not has_onnx:
+            raise UsageError(
+                f"{bundle.source} has no model.onnx; run `sentistream export --model DIR` or use torch"
+            )
+        return "onnx", "asked for"
+    if backend == "torch":
+        return "torch", "asked for"
+    if device == "cuda":
+        return "torch", "auto: half-precision PyTorch is the fastest on a GPU"
+    if has_onnx:
+        return "onnx", "auto: the bundle has ONNX files and ONNX Runtime is the fastest on a CPU"
+    return "torch", "auto: the bundle has no model.onnx"
+
+
+def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engine:
+    from model.engines.onnx_engine import OnnxEngine
+
+    # int8 dynamic quantisation is a CPU optimisation; GPUs run the fp32 graph.
+    want_int8 = device == "cpu" if int8 is None else int8
+    path = bundle.onnx_path(int8=True) if want_int8 else None
+    if want_int8 and path is None and int8:
+        raise UsageError(f"{bundle.source} has no model.int8.onnx; run `sentistream export --model DIR`")
+    return OnnxEngine(bundle, path or bundle.onnx_path(int8=False), device, options)  # type: ignore[arg-type]
+
+
+def _vader(log: logging.Logger, why: str) -> Engine:
+    from model.engines.vader_engine import VaderEngine
+
+    log.info("scoring with the VADER lexicon baseline, no trained model (%s)", why)
+    return VaderEngine()

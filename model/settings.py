@@ -1,0 +1,48 @@
+"""Model settings: which model, backend and device score text, shared by `predict` and the worker."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+
+
+class ModelSettings(BaseSettings):
+    """How to load the scoring engine (env: SENTISTREAM_MODEL, _BACKEND, _DEVICE, _BATCH_TOKENS, ...)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTISTREAM_", frozen=True, protected_namespaces=(), extra="ignore"
+    )
+
+    model: str | None = Field(
+        None,
+        description="model bundle, Hugging Face model directory or Hub id; unset = VADER lexicon baseline",
+    )
+    backend: Literal["auto", "onnx", "torch", "vader", "constant"] = Field(
+        "auto", description="inference backend: auto, onnx, torch or vader"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the model runs: auto, cpu or cuda"
+    )
+    batch_tokens: int = Field(
+        DEFAULT_BATCH_TOKENS, gt=0, description="token budget of one forward pass (texts x longest text)"
+    )
+    max_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
+    dtype: Literal["float16", "bfloat16"] = Field("float16", description="PyTorch precision on CUDA")
+
+    def load_engine(self, **kwargs):  # -> model.engines.Engine
+        """The engine these settings describe (imports the heavy libraries only now)."""
+        from model.engines import load_engine
+
+        return load_engine(
+            self.model,
+            self.backend,
+            self.device,
+            max_batch_tokens=self.batch_tokens,
+            max_batch_size=self.max_batch_size,
+            dtype=self.dtype,
+            **kwargs,
+        )
