@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Tags start with a letter (or /letter), so "I <3 you > all" and "a < b" survive.
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+# Trailing punctuation belongs to the sentence, not the URL ("see www.x.com, then").
+_URL = re.compile(r"(?:https?://|www\.)\S*[^\s.,!?;:)\]'\"]", re.IGNORECASE)
 # Not after a word character, so e-mail addresses are left alone.
 _MENTION = re.compile(r"(?<![\w@])@\w+")
 # Work on a bounded prefix of the raw text: a 1 MB payload must not stall the regexes or the tokenizer.

@@ -1,0 +1,92 @@
+"""Token-budget batching: grouping, padding, and results back in input order."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.bundle import load_bundle
+from model.cleaning import CleaningOptions
+from model.engines.batching import TokenBatch, TokenBatcher, pad_rows, plan_batches, screen
+
+
+def test_plan_respects_the_token_budget_and_covers_every_text() -> None:
+    lengths = [random.Random(i).randint(3, 60) for i in range(500)]
+    plan = plan_batches(lengths, max_batch_tokens=256, max_batch_size=1000)
+    assert sorted(i for batch in plan for i in batch) == list(range(500))
+    for batch in plan:
+        assert len(batch) * max(lengths[i] for i in batch) <= 256
+
+
+def test_plan_groups_similar_lengths() -> None:
+    lengths = [50, 3, 50, 3, 50, 3]
+    assert [sorted(b) for b in plan_batches(lengths, max_batch_tokens=150, max_batch_size=10)] == [
+        [1, 3, 5],
+        [0, 2, 4],
+    ]
+
+
+def test_plan_caps_the_text_count_and_isolates_an_overlong_text() -> None:
+    assert plan_batches([1] * 5, max_batch_tokens=1000, max_batch_size=2) == [[0, 1], [2, 3], [4]]
+    assert plan_batches([5, 900], max_batch_tokens=100, max_batch_size=8) == [[0], [1]]
+
+
+def test_pad_rows_pads_to_the_longest_row_only() -> None:
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert ids.dtype == np.int64
+
+
+def test_screen_reports_bad_items_by_position_and_cleans_the_rest() -> None:
+    usable, errors = screen(["ok <br />", None, "  ", "<p></p>"], CleaningOptions())
+    assert [(s.index, s.text) for s in usable] == [(0, "ok")]
+    assert set(errors) == {1, 2, 3}
+    assert "after cleaning" in errors[3]
+
+
+@pytest.fixture
+def batcher(bundle_dir: Path):
+    bundle = load_bundle(bundle_dir)
+    # A budget of 64 tokens and chunks of 7 texts force many batches and many prefetched chunks.
+    b = TokenBatcher(
+        bundle.load_tokenizer(), bundle.labels, 64, bundle.meta.cleaning, max_batch_tokens=64, chunk_texts=7
+    )
+    yield b
+    b.close()
+
+
+def test_results_come_back_in_input_order_across_many_batches(batcher: TokenBatcher) -> None:
+    rng = random.Random(7)
+    texts: list[object] = [" ".join(["word"] * rng.randint(1, 40)) + f" {i}" for i in range(60)]
+    texts[13] = None
+    seen: list[TokenBatch] = []
+
+    def forward(batch: TokenBatch) -> np.ndarray:
+        seen.append(batch)
+        # Each row's "probabilities" encode its own token count, so a misplaced result shows.
+        lengths = batch.attention_mask.sum(axis=1)
+        return np.stack([lengths, np.zeros_like(lengths), np.zeros_like(lengths)], axis=1).astype(float)
+
+    results = batcher.run(texts, forward)
+    tokenizer = batcher.tokenizer
+    assert len(seen) > 10
+    assert all(b.input_ids.shape[0] * b.input_ids.shape[1] <= 64 for b in seen)
+    assert all(b.attention_mask[:, -1].any() for b in seen), "a batch was padded beyond its longest text"
+    for i, text in enumerate(texts):
+        if text is None:
+            assert results[i].error == "text is missing (null)"
+        else:
+            n_tokens = len(tokenizer(text)["input_ids"])
+            assert results[i].scores["negative"] == min(n_tokens, 64)
+            assert results[i].truncated == (n_tokens > 64)
+
+
+def test_token_truncation_is_marked(batcher: TokenBatcher) -> None:
+    rows, cut = batcher.tokenize(["short", "word " * 200])
+    assert cut == [False, True]
+    assert len(rows[1]) == 64
+    assert rows[1][-1] == batcher.tokenizer.sep_token_id
