@@ -79,3 +79,37 @@ def bootstrap_servers(url: str) -> list[str]:
             )
         servers.append(f"{parsed.hostname}:{parsed.port}")
     return servers
+
+
+class WorkerSettings(BaseSettings):
+    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
+
+    group_id: str = Field(default="sentistream-worker", description="Kafka consumer group of the workers")
+    partitions: int = Field(default=4, ge=1, description="partition count of the topics the worker creates")
+    replication_factor: int = Field(
+        default=1, ge=1, description="replication factor of topics the worker creates"
+    )
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="max texts per micro-batch")
+    max_wait_ms: int = Field(default=50, ge=1, description="max milliseconds to wait to fill a micro-batch")
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once", description="processing guarantee: at_least_once or exactly_once"
+    )
+    web_port: int = Field(default=6066, ge=1, le=65535, description="port of /health, /metrics, /predict")
+    web_host: str = Field(
+        default="127.0.0.1", description="interface the web views bind (0.0.0.0 in containers)"
+    )
+    stats_window_s: float = Field(
+        default=10.0, gt=0, description="tumbling window of sentiment-stats, seconds"
+    )
+    max_predict_texts: int = Field(default=256, ge=1, description="max texts in one POST /predict request")
+    max_predict_bytes: int = Field(default=1_048_576, ge=1, description="max body bytes of POST /predict")
+    max_text_chars: int = Field(
+        default=10_000,
+        ge=1,
+        description="texts longer than this are cut in the scored event (truncated=true)",
+    )
+    commit_interval_s: float = Field(default=1.0, gt=0, description="seconds between offset commits")
+    startup_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for the broker at start")
+    worker_name: str | None = Field(default=None, description="name in stats and logs (default host:pid)")

@@ -1,0 +1,87 @@
+"""`sentistream worker`: score the tweets topic with Faust, serving /health, /metrics, /predict.
+
+Fails fast with one line when the model cannot be loaded or the broker cannot be reached, before
+Faust starts. Heavy imports (faust, torch) happen inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+from sentistream.errors import SentistreamError
+from sentistream.settings import add_settings_arguments, settings_from_args
+
+HELP = "run the Faust stream worker that scores the tweets topic"
+KAFKA_FLAGS = [
+    "broker",
+    "topic",
+    "scored_topic",
+    "dlq_topic",
+    "stats_topic",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+]
+MODEL_FLAGS = ["model", "backend", "device", "batch_tokens", "max_batch_size"]
+
+log = logging.getLogger("stream.worker")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `worker` flags: Kafka, model and worker settings (ARCHITECTURE.md's command table)."""
+    from model.settings import ModelSettings
+    from stream.settings import KafkaSettings, WorkerSettings
+
+    add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)
+    add_settings_arguments(parser, KafkaSettings, KAFKA_FLAGS)
+    add_settings_arguments(parser, WorkerSettings)
+    parser.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, check the broker and topics, then run the worker until SIGTERM."""
+    from model.settings import ModelSettings
+    from stream.settings import KafkaSettings, WorkerSettings
+
+    kafka = settings_from_args(KafkaSettings, args)
+    settings = settings_from_args(WorkerSettings, args)
+    engine = load_engine(settings_from_args(ModelSettings, args))
+    created = asyncio.run(_ensure_topics(kafka, settings))
+    if created:
+        log.info("created topics %s with %d partitions", created, settings.partitions)
+
+    from stream.app import create_app
+    from stream.worker import run_worker
+
+    loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
+    with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
+        app, scorer = create_app(kafka, settings, engine, Path(datadir))
+        return run_worker(app, scorer, loglevel, json_logs=args.json_logs)
+
+
+def load_engine(model_settings):  # -> model.engines.Engine
+    """The engine, or one line saying why it could not be loaded."""
+    try:
+        return model_settings.load_engine()
+    except SentistreamError:
+        raise
+    except Exception as exc:  # any loader failure (missing files, bad weights) becomes one line
+        raise SentistreamError(
+            f"cannot load the model {model_settings.model!r} with backend {model_settings.backend}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+async def _ensure_topics(kafka, settings) -> list[str]:
+    from stream.topics import ensure_topics
+
+    return await ensure_topics(kafka, settings)
+
+
+COMMANDS = {"worker": (HELP, add_arguments, run)}
