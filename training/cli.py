@@ -1,0 +1,97 @@
+"""`sentistream train | evaluate | export | eda`: the offline commands.
+
+Imports nothing heavy at module level: torch and transformers load inside `run` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sentistream.settings import add_settings_arguments, settings_from_args
+from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream train` (every TrainSettings field)."""
+    add_settings_arguments(parser, TrainSettings)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Fine-tune and write the bundle; prints its directory."""
+    from training.train import train
+
+    out_dir = train(settings_from_args(TrainSettings, args))
+    print(out_dir)
+    return 0
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream evaluate`."""
+    add_settings_arguments(parser, EvaluateSettings)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Score a labelled dataset and write the report; prints the headline numbers."""
+    from training.evaluate import evaluate
+
+    out_dir, metrics = evaluate(settings_from_args(EvaluateSettings, args))
+    print(
+        f"accuracy {metrics['accuracy']:.4f}  macro recall {metrics['macro_recall']:.4f}  report {out_dir / 'report.md'}"
+    )
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream export`."""
+    add_settings_arguments(parser, ExportSettings)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export ONNX fp32 + int8 and check parity; prints the parity record."""
+    from training.export import export_bundle
+
+    settings = settings_from_args(ExportSettings, args)
+    texts, split = parity_texts(settings)
+    parity = export_bundle(settings.model, texts, split=split, max_disagreement=settings.max_disagreement)
+    print(f"{settings.model}: model.onnx label agreement {parity['onnx']['label_agreement']:.4f}, "
+          f"int8 {parity['onnx_int8']['label_agreement']:.4f} on {parity['n']} texts")  # fmt: skip
+    return 0
+
+
+def parity_texts(settings: ExportSettings) -> tuple[list[str], str]:
+    """Texts for the parity check: `--data` (its validation split if any), else the bundle's test report."""
+    import pandas as pd
+
+    if settings.data is not None:
+        from training.datasets import load_dataset
+
+        frame = load_dataset(settings.data, text_col=settings.text_col, require_labels=False).frame
+        if "split" in frame and (frame["split"] == "validation").any():
+            frame = frame[frame["split"] == "validation"]
+        return frame["text"].head(settings.max_parity_rows).tolist(), "validation"
+    predictions = Path(settings.model) / "report" / "predictions.csv"
+    if predictions.is_file():
+        return pd.read_csv(predictions)["text"].astype(str).head(settings.max_parity_rows).tolist(), "test"
+    return [], "sample"
+
+
+def add_eda_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream eda`."""
+    add_settings_arguments(parser, EdaSettings)
+
+
+def run_eda(args: argparse.Namespace) -> int:
+    """Write the data exploration report; prints its path."""
+    from training.eda import explore
+
+    print(explore(settings_from_args(EdaSettings, args)) / "report.md")
+    return 0
+
+
+COMMANDS = {
+    "train": ("fine-tune a Hugging Face encoder on a labelled dataset", add_train_arguments, run_train),
+    "evaluate": ("evaluate a model bundle on a labelled dataset", add_evaluate_arguments, run_evaluate),
+    "export": ("export a trained model to ONNX (fp32 and int8)", add_export_arguments, run_export),
+    "eda": ("explore a labelled dataset (class balance, lengths, word clouds)", add_eda_arguments, run_eda),
+}

@@ -1,0 +1,119 @@
+"""`sentistream eda`: what a dataset looks like before training on it, as a report with images."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from training.datasets import LoadedDataset, load_dataset, parse_label_map
+from training.plots import class_balance_png, text_length_png, word_cloud_png
+from training.settings import EdaSettings
+
+log = logging.getLogger(__name__)
+
+# Placeholders that cleaning puts in every tweet say nothing about a class.
+PLACEHOLDERS = {"user", "http", "https", "amp", "rt", "br"}
+
+
+def explore(settings: EdaSettings) -> Path:
+    """Write eda.json, the images and report.md for `settings.data`; returns the report directory."""
+    data = load_dataset(
+        settings.data, settings.format, settings.text_col, settings.label_col,
+        drop_labels=settings.drop_labels(), label_map=parse_label_map(settings.label_map), require_labels=False,
+    )  # fmt: skip
+    frame = data.frame.assign(label=_labels(data.frame))
+    out_dir = settings.output or Path(f"eda-{settings.data.stem or 'data'}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "rows": data.report.as_dict(),
+        "class_balance": frame["label"].value_counts().sort_index().to_dict(),
+        "words_per_text": length_stats(frame),
+        "top_tokens": top_tokens(frame, settings.top_tokens),
+    }
+    class_balance_png(frame["label"].value_counts().sort_index(), out_dir / "class_balance.png")
+    text_length_png(frame, out_dir / "text_length.png")
+    clouds = _clouds(frame, out_dir)
+    (out_dir / "eda.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out_dir / "report.md").write_text(eda_markdown(summary, data, clouds))
+    log.info("EDA report: %s", out_dir / "report.md")
+    return out_dir
+
+
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    if "label" not in frame or frame["label"].isna().all():
+        return pd.Series("all", index=frame.index)
+    return frame["label"].fillna("(none)").astype(str)
+
+
+def length_stats(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Words per text per class: mean, median, 95th percentile, max."""
+    words = frame["text"].str.split().str.len()
+    stats = words.groupby(frame["label"]).describe(percentiles=[0.5, 0.95])
+    return {
+        str(label): {"mean": row["mean"], "median": row["50%"], "p95": row["95%"], "max": row["max"]}
+        for label, row in stats.iterrows()
+    }
+
+
+def token_counts(texts: pd.Series, limit: int) -> list[tuple[str, int]]:
+    """The `limit` most frequent words (cleaned as the model sees them, English stop words removed)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    from model.cleaning import clean_text
+
+    stop_words = sorted(ENGLISH_STOP_WORDS | PLACEHOLDERS)
+    # Words of two or more letters; digits and underscores are not words here.
+    vectorizer = CountVectorizer(stop_words=stop_words, token_pattern=r"(?u)\b[^\W\d_]{2,}\b")  # noqa: S106
+    try:
+        counts = vectorizer.fit_transform(clean_text(t) for t in texts).sum(axis=0).A1
+    except ValueError:  # nothing but stop words
+        return []
+    vocabulary = vectorizer.get_feature_names_out()
+    order = counts.argsort()[::-1][:limit]
+    return [(str(vocabulary[i]), int(counts[i])) for i in order]
+
+
+def top_tokens(frame: pd.DataFrame, limit: int) -> dict[str, list[tuple[str, int]]]:
+    """`token_counts` per class."""
+    return {str(label): token_counts(group["text"], limit) for label, group in frame.groupby("label")}
+
+
+def _clouds(frame: pd.DataFrame, out_dir: Path) -> dict[str, str]:
+    """One word cloud per class (from its 200 most frequent words); label -> file name."""
+    files = {}
+    for label, tokens in top_tokens(frame, 200).items():
+        safe = "".join(c if c.isalnum() else "_" for c in label)
+        files[label] = word_cloud_png(dict(tokens), f"{label}", out_dir / f"wordcloud_{safe}.png").name
+    return files
+
+
+def eda_markdown(summary: dict, data: LoadedDataset, clouds: dict[str, str]) -> str:
+    """The EDA report as markdown."""
+    rows = summary["rows"]
+    lines = [
+        f"# Data exploration: `{data.path}`",
+        "",
+        f"Format `{data.format}`. {data.report.summary()}.",
+        f"Malformed lines (first few): {rows['malformed_lines'] or 'none'}.",
+        "",
+        "## Class balance",
+        "",
+        "| class | rows | share |",
+        "| --- | ---: | ---: |",
+    ]
+    total = sum(summary["class_balance"].values())
+    lines += [f"| {k} | {v} | {v / total:.1%} |" for k, v in summary["class_balance"].items()]
+    lines += ["", "![class balance](class_balance.png)", "", "## Text length (words)", ""]
+    lines += ["| class | mean | median | p95 | max |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        f"| {k} | {s['mean']:.1f} | {s['median']:.0f} | {s['p95']:.0f} | {s['max']:.0f} |"
+        for k, s in summary["words_per_text"].items()
+    ]
+    lines += ["", "![text length](text_length.png)", "", "## Top tokens per class", ""]
+    for label, tokens in summary["top_tokens"].items():
+        lines += [f"- **{label}**: " + ", ".join(f"{t} ({n})" for t, n in tokens)]
+    lines += ["", "## Word clouds", ""] + [f"![{label}]({name})" for label, name in clouds.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,152 @@
+"""The evaluation report a person reads: metrics.json, predictions, mistakes, images and report.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from training.metrics import classification_metrics
+from training.plots import confusion_matrix_png, training_curves_png
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PREDICTIONS_FILE = "predictions.csv"
+MISCLASSIFIED_FILE = "misclassified.csv"
+HEADLINE = ("accuracy", "macro_recall", "macro_f1", "weighted_f1", "macro_precision")
+
+
+@dataclass
+class Scored:
+    """Texts with their true labels and a model's probabilities (columns = the labels, in order)."""
+
+    texts: list[str]
+    true: list[str]
+    probabilities: pd.DataFrame
+
+    @property
+    def predicted(self) -> list[str]:
+        """The label with the highest probability per row."""
+        return self.probabilities.idxmax(axis=1).tolist()
+
+
+@dataclass
+class ReportContext:
+    """What the report says about where the numbers come from."""
+
+    title: str
+    model: str
+    data: str
+    split: str = "test"
+    baseline: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    best_metric: str = "macro_recall"
+    extra: dict = field(default_factory=dict)
+
+
+def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
+    """Write every report file into `out_dir`; returns the model's metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = list(scored.probabilities.columns)
+    metrics = classification_metrics(scored.true, scored.predicted, labels)
+    frame = _predictions_frame(scored)
+    frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
+    _misclassified(frame).to_csv(out_dir / MISCLASSIFIED_FILE, index=False)
+    confusion_matrix_png(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png")
+    if context.history:
+        training_curves_png(context.history, context.best_metric, out_dir / "training_curves.png")
+    summary = {"model": metrics, "baseline_vader": context.baseline, "context": _context_dict(context)}
+    (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    (out_dir / REPORT_FILE).write_text(report_markdown(metrics, context, frame))
+    return metrics
+
+
+def _predictions_frame(scored: Scored) -> pd.DataFrame:
+    probabilities = scored.probabilities.reset_index(drop=True)
+    frame = pd.DataFrame({"text": scored.texts, "label": scored.true, "predicted": scored.predicted})
+    frame["score"] = probabilities.max(axis=1).to_numpy()
+    frame["correct"] = frame["label"] == frame["predicted"]
+    return pd.concat([frame, probabilities.add_prefix("p_")], axis=1)
+
+
+def _misclassified(frame: pd.DataFrame) -> pd.DataFrame:
+    """Wrong predictions, the most confident first (those say most about what the model learned wrong)."""
+    return frame[~frame["correct"]].sort_values("score", ascending=False, kind="stable")
+
+
+def _context_dict(context: ReportContext) -> dict:
+    return {k: v for k, v in vars(context).items() if k not in ("baseline", "history")}
+
+
+def report_markdown(metrics: dict, context: ReportContext, frame: pd.DataFrame) -> str:
+    """The report as markdown, images linked relative to the report."""
+    lines = [
+        f"# {context.title}",
+        "",
+        f"- model: `{context.model}`",
+        f"- data: `{context.data}` ({context.split} split, {metrics['n']} rows)",
+        *[f"- {key}: {value}" for key, value in context.extra.items() if not isinstance(value, dict)],
+        "",
+        "## Headline metrics",
+        "",
+        *_headline_table(metrics, context.baseline),
+        "",
+        "Macro recall is the mean of per-class recalls (TweetEval's sentiment metric).",
+        "",
+        "## Per class",
+        "",
+        *_per_class_table(metrics),
+        "",
+        "## Confusion matrix",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    if context.history:
+        lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
+    lines += _mistakes_section(frame)
+    return "\n".join(lines) + "\n"
+
+
+def _headline_table(metrics: dict, baseline: dict | None) -> list[str]:
+    header = "| metric | model | VADER baseline |" if baseline else "| metric | model |"
+    rows = [header, "| --- | ---: | ---: |" if baseline else "| --- | ---: |"]
+    for key in HEADLINE:
+        cells = [f"{metrics[key]:.4f}"] + ([f"{baseline[key]:.4f}"] if baseline else [])
+        rows.append(f"| {key} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _per_class_table(metrics: dict) -> list[str]:
+    rows = ["| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+    for label, row in metrics["per_class"].items():
+        rows.append(
+            f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+        )
+    return rows
+
+
+def _mistakes_section(frame: pd.DataFrame, shown: int = 10) -> list[str]:
+    mistakes = _misclassified(frame).head(shown)
+    rows = [
+        "## Most confident mistakes",
+        "",
+        f"All predictions: [{PREDICTIONS_FILE}]({PREDICTIONS_FILE}); mistakes: [{MISCLASSIFIED_FILE}]({MISCLASSIFIED_FILE}).",
+        "",
+        "| true | predicted | score | text |",
+        "| --- | --- | ---: | --- |",
+    ]
+    if mistakes.empty:
+        return [*rows[:4], "No mistakes."]
+    for row in mistakes.itertuples():
+        text = " ".join(str(row.text).split())[:160].replace("|", "\\|")
+        rows.append(f"| {row.label} | {row.predicted} | {row.score:.3f} | {text} |")
+    return rows
+
+
+def probabilities_frame(rows: Sequence[dict[str, float]], labels: Sequence[str]) -> pd.DataFrame:
+    """Per-row label -> probability dicts as a frame with one column per label (missing -> 0)."""
+    return pd.DataFrame(list(rows), columns=list(labels)).fillna(0.0).astype(float)

@@ -1,0 +1,115 @@
+"""Settings of the offline commands (`train`, `evaluate`, `export`, `eda`), one frozen class each.
+
+Every field is also a `--flag` (see `sentistream.settings`) and a `SENTISTREAM_<FIELD>` variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.formats import FORMATS
+
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+CONFIG = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, extra="ignore")
+
+
+class DataSettings(BaseSettings):
+    """Where a labelled dataset is and how to read it (shared by train, evaluate and eda)."""
+
+    model_config = CONFIG
+
+    data: Path = Field(
+        description="dataset file or folder (CSV, TSV, JSONL, IMDb, Sentiment140, TweetEval, ...)"
+    )
+    format: Format = Field("auto", description=f"dataset format: {', '.join(FORMATS)}")
+    text_col: str | None = Field(None, description="column holding the text (guessed when unset)")
+    label_col: str | None = Field(None, description="column holding the label (guessed when unset)")
+    label_map: str | None = Field(None, description="rename raw labels, e.g. 0=negative,4=positive")
+    drop_label: str | None = Field(
+        None, description="drop rows with these labels, comma-separated, e.g. Irrelevant"
+    )
+
+    def drop_labels(self) -> list[str]:
+        """`--drop-label` as a list."""
+        return [item.strip() for item in (self.drop_label or "").split(",") if item.strip()]
+
+
+class TrainSettings(DataSettings):
+    """`sentistream train`: fine-tune an encoder with the Hugging Face Trainer, then export a bundle."""
+
+    base_model: str = Field("distilbert-base-uncased", description="local directory or Hub id of the encoder")
+    epochs: float = Field(3.0, gt=0, description="training epochs")
+    batch_size: int = Field(16, gt=0, description="examples per training step")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate (linear warmup, linear decay)")
+    max_length: int = Field(128, gt=1, le=4096, description="tokens per text; longer texts are truncated")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="fraction of steps spent warming up the learning rate"
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping early")
+    best_metric: Literal["macro_recall", "macro_f1", "accuracy"] = Field(
+        "macro_recall", description="validation metric that picks the best epoch and drives early stopping"
+    )
+    seed: int = Field(42, description="random seed for splits, sampling and initialisation")
+    output: Path | None = Field(None, description="bundle directory (default models/<name>-<timestamp>)")
+    name: str | None = Field(None, description="model name recorded in the bundle (default: from the data)")
+    balance: bool = Field(False, description="downsample the training split to equal class sizes")
+    max_rows: int | None = Field(
+        None, gt=1, description="use at most this many rows of the data (stratified sample)"
+    )
+    validation_size: float = Field(
+        0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
+    )
+    test_size: float = Field(0.1, gt=0, lt=0.5, description="test fraction when the data has no split")
+    freeze_base_epochs: float = Field(0, ge=0, description="first train only the head this many epochs")
+    unfreeze_last: int | None = Field(
+        None, ge=0, description="after the frozen phase, train only the top K layers"
+    )
+    head_lr: float = Field(1e-3, gt=0, description="learning rate of the frozen-encoder (head only) phase")
+    resume: bool = Field(False, description="resume from the last checkpoint in --output")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    export: bool = Field(True, description="write model.onnx and model.int8.onnx and check parity")
+
+
+class EvaluateSettings(DataSettings):
+    """`sentistream evaluate`: score a labelled dataset with a bundle and write the report."""
+
+    model: str = Field(description="model bundle directory (or any local sequence-classification model)")
+    output: Path | None = Field(None, description="report directory (default <model>/eval-<data name>)")
+    backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field("auto", description="inference engine")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="inference device")
+    split: Literal["all", "train", "validation", "test"] = Field(
+        "all", description="evaluate only this split when the data ships splits"
+    )
+    limit: int | None = Field(None, gt=0, description="evaluate at most this many rows (stratified sample)")
+    seed: int = Field(42, description="seed of the --limit sample")
+
+
+class ExportSettings(BaseSettings):
+    """`sentistream export`: ONNX fp32 + int8 for a trained model, with a parity check."""
+
+    model_config = CONFIG
+
+    model: Path = Field(description="trained model directory (a bundle, or a save_pretrained directory)")
+    data: Path | None = Field(
+        None, description="labelled data whose texts check parity (default: the bundle's report)"
+    )
+    text_col: str | None = Field(None, description="text column of --data")
+    max_parity_rows: int = Field(2000, gt=0, description="texts used for the parity check")
+    max_disagreement: float = Field(
+        0.001, ge=0, description="largest fp32 ONNX vs PyTorch label disagreement allowed"
+    )
+
+
+class EdaSettings(DataSettings):
+    """`sentistream eda`: class balance, lengths, top tokens and word clouds of a dataset."""
+
+    output: Path | None = Field(None, description="report directory (default eda-<data name>)")
+    top_tokens: int = Field(20, gt=0, description="tokens listed per class")

@@ -1,0 +1,377 @@
+"""`sentistream train`: data -> fine-tuned encoder -> test report -> model bundle (+ ONNX).
+
+Reads top to bottom as `train()`: load and split the data, load the base model, fit with the
+Hugging Face `Trainer` (optionally in two phases), score the test split, write the report, save the
+bundle, export ONNX. Texts are cleaned by `model.cleaning` exactly as the stream worker cleans them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sentistream.errors import UsageError
+from training.datasets import LoadedDataset, load_dataset, parse_label_map
+from training.settings import TrainSettings
+from training.splits import balance_classes, split_dataset
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+REPORT_DIR = "report"
+MODELS_DIR = Path("models")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One Trainer run: which weights train, for how long, how fast."""
+
+    name: str
+    epochs: float
+    lr: float
+    unfreeze: int | None  # top encoder layers to train; None = all; 0 = head only
+
+
+class EncodedTexts:
+    """A map-style dataset of tokenised texts (lists; the collator pads each batch to its longest)."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], label_ids: list[int]) -> None:
+        self.encodings = encodings
+        self.label_ids = label_ids
+
+    def __len__(self) -> int:
+        return len(self.label_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {key: values[index] for key, values in self.encodings.items()}
+        item["labels"] = self.label_ids[index]
+        return item
+
+
+def train(settings: TrainSettings) -> Path:
+    """Fine-tune on `settings.data`; returns the finished bundle directory."""
+    from model.bundle import BundleMeta, save_bundle
+    from model.cleaning import CleaningOptions
+
+    data = load_training_data(settings)
+    splits = prepare_splits(data, settings)
+    labels = data.labels
+    out_dir = output_dir(settings, data)
+    tokenizer, model = load_base_model(settings.base_model, labels)
+    cleaning = CleaningOptions()
+    encoded = {
+        name: encode(frame, tokenizer, cleaning, settings.max_length, labels)
+        for name, frame in splits.items()
+    }
+    trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels)
+    metrics = write_test_report(
+        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir
+    )
+    meta = BundleMeta(
+        name=model_name(settings, data), version=datetime.now(UTC).strftime("%Y%m%d-%H%M%S"), labels=labels,
+        max_length=settings.max_length, cleaning=cleaning, base_model=settings.base_model,
+        data_fingerprint=data.fingerprint, metrics=metrics,
+    )  # fmt: skip
+    save_bundle(trainer.model, tokenizer, out_dir, meta)
+    if settings.export:
+        from training.export import export_bundle
+
+        export_bundle(out_dir, splits["validation"]["text"].tolist(), split="validation")
+    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    if settings.output is None:
+        link_latest(out_dir)
+    log.info("bundle ready: %s (report: %s)", out_dir, out_dir / REPORT_DIR / "report.md")
+    return out_dir
+
+
+def load_training_data(settings: TrainSettings) -> LoadedDataset:
+    """The labelled dataset named by the settings, cleaned, with its report logged."""
+    data = load_dataset(
+        settings.data, settings.format, settings.text_col, settings.label_col,
+        drop_labels=settings.drop_labels(), label_map=parse_label_map(settings.label_map),
+    )  # fmt: skip
+    log.info("%s (%s format): %s", settings.data, data.format, data.report.summary())
+    if len(data.labels) < 2:
+        raise UsageError(f"{settings.data} has only the label {data.labels}; a classifier needs two or more")
+    return data
+
+
+def prepare_splits(data: LoadedDataset, settings: TrainSettings) -> dict[str, pd.DataFrame]:
+    """Train/validation/test frames; `--max-rows` samples first, `--balance` evens the train split."""
+    frame = data.frame
+    if settings.max_rows is not None and len(frame) > settings.max_rows:
+        from sklearn.model_selection import train_test_split
+
+        frame, _ = train_test_split(
+            frame, train_size=settings.max_rows, random_state=settings.seed, stratify=frame["label"]
+        )
+    splits = split_dataset(frame, settings.seed, settings.validation_size, settings.test_size)
+    if settings.balance:
+        splits["train"] = balance_classes(splits["train"], settings.seed)
+    log.info("splits: %s", ", ".join(f"{name} {len(part)}" for name, part in splits.items()))
+    return splits
+
+
+def output_dir(settings: TrainSettings, data: LoadedDataset) -> Path:
+    """`--output`, or models/<name>-<timestamp>; refuses to overwrite an unfinished run by accident."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = settings.output or MODELS_DIR / f"{model_name(settings, data)}-{stamp}"
+    has_checkpoints = any((out_dir / CHECKPOINT_DIR).glob("*/checkpoint-*"))
+    if settings.resume and not has_checkpoints:
+        raise UsageError(f"--resume: no checkpoint under {out_dir / CHECKPOINT_DIR}; start without --resume")
+    if has_checkpoints and not settings.resume:
+        raise UsageError(
+            f"{out_dir} holds checkpoints of an unfinished run; add --resume or pick another --output"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def model_name(settings: TrainSettings, data: LoadedDataset) -> str:
+    """`--name`, else `<data>-<base model>` in file-name-safe characters."""
+    if settings.name:
+        return settings.name
+    base = Path(settings.base_model.rstrip("/")).name
+    if base == "model":  # packaged models often live in a folder called "model"; its parent names it
+        base = Path(settings.base_model.rstrip("/")).parent.name
+    stem = data.path.stem if data.path.is_file() else data.path.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{base}").strip("-").lower()
+
+
+def load_base_model(base_model: str, labels: list[str]) -> tuple[Any, Any]:
+    """Tokenizer and a sequence classifier with a fresh `len(labels)`-way head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    options = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "ignore_mismatched_sizes": True,  # a classifier trained on other labels gets a new head
+    }
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True)
+        model = AutoModelForSequenceClassification.from_pretrained(base_model, **options)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot load --base-model {base_model!r} ({type(exc).__name__}); the Hugging Face Hub may be "
+            "unreachable: pass a local model directory"
+        ) from None
+    return tokenizer, model
+
+
+def encode(
+    frame: pd.DataFrame, tokenizer: Any, cleaning: Any, max_length: int, labels: list[str]
+) -> EncodedTexts:
+    """Clean with `model.cleaning` (as serving does), tokenise without padding, attach label ids."""
+    from model.cleaning import clean_batch
+
+    texts = [cleaned.text for cleaned in clean_batch(frame["text"].tolist(), cleaning)]
+    encodings = tokenizer(texts, truncation=True, max_length=max_length)
+    index = {label: i for i, label in enumerate(labels)}
+    return EncodedTexts(
+        {k: encodings[k] for k in ("input_ids", "attention_mask")}, [index[v] for v in frame["label"]]
+    )
+
+
+def plan_phases(settings: TrainSettings) -> list[Phase]:
+    """One full fine-tuning phase, or head-only then top-K layers (`--freeze-base-epochs`)."""
+    if settings.freeze_base_epochs <= 0:
+        return [Phase("finetune", settings.epochs, settings.lr, settings.unfreeze_last)]
+    return [
+        Phase("head", settings.freeze_base_epochs, settings.head_lr, 0),
+        Phase("finetune", settings.epochs, settings.lr, settings.unfreeze_last),
+    ]
+
+
+def fit(
+    model: Any,
+    tokenizer: Any,
+    encoded: dict[str, EncodedTexts],
+    settings: TrainSettings,
+    out_dir: Path,
+    labels: list[str],
+) -> tuple[Any, list[dict]]:
+    """Run each phase with the Trainer; returns the last trainer (best model loaded) and the history."""
+    from training.freezing import unfreeze_top_layers
+
+    phases = plan_phases(settings)
+    history: list[dict] = []
+    offset = 0.0
+    for phase in phases:
+        trainable = unfreeze_top_layers(model, phase.unfreeze)
+        log.info(
+            "phase %s: %.2f epochs at lr %g, %d trainable weights",
+            phase.name,
+            phase.epochs,
+            phase.lr,
+            trainable,
+        )
+        trainer = build_trainer(
+            model, tokenizer, encoded, settings, out_dir / CHECKPOINT_DIR / phase.name, phase, labels
+        )
+        run_phase(trainer, resume=settings.resume and _has_checkpoint(trainer.args.output_dir))
+        history += [
+            {**h, "epoch": h.get("epoch", 0) + offset, "phase": phase.name} for h in trainer.state.log_history
+        ]
+        offset += phase.epochs
+    return trainer, history
+
+
+def _has_checkpoint(folder: str) -> bool:
+    return any(Path(folder).glob("checkpoint-*"))
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    encoded: dict[str, EncodedTexts],
+    settings: TrainSettings,
+    checkpoints: Path,
+    phase: Phase,
+    labels: list[str],
+) -> Any:
+    """A Trainer with the recipe's arguments, early stopping, loss in the progress bar and safe Ctrl-C."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback, Trainer
+
+    from training.callbacks import LossProgressCallback, SaveOnInterrupt
+    from training.metrics import trainer_metrics
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(settings, checkpoints, phase, len(encoded["train"])),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=trainer_metrics(labels),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience), SaveOnInterrupt()],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LossProgressCallback)
+    return trainer
+
+
+def training_arguments(settings: TrainSettings, checkpoints: Path, phase: Phase, train_rows: int) -> Any:
+    """The recipe: AdamW, linear warmup/decay, clipping at 1.0, evaluate and keep the best each epoch."""
+    from transformers import TrainingArguments
+
+    device = _device(settings.device)
+    steps_per_epoch = max(1, -(-train_rows // settings.batch_size))
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=phase.epochs,
+        learning_rate=phase.lr,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size * 2,
+        warmup_ratio=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=settings.best_metric,
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 20),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=device == "cpu",
+        **_precision(settings.precision, device),
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def _device(device: str) -> str:
+    from model.engines.select import resolve_device
+
+    return resolve_device(device)
+
+
+def _precision(precision: str, device: str) -> dict[str, bool]:
+    """Mixed precision only on a GPU: bf16 where the GPU has it, else fp16."""
+    if device != "cuda" or precision == "fp32":
+        return {}
+    if precision == "auto":
+        import torch
+
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {precision: True}
+
+
+def run_phase(trainer: Any, resume: bool) -> None:
+    """`trainer.train()`; after a Ctrl-C the checkpoint is saved and the user is told how to resume."""
+    from training.callbacks import SaveOnInterrupt
+
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, SaveOnInterrupt))
+    if stopper.interrupted:
+        log.warning(
+            "checkpoint saved under %s; run the same command with --resume to continue",
+            trainer.args.output_dir,
+        )
+        raise KeyboardInterrupt
+
+
+def write_test_report(
+    trainer: Any,
+    test: EncodedTexts,
+    frame: pd.DataFrame,
+    labels: list[str],
+    settings: TrainSettings,
+    data: LoadedDataset,
+    history: list[dict],
+    out_dir: Path,
+) -> dict:
+    """Score the test split with the best model and write the report; returns the bundle's metrics."""
+    from training.evaluate import vader_baseline
+    from training.metrics import softmax
+    from training.report import ReportContext, Scored, write_report
+
+    logits = trainer.predict(test).predictions
+    probabilities = pd.DataFrame(softmax(logits), columns=labels)
+    scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)
+    baseline = vader_baseline(scored.texts, scored.true, labels)
+    context = ReportContext(
+        title="Training report", model=settings.base_model, data=str(settings.data), split="test",
+        baseline=baseline, history=history, best_metric=settings.best_metric,
+        extra={"data report": data.report.summary(), "settings": settings.model_dump(mode="json")},
+    )  # fmt: skip
+    test_metrics = write_report(out_dir / REPORT_DIR, scored, context)
+    best = max(
+        (h for h in history if f"eval_{settings.best_metric}" in h),
+        key=lambda h: h[f"eval_{settings.best_metric}"],
+        default={},
+    )
+    return {
+        "test": _headline(test_metrics),
+        "validation": {k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
+        "vader_test": _headline(baseline) if baseline else None,
+        "data": data.report.as_dict(),
+    }
+
+
+def _headline(metrics: dict) -> dict:
+    keys = ("n", "accuracy", "macro_recall", "macro_f1", "weighted_f1")
+    return {key: metrics[key] for key in keys}
+
+
+def link_latest(out_dir: Path) -> None:
+    """Point models/latest at the new bundle (what `make demo` serves)."""
+    latest = out_dir.parent / "latest"
+    if latest.is_symlink() or latest.exists():
+        if latest.is_dir() and not latest.is_symlink():
+            log.warning("%s is a real directory; leaving it alone", latest)
+            return
+        latest.unlink()
+    latest.symlink_to(out_dir.name, target_is_directory=True)
