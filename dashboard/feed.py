@@ -1,0 +1,393 @@
+"""The dashboard's data: a background Kafka consumer feeding a bounded buffer and running totals.
+
+One `Feed` runs per server process (the app caches it with `st.cache_resource`). A daemon thread
+runs its own asyncio loop with aiokafka, reading `tweets-scored`, `tweets-dlq` and
+`sentiment-stats` from the end minus a bounded backlog. Scored events go into a ring buffer
+(`deque(maxlen=...)`) and into running aggregates, so memory stays flat however long it runs.
+Page renders take `snapshot()`s; they never touch the consumer. Everything but the thread is plain
+logic, testable without Kafka or Streamlit (`ingest_*` is the path the consumer thread takes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from typing import Literal, NamedTuple
+
+import orjson
+import pandas as pd
+from pydantic import ValidationError
+
+from dashboard.settings import DashboardSettings
+from stream.events import DeadLetter, ScoredTweet, SentimentStats
+from stream.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+State = Literal["connecting", "unreachable", "connected", "lost"]
+# Label and model names come from the topic, i.e. from whoever can produce to it: cap how many
+# distinct ones the running totals keep so a misbehaving producer cannot grow them without bound.
+MAX_DISTINCT = 64
+OTHER = "(other)"
+
+
+class Row(NamedTuple):
+    """One scored event as the dashboard keeps it (only what the page shows)."""
+
+    id: str
+    text: str
+    user: str | None
+    label: str
+    score: float
+    model: str
+    scored_at: float  # epoch seconds
+    latency_ms: float
+    true_label: str | None
+    received_at: float  # epoch seconds the feed read it
+
+
+COLUMNS = list(Row._fields)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the feed knows about the broker, for the banners."""
+
+    state: State
+    broker: str
+    error: str | None = None
+    since: float = field(default_factory=time.time)
+    ever_connected: bool = False
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Running aggregates over every event the feed has read (not only the buffered ones)."""
+
+    scored: int = 0
+    dead_lettered: int = 0
+    malformed: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    models: dict[str, int] = field(default_factory=dict)
+    last_event_at: float | None = None
+    last_dead_letter: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of the feed for one page render."""
+
+    rows: pd.DataFrame
+    totals: Totals
+    connection: Connection
+    stats: dict[str, SentimentStats]
+    lag: int | None
+    taken_at: float
+
+
+class Feed:
+    """Bounded in-memory view of the scored stream, filled by a background consumer thread."""
+
+    def __init__(self, kafka: KafkaSettings, settings: DashboardSettings) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._rows: deque[Row] = deque(maxlen=settings.buffer_size)
+        self._labels: Counter[str] = Counter()
+        self._models: Counter[str] = Counter()
+        self._totals = Totals()
+        self._stats: dict[str, SentimentStats] = {}
+        self._lag: int | None = None
+        self._connection = Connection("connecting", kafka.bootstrap)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- ingestion: the path the consumer thread takes -------------------------------------------
+
+    def ingest_scored(self, raw: bytes, received_at: float | None = None) -> bool:
+        """Add one `tweets-scored` message; False (and counted as malformed) when it is not one."""
+        try:
+            event = ScoredTweet.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError, TypeError):
+            self._count_malformed()
+            return False
+        row = self._row(event, received_at or time.time())
+        with self._lock:
+            self._rows.append(row)
+            _bounded_add(self._labels, row.label)
+            _bounded_add(self._models, row.model)
+            self._totals = replace(
+                self._totals, scored=self._totals.scored + 1, last_event_at=row.received_at
+            )
+        return True
+
+    def ingest_dead_letter(self, raw: bytes) -> bool:
+        """Count one `tweets-dlq` message and remember its reason."""
+        try:
+            letter = DeadLetter.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError, TypeError):
+            self._count_malformed()
+            return False
+        with self._lock:
+            t = self._totals
+            reason = f"{letter.stage}: {letter.error}"[:300]
+            self._totals = replace(t, dead_lettered=t.dead_lettered + 1, last_dead_letter=reason)
+        return True
+
+    def ingest_stats(self, raw: bytes) -> bool:
+        """Keep the latest `sentiment-stats` window of each worker."""
+        try:
+            stats = SentimentStats.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError, TypeError):
+            self._count_malformed()
+            return False
+        with self._lock:
+            self._stats[stats.worker] = stats
+            if len(self._stats) > MAX_DISTINCT:  # workers come and go: forget the stalest
+                stalest = min(self._stats, key=lambda w: self._stats[w].window_end)
+                del self._stats[stalest]
+        return True
+
+    def ingest(self, topic: str, raw: bytes | None, received_at: float | None = None) -> bool:
+        """Route one message by its topic to the matching `ingest_*`."""
+        if raw is None:
+            self._count_malformed()
+            return False
+        if topic == self.kafka.scored_topic:
+            return self.ingest_scored(raw, received_at)
+        if topic == self.kafka.dlq_topic:
+            return self.ingest_dead_letter(raw)
+        return self.ingest_stats(raw)
+
+    def snapshot(self) -> Snapshot:
+        """A copy of everything a page render needs, taken under the lock."""
+        with self._lock:
+            rows = list(self._rows)
+            totals = replace(self._totals, labels=dict(self._labels), models=dict(self._models))
+            stats, lag, connection = dict(self._stats), self._lag, self._connection
+        frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
+        return Snapshot(frame, totals, connection, stats, lag, time.time())
+
+    def _row(self, event: ScoredTweet, received_at: float) -> Row:
+        cap = self.settings.max_text_chars
+        text = event.text if len(event.text) <= cap else event.text[: cap - 1] + "…"
+        return Row(
+            id=event.id[:200],
+            text=text,
+            user=event.user[:100] if event.user else None,
+            label=event.label[:50],
+            score=event.score,
+            model=event.model[:200],
+            scored_at=event.scored_at.timestamp(),
+            latency_ms=event.latency_ms,
+            true_label=event.true_label[:50] if event.true_label else None,
+            received_at=received_at,
+        )
+
+    def _count_malformed(self) -> None:
+        with self._lock:
+            self._totals = replace(self._totals, malformed=self._totals.malformed + 1)
+
+    def _set_connection(self, state: State, error: str | None = None) -> None:
+        with self._lock:
+            old = self._connection
+            ever = old.ever_connected or state == "connected"
+            if old.state == "connected" and state in ("unreachable", "connecting"):
+                state = "lost"  # it worked before: say it was lost, not that it never answered
+            if old.state == "lost" and state == "unreachable":
+                state = "lost"
+            since = old.since if old.state == state else time.time()
+            self._connection = Connection(state, self.kafka.bootstrap, error, since, ever)
+
+    def _set_lag(self, lag: int | None) -> None:
+        with self._lock:
+            self._lag = lag
+
+    # -- the background thread -------------------------------------------------------------------
+
+    def start(self) -> Feed:
+        """Start the consumer thread (once); returns self so it can be cached in one expression."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the consumer thread to finish and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        asyncio.run(KafkaReader(self).run_forever())
+
+
+class KafkaReader:
+    """The consumer loop of one `Feed`: connect, read, notice a lost broker, reconnect."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.kafka = feed.kafka
+        self.settings = feed.settings
+        self.topics = (self.kafka.scored_topic, self.kafka.dlq_topic, self.kafka.stats_topic)
+        # next offset per (topic, partition): a reconnect resumes here instead of re-reading history
+        self.positions: dict[tuple[str, int], int] = {}
+        self.assigned: set[tuple[str, int]] = set()
+        self.admin = None
+
+    async def run_forever(self) -> None:
+        """Read until the feed is stopped, retrying every `retry_s` while the broker is away."""
+        while not self.feed._stop.is_set():
+            if await self._broker_answers():
+                await self._session_or_error()
+            else:
+                self.feed._set_connection("unreachable", "no broker answers at this address")
+            await self._sleep(self.settings.retry_s)
+
+    async def _session_or_error(self) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            await self._session()
+        except (KafkaError, OSError, ConnectionLostError) as exc:
+            log.warning("dashboard feed lost the broker at %s: %s", self.kafka.bootstrap, exc)
+            self.feed._set_connection("lost", str(exc) or type(exc).__name__)
+
+    async def _session(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        security = self.kafka.aiokafka_security()
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap, **security)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap,
+            group_id=None,  # every dashboard reads everything; nothing to commit
+            enable_auto_commit=False,
+            request_timeout_ms=10_000,
+            **security,
+        )
+        self.assigned = set()
+        try:
+            await consumer.start()
+            await self.admin.start()
+            self.feed._set_connection("connected")
+            await self._read(consumer)
+        finally:
+            await _close_quietly(consumer.stop())
+            await _close_quietly(self.admin.close())
+
+    async def _read(self, consumer) -> None:
+        next_check = 0.0
+        while not self.feed._stop.is_set():
+            if time.monotonic() >= next_check:
+                await self._housekeeping(consumer)
+                next_check = time.monotonic() + self.settings.retry_s
+            if not self.assigned:
+                await self._sleep(0.2)
+                continue
+            batches = await consumer.getmany(timeout_ms=200, max_records=5_000)
+            now = time.time()
+            for tp, records in batches.items():
+                for record in records:
+                    self.feed.ingest(tp.topic, record.value, now)
+                self.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+
+    async def _housekeeping(self, consumer) -> None:
+        """Notice a lost broker, pick up new topics and partitions, refresh the lag KPI."""
+        if not await self._broker_answers():
+            raise ConnectionLostError(f"no broker answers at {self.kafka.bootstrap}")
+        # aiokafka retries for up to its request timeout; a page that says "connected" meanwhile
+        # would be lying, so a slow answer counts as a lost broker (the next session retries).
+        try:
+            await asyncio.wait_for(self._assign(consumer), 5.0)
+        except TimeoutError:
+            raise ConnectionLostError(f"the broker at {self.kafka.bootstrap} stopped answering") from None
+        try:
+            self.feed._set_lag(await asyncio.wait_for(self._worker_lag(consumer), 3.0))
+        except TimeoutError:
+            self.feed._set_lag(None)
+
+    async def _assign(self, consumer) -> None:
+        from aiokafka import TopicPartition
+
+        # An all-topics metadata request: asking for the topics by name would auto-create them.
+        cluster = await consumer._client.fetch_all_metadata()
+        found = {(topic, p) for topic in self.topics for p in (cluster.partitions_for_topic(topic) or ())}
+        if found == self.assigned:
+            return
+        tps = [TopicPartition(t, p) for t, p in sorted(found)]
+        consumer.assign(tps)
+        await self._seek(consumer, tps)
+        self.assigned = found
+
+    async def _seek(self, consumer, tps) -> None:
+        """Resume where this feed left off, else start `backlog` events before the end."""
+        fresh = [tp for tp in tps if (tp.topic, tp.partition) not in self.positions]
+        ends = await consumer.end_offsets(fresh) if fresh else {}
+        starts = await consumer.beginning_offsets(fresh) if fresh else {}
+        for tp in tps:
+            known = self.positions.get((tp.topic, tp.partition))
+            offset = known if known is not None else max(starts[tp], ends[tp] - self.settings.backlog)
+            consumer.seek(tp, offset)
+
+    async def _worker_lag(self, consumer) -> int | None:
+        """Messages on the input topic the workers' consumer group has not committed yet."""
+        from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
+
+        try:
+            committed = await self.admin.list_consumer_group_offsets(self.settings.worker_group)
+            tps = [tp for tp in committed if tp.topic == self.kafka.topic]
+            if not tps:
+                return None
+            ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+            return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
+        except (KafkaError, OSError, KeyError):
+            return None
+
+    async def _broker_answers(self) -> bool:
+        """True when any bootstrap server accepts a TCP connection (cheap; run every few seconds)."""
+        for server in self.kafka.bootstrap.split(","):
+            host, port = server.rsplit(":", 1)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the feed is stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.feed._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, seconds))
+
+
+class ConnectionLostError(Exception):
+    """The broker stopped answering during a session."""
+
+
+async def _close_quietly(closing) -> None:
+    """Close a client whose broker may be gone: aiokafka then raises its fetcher's cancellation."""
+    try:
+        await closing
+    except (Exception, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # we are being cancelled ourselves: let it through
+            raise
+        log.debug("closing a Kafka client after a lost connection failed", exc_info=True)
+
+
+def _bounded_add(counter: Counter[str], key: str) -> None:
+    if key in counter or len(counter) < MAX_DISTINCT:
+        counter[key] += 1
+    else:
+        counter[OTHER] += 1

@@ -1,0 +1,36 @@
+"""Dashboard settings: the port, the worker to ask, and the bounds that keep memory flat.
+
+The broker and topic names are not repeated here: they come from `stream.settings.KafkaSettings`,
+the class every Kafka client of the project reads.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DashboardSettings(BaseSettings):
+    """How the dashboard serves and how much it keeps (env prefix SENTISTREAM_DASHBOARD_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DASHBOARD_", frozen=True)
+
+    port: int = Field(default=8501, ge=1, le=65535, description="port the dashboard serves on")
+    address: str = Field(default="127.0.0.1", description="interface to bind (0.0.0.0 in containers)")
+    worker_url: str = Field(
+        default="http://127.0.0.1:6066", description="worker web views (/predict, /health) for 'Try it'"
+    )
+    worker_group: str = Field(
+        default="sentistream-worker", description="consumer group of the workers, for the lag KPI"
+    )
+    buffer_size: int = Field(
+        default=20_000, ge=100, le=1_000_000, description="recent scored events kept in memory"
+    )
+    backlog: int = Field(
+        default=2_000, ge=0, description="events per partition read back from history when starting"
+    )
+    refresh_s: float = Field(default=1.0, gt=0, description="seconds between live refreshes of the page")
+    retry_s: float = Field(default=2.0, gt=0, description="seconds between attempts to reach the broker")
+    upload_limit_mb: int = Field(default=10, ge=1, le=200, description="largest CSV upload, in MB")
+    upload_max_rows: int = Field(default=20_000, ge=1, description="most rows of an uploaded CSV scored")
+    max_text_chars: int = Field(default=1_000, ge=50, description="tweet text kept per event (longer is cut)")
