@@ -1,0 +1,177 @@
+"""Test support for the stream worker: run `sentistream worker` as a subprocess, produce, read back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from infra.broker import free_port
+
+SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
+
+
+@dataclass
+class Topics:
+    """Unique topic names and consumer group for one test."""
+
+    prefix: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:10]}")
+
+    @property
+    def tweets(self) -> str:
+        return f"{self.prefix}-tweets"
+
+    @property
+    def scored(self) -> str:
+        return f"{self.prefix}-scored"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}-dlq"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}-stats"
+
+    @property
+    def group(self) -> str:
+        return f"{self.prefix}-group"
+
+    def flags(self) -> list[str]:
+        """The worker flags that point it at these topics and group."""
+        return [
+            "--topic", self.tweets, "--scored-topic", self.scored, "--dlq-topic", self.dlq,
+            "--stats-topic", self.stats, "--group-id", self.group,
+        ]  # fmt: skip
+
+
+class WorkerProcess:
+    """One `sentistream worker` subprocess with its own web port and log file."""
+
+    def __init__(self, broker_url: str, topics: Topics, log_dir: Path, *extra: str, name: str = "w") -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"worker-{name}-{self.port}.log"
+        self.args = [
+            SENTISTREAM, "worker", "--broker", broker_url, "--web-port", str(self.port),
+            "--backend", "vader", *topics.flags(), *extra,
+        ]  # fmt: skip
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        """Poll /health until it answers 200; fail with the worker's log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                answer = requests.get(self.url + "/health", timeout=1)
+                if answer.status_code == 200:
+                    return answer.json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def create_topics(broker_url: str, names: list[str], partitions: int) -> None:
+    """Create `names` with `partitions` partitions each."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+
+
+def produce(
+    broker_url: str, topic: str, messages: list[tuple[bytes | None, bytes]], pace_s: float = 0.0
+) -> None:
+    """Send (key, value) messages and wait for every acknowledgement."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker_url.removeprefix("kafka://"), max_request_size=4_000_000, linger_ms=5
+        )
+        await producer.start()
+        try:
+            futures = []
+            for i, (key, value) in enumerate(messages):
+                futures.append(await producer.send(topic, value, key=key))
+                if pace_s and i % 50 == 49:
+                    await asyncio.sleep(pace_s)
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def read_topic(
+    broker_url: str, topic: str, expected: int, timeout: float = 60.0, idle_s: float = 3.0
+) -> list:
+    """Every message of `topic` from the start, once `expected` arrived (or nothing new for idle_s)."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=broker_url.removeprefix("kafka://"), auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None, isolation_level="read_committed",
+        )  # fmt: skip
+        await consumer.start()
+        records, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for rows in batch.values():
+                    records.extend(rows)
+                    last_new = time.monotonic()
+                if len(records) >= expected and time.monotonic() - last_new > idle_s:
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
