@@ -1,0 +1,245 @@
+"""`sentistream produce` and `sentistream replay`: put tweets on the `tweets` topic from a shell.
+
+`produce` sends its arguments and/or standard input (plain lines, or JSON lines in the `tweets`
+schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
+labelled dataset at a chosen pace with a progress bar; Ctrl-C flushes and reports what was sent.
+Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
+
+from sentistream.errors import UsageError
+from sentistream.settings import add_settings_arguments, settings_from_args
+
+if TYPE_CHECKING:
+    from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer
+    from stream.replay import ReplayResult, ReplaySettings
+    from stream.settings import KafkaSettings
+
+KAFKA_FIELDS = ("broker", "topic", "security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile")
+PRODUCER_FIELDS = ("linger_ms", "max_batch_size", "compression", "connect_timeout_s", "request_timeout_ms")
+REPLAY_FIELDS = ("rate", "speedup", "limit", "loop", "shuffle", "seed", "text_col", "label_col", "format",
+                 "strict")  # fmt: skip
+LINES_SHOWN = 5
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--broker, --topic, security and batching flags shared by both commands."""
+    from stream.producer import ProducerSettings
+    from stream.settings import KafkaSettings
+
+    add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
+    add_settings_arguments(parser, ProducerSettings, PRODUCER_FIELDS)
+
+
+def connection_settings(args: argparse.Namespace) -> tuple[KafkaSettings, ProducerSettings]:
+    """Build the Kafka and producer settings once (flags > SENTISTREAM_* > defaults)."""
+    from stream.producer import ProducerSettings
+    from stream.settings import KafkaSettings
+
+    if not getattr(args, "verbose", False):
+        # aiokafka logs every refused connection at ERROR; the one-line error below says it better.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return settings_from_args(KafkaSettings, args), settings_from_args(ProducerSettings, args)
+
+
+# ---- produce ------------------------------------------------------------------------------------
+
+
+def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream produce`."""
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to send, one message each")
+    parser.add_argument("--stdin", action="store_true", help="also send standard input, one message per line")
+    parser.add_argument(
+        "--input-format",
+        choices=("auto", "text", "jsonl"),
+        default="auto",
+        help="stdin lines are plain text, or JSON objects in the tweets schema; auto: JSON when the "
+        "first line starts with '{' (default: auto)",
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first malformed line (exit 2)")
+    add_connection_arguments(parser)
+
+
+@dataclass
+class LineReport:
+    """Lines of stdin that could not be sent, by number."""
+
+    malformed: int = 0
+    lines: list[int] = field(default_factory=list)
+    first_reason: str = ""
+
+    def add(self, number: int, reason: str) -> None:
+        """Count one bad line, keeping the first few numbers and the first reason."""
+        self.malformed += 1
+        self.first_reason = self.first_reason or reason
+        if len(self.lines) < LINES_SHOWN:
+            self.lines.append(number)
+
+
+class OrderedIds:
+    """Prints ids as Kafka acknowledges them, but always in the order they were sent."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self._slots: deque[list] = deque()
+        self.printed = 0
+
+    def expect(self) -> DeliveryCallback:
+        """A callback for the next message sent."""
+        slot: list = [None, None, False]  # id, error, done
+        self._slots.append(slot)
+
+        def delivered(tweet_id: str, error: BaseException | None) -> None:
+            slot[:] = [tweet_id, error, True]
+            self._drain()
+
+        return delivered
+
+    def _drain(self) -> None:
+        while self._slots and self._slots[0][2]:
+            tweet_id, error, _ = self._slots.popleft()
+            if error is None:  # a failed delivery is reported by the producer's flush, not printed
+                print(tweet_id, file=self.out, flush=True)
+                self.printed += 1
+
+
+def run_produce(args: argparse.Namespace) -> int:
+    """Send the arguments and/or stdin; print ids on stdout and a summary on stderr."""
+    if not args.texts and not args.stdin:
+        raise UsageError("nothing to send: give texts as arguments, or pass --stdin and pipe lines in")
+    kafka, producer_settings = connection_settings(args)
+    printer, report = OrderedIds(sys.stdout), LineReport()
+    asyncio.run(_produce(args, kafka, producer_settings, printer, report))
+    summary = f"sent {printer.printed} messages to {kafka.topic!r} at {kafka.broker}"
+    if report.malformed:
+        shown = ", ".join(map(str, report.lines))
+        summary += f"; skipped {report.malformed} malformed lines ({shown}; first: {report.first_reason})"
+    print(summary, file=sys.stderr)
+    return 0
+
+
+async def _produce(
+    args: argparse.Namespace,
+    kafka: KafkaSettings,
+    producer_settings: ProducerSettings,
+    printer: OrderedIds,
+    report: LineReport,
+) -> None:
+    from stream.producer import TweetProducer
+
+    async with TweetProducer(kafka, producer_settings) as producer:
+        for text in args.texts:
+            await producer.send(text, printer.expect())
+        if args.stdin:
+            await send_lines(producer, sys.stdin, args.input_format, args.strict, printer, report)
+
+
+async def send_lines(
+    producer: TweetProducer,
+    stream: IO[str],
+    input_format: str,
+    strict: bool,
+    printer: OrderedIds,
+    report: LineReport,
+) -> None:
+    """Send each non-blank line as it arrives (stdin may be a live feed, so lines are read one by one)."""
+    from stream.producer import to_tweet
+
+    number = 0
+    while line := await asyncio.to_thread(stream.readline):
+        number += 1
+        if not line.strip():
+            continue
+        if input_format == "auto":
+            input_format = "jsonl" if line.lstrip().startswith("{") else "text"
+        try:
+            tweet = to_tweet(parse_line(line, input_format))  # validated before it takes a place in line
+        except UsageError as exc:
+            if strict:
+                raise UsageError(f"line {number}: {exc}; fix it or drop --strict") from None
+            report.add(number, str(exc))
+            continue
+        await producer.send(tweet, printer.expect())
+
+
+def parse_line(line: str, input_format: str) -> str | dict:
+    """A plain-text line as its text, or a JSON line as a mapping; a non-object JSON line is an error."""
+    if input_format == "text":
+        return line.rstrip("\r\n")
+    import orjson
+
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise UsageError("not valid JSON") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"a JSON {type(value).__name__}, not an object with a 'text' field")
+    return value
+
+
+# ---- replay -------------------------------------------------------------------------------------
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream replay`."""
+    from stream.replay import ReplaySettings
+
+    parser.add_argument(
+        "path", metavar="PATH", help="dataset to replay: CSV, TSV, JSONL, or any training format"
+    )
+    add_settings_arguments(parser, ReplaySettings, REPLAY_FIELDS)
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
+    add_connection_arguments(parser)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Replay PATH; exit 130 after a Ctrl-C (what was sent is flushed and reported)."""
+    from stream.replay import ReplaySettings, check_options
+
+    settings = settings_from_args(ReplaySettings, args)
+    check_options(settings)
+    kafka, producer_settings = connection_settings(args)
+    result = asyncio.run(_replay_until_interrupted(args, kafka, producer_settings, settings))
+    print(("interrupted: " if result.interrupted else "") + result.summary(kafka.topic), file=sys.stderr)
+    return 130 if result.interrupted else 0
+
+
+async def _replay_until_interrupted(
+    args: argparse.Namespace,
+    kafka: KafkaSettings,
+    producer_settings: ProducerSettings,
+    settings: ReplaySettings,
+) -> ReplayResult:
+    import signal
+
+    from stream.replay import replay
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Ctrl-C ends the send loop instead of killing it, so buffered messages are flushed and counted.
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        return await replay(args.path, kafka, producer_settings, settings, progress=args.progress, stop=stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+COMMANDS = {
+    "produce": ("send texts or JSON lines to the tweets topic", add_produce_arguments, run_produce),
+    "replay": (
+        "replay a labelled dataset into the tweets topic at a chosen pace",
+        add_replay_arguments,
+        run_replay,
+    ),
+}
