@@ -1,0 +1,171 @@
+"""`sentistream produce` and `stream.producer`: message building without a broker, sending with one."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+import pytest
+
+from infra.broker import free_port
+from sentistream.cli import main
+from sentistream.errors import UsageError
+from stream.events import Tweet
+from stream.produce_cli import OrderedIds, parse_line
+from stream.producer import ProducerSettings, encode_tweet, partition_for, produce_texts, to_tweet
+from stream.settings import KafkaSettings
+
+
+async def read_topic(broker_url: str, topic: str, expected: int, timeout: float = 20.0) -> list:
+    """Every record of `topic` from the start, once `expected` have arrived (or the timeout passed)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records, deadline = [], time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            records += [r for batch in batches.values() for r in batch]
+    finally:
+        await consumer.stop()
+    return records
+
+
+# ---- building messages ---------------------------------------------------------------------------
+
+
+def test_a_plain_text_becomes_a_tweet_keyed_by_a_fresh_id():
+    first, second = encode_tweet("great phone #win"), encode_tweet("great phone #win")
+    assert first.id != second.id
+    assert first.key == first.id.encode()
+    assert json.loads(first.value) == {"text": "great phone #win", "id": first.id}
+
+
+def test_a_mapping_keeps_its_id_and_extra_fields_and_numeric_ids_become_text():
+    message = encode_tweet({"text": "hi", "id": 42, "user": "ann", "campaign": "spring"})
+    assert message.id == "42" and message.key == b"42"
+    assert json.loads(message.value) == {"text": "hi", "id": "42", "user": "ann", "campaign": "spring"}
+
+
+def test_a_tweet_without_id_gets_one_and_round_trips_through_the_schema():
+    message = encode_tweet(Tweet(text="news at nine", true_label="neutral"))
+    parsed = Tweet.model_validate_json(message.value)
+    assert parsed.id == message.id and parsed.true_label == "neutral"
+
+
+@pytest.mark.parametrize("bad", ["   ", {"user": "no text"}, {"text": 5}])
+def test_invalid_tweets_are_one_line_usage_errors(bad):
+    with pytest.raises(UsageError, match="not a valid tweet: text") as caught:
+        to_tweet(bad)
+    assert "\n" not in str(caught.value)
+
+
+def test_partitions_are_stable_per_key_and_spread_over_all_partitions():
+    keys = [encode_tweet(f"t{i}").key for i in range(400)]
+    chosen = [partition_for(k, 4) for k in keys]
+    assert chosen == [partition_for(k, 4) for k in keys]
+    assert set(chosen) == {0, 1, 2, 3}
+
+
+def test_stdin_lines_parse_as_text_or_json_objects():
+    assert parse_line("hello world\r\n", "text") == "hello world"
+    assert parse_line('{"text": "hi", "lang": "en"}\n', "jsonl") == {"text": "hi", "lang": "en"}
+    with pytest.raises(UsageError, match="not valid JSON"):
+        parse_line("{broken\n", "jsonl")
+    with pytest.raises(UsageError, match="not an object"):
+        parse_line("[1, 2]\n", "jsonl")
+
+
+def test_ids_are_printed_in_sending_order_and_failed_ones_are_left_out():
+    out = io.StringIO()
+    printer = OrderedIds(out)
+    first, second, third = printer.expect(), printer.expect(), printer.expect()
+    third("c", None)
+    second("b", RuntimeError("lost"))
+    assert out.getvalue() == ""  # the first is not acknowledged yet, so nothing may be printed
+    first("a", None)
+    assert out.getvalue().split() == ["a", "c"]
+    assert printer.printed == 2
+
+
+# ---- the command line, bad input ----------------------------------------------------------------
+
+
+def test_produce_with_nothing_to_send_is_a_usage_error(capsys):
+    assert main(["produce", "--broker", "kafka://127.0.0.1:9"]) == 2
+    assert "give texts as arguments" in capsys.readouterr().err
+
+
+def test_an_unreachable_broker_fails_fast_with_one_line(capsys):
+    began = time.monotonic()
+    status = main(
+        ["produce", "--broker", f"kafka://127.0.0.1:{free_port()}", "--connect-timeout-s", "3", "x"]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert time.monotonic() - began < 6
+    assert err.count("\n") == 1 and "cannot reach Kafka" in err and "sentistream kafka start" in err
+
+
+def test_a_malformed_broker_address_is_a_usage_error(capsys):
+    assert main(["produce", "--broker", "http://localhost", "x"]) == 2
+    assert "kafka://HOST:PORT" in capsys.readouterr().err
+
+
+# ---- against the real broker ---------------------------------------------------------------------
+
+
+def test_produce_sends_arguments_and_prints_their_ids(broker_url, topic_name, capsys):
+    assert main(["produce", "--broker", broker_url, "--topic", topic_name, "first 🎉", "second @you"]) == 0
+    ids = capsys.readouterr().out.split()
+    records = asyncio.run(read_topic(broker_url, topic_name, 2))
+    assert [r.key.decode() for r in records] == ids
+    assert [json.loads(r.value)["text"] for r in records] == ["first 🎉", "second @you"]
+
+
+def test_produce_stdin_plain_lines(broker_url, topic_name, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("one line\n\n  two: {not json} \nthree\n"))
+    assert main(["produce", "--broker", broker_url, "--topic", topic_name, "--stdin"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+    records = asyncio.run(read_topic(broker_url, topic_name, 3))
+    assert [json.loads(r.value)["text"] for r in records] == ["one line", "  two: {not json} ", "three"]
+
+
+def test_produce_stdin_json_lines_reports_malformed_lines(broker_url, topic_name, capsys, monkeypatch):
+    lines = [
+        '{"text": "good one", "id": "a1", "user": "ann", "campaign": "x"}',
+        '{"user": "no text"}',
+        "not json at all",
+        '{"text": "good two", "true_label": "positive"}',
+        "[1]",
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["produce", "--broker", broker_url, "--topic", topic_name, "--stdin"]) == 0
+    out, err = capsys.readouterr()
+    assert out.split()[0] == "a1" and len(out.split()) == 2
+    assert "skipped 3 malformed lines (2, 3, 5" in err
+    values = [json.loads(r.value) for r in asyncio.run(read_topic(broker_url, topic_name, 2))]
+    assert values[0] == {"text": "good one", "id": "a1", "user": "ann", "campaign": "x"}
+    assert values[1]["true_label"] == "positive"
+
+
+def test_produce_strict_stops_at_the_first_malformed_line(broker_url, topic_name, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "fine"}\n{"text": ""}\n{"text": "never"}\n'))
+    assert main(["produce", "--broker", broker_url, "--topic", topic_name, "--stdin", "--strict"]) == 2
+    assert "line 2:" in capsys.readouterr().err
+    assert [json.loads(r.value)["text"] for r in asyncio.run(read_topic(broker_url, topic_name, 2, 3))] == [
+        "fine"
+    ]
+
+
+def test_produce_texts_helper_returns_acknowledged_ids(broker_url, topic_name):
+    kafka = KafkaSettings(broker=broker_url, topic=topic_name)
+    ids = produce_texts(["from an app", {"text": "with a user", "user": "bob"}], kafka, ProducerSettings())
+    records = asyncio.run(read_topic(broker_url, topic_name, 2))
+    assert [r.key.decode() for r in records] == ids
+    assert json.loads(records[1].value)["user"] == "bob"
