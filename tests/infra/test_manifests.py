@@ -1,0 +1,850 @@
+"""The deployment files agree with the code: docker-compose, the Kubernetes/KEDA manifests, the Dockerfiles.
+
+Docker and a cluster cannot run where these tests run, so they check statically what can be checked.
+Every expected value (env var names, defaults, ports, topic names, consumer group, health paths,
+subcommands and flags, pins) is derived from the code: the settings classes, the CLI parser, the
+worker's web views, Streamlit's routes, pyproject.toml and the local broker's pom.xml. A default
+changed in code and not in infra fails here; the `*_drift_*` tests prove the checks would notice.
+Each check returns a list of problems (empty = consistent), so a failure names every mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings
+
+from sentistream.settings import env_name
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S_BASE = ROOT / "infra" / "k8s" / "base"
+K8S_GPU = ROOT / "infra" / "k8s" / "overlays" / "gpu"
+DOCKER_DIR = ROOT / "infra" / "docker"
+PREFIX = "SENTISTREAM_"
+# compose service -> the component (set of settings classes) its container runs
+SERVICE_COMPONENT = {"worker": "worker", "worker-gpu": "worker", "dashboard": "dashboard", "replay": "replay"}
+DOCKERFILE_COMPONENT = {
+    "worker.Dockerfile": "worker",
+    "worker-gpu.Dockerfile": "worker",
+    "dashboard.Dockerfile": "dashboard",
+}
+
+
+# ---- what the application reads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One settings field, seen from the environment variable that sets it."""
+
+    cls: type[BaseSettings]
+    field: str
+
+    @property
+    def env(self) -> str:
+        return env_name(self.cls, self.field)
+
+    @property
+    def default(self) -> Any:
+        return self.cls.model_fields[self.field].get_default(call_default_factory=True)
+
+    def parse(self, raw: str) -> Any:
+        """The value the application gets from `raw` (raises ValidationError when it would refuse it)."""
+        return TypeAdapter(self.cls.model_fields[self.field].annotation).validate_strings(raw)
+
+
+def component_classes() -> dict[str, tuple[type[BaseSettings], ...]]:
+    """The settings classes each deployed process reads."""
+    from dashboard.settings import DashboardSettings
+    from model.settings import ModelSettings
+    from stream.producer import ProducerSettings
+    from stream.replay import ReplaySettings
+    from stream.settings import KafkaSettings, WorkerSettings
+
+    return {
+        "worker": (KafkaSettings, WorkerSettings, ModelSettings),
+        "dashboard": (KafkaSettings, DashboardSettings),
+        "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
+    }
+
+
+def settings_of(*components: str) -> dict[str, Setting]:
+    """env var -> setting, for the union of `components`."""
+    classes = component_classes()
+    return {
+        s.env: s
+        for c in components
+        for cls in classes[c]
+        for s in (Setting(cls, f) for f in cls.model_fields)
+    }
+
+
+def setting(cls_name: str, field: str) -> Setting:
+    """The setting `field` of the deployed settings class named `cls_name`."""
+    classes = {cls.__name__: cls for group in component_classes().values() for cls in group}
+    return Setting(classes[cls_name], field)
+
+
+def points_at_this_machine(s: Setting) -> bool:
+    """Loopback defaults (broker, bind address, worker URL) cannot work in a container: infra must set them."""
+    return isinstance(s.default, str) and ("127.0.0.1" in s.default or "localhost" in s.default)
+
+
+def deployment_choices() -> set[str]:
+    """Settings a deployment legitimately sets to something other than the code's default."""
+    return {
+        setting("ModelSettings", "model").env,  # the bundle baked into or mounted in the image
+        setting("ModelSettings", "device").env,  # cpu image vs cuda image
+        setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
+        setting("WorkerSettings", "worker_name").env,  # the pod's name
+    }
+
+
+def required(component: str) -> set[str]:
+    """What a container of `component` must be given: loopback defaults, and what other manifests rely on."""
+    anchors = {
+        "worker": [
+            ("KafkaSettings", "topic"),  # KEDA's trigger topic
+            ("WorkerSettings", "group_id"),  # KEDA's consumer group, the dashboard's lag KPI
+            ("WorkerSettings", "partitions"),  # KEDA's maxReplicaCount
+            ("WorkerSettings", "web_port"),  # probes, HEALTHCHECK, the dashboard's worker URL
+            ("ModelSettings", "model"),
+        ],
+        "dashboard": [("DashboardSettings", "port"), ("DashboardSettings", "worker_group")],
+        "replay": [],
+    }[component]
+    loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
+    return loopback | {setting(c, f).env for c, f in anchors}
+
+
+def env_problems(env: dict[str, str | None], known: dict[str, Setting], where: str) -> list[str]:
+    """Every SENTISTREAM_* variable in `env` is read by the app, valid, and the code's default unless it must differ."""
+    problems = []
+    choices = deployment_choices()
+    for name, raw in env.items():
+        if not name.startswith(PREFIX):
+            continue  # KAFKA_*, STREAMLIT_*, NVIDIA_*: the third-party image's own settings
+        if name not in known:
+            problems.append(f"{where}: sets {name}, which no settings class of this process reads")
+            continue
+        if raw is None:  # valueFrom: set at run time
+            continue
+        s = known[name]
+        try:
+            value = s.parse(raw)
+        except ValidationError as exc:
+            problems.append(f"{where}: {name}={raw!r} would be refused: {exc.errors()[0]['msg']}")
+            continue
+        must_differ = points_at_this_machine(s)
+        if must_differ and value == s.default:
+            problems.append(f"{where}: {name}={raw!r} points at the container itself; set it")
+        if not must_differ and name not in choices and value != s.default:
+            problems.append(f"{where}: {name}={raw!r} but the code's default is {s.default!r}")
+    return problems
+
+
+def missing_required(env: Iterable[str], component: str, where: str) -> list[str]:
+    return [f"{where}: does not set {name}" for name in sorted(required(component) - set(env))]
+
+
+def worker_health_path() -> str:
+    """The health view the worker registers (read from stream.web, not copied)."""
+    from stream.settings import WorkerSettings
+    from stream.web import register_views
+
+    class PageRecorder:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+
+        def page(self, path: str):
+            self.paths.append(path)
+            return lambda view: view
+
+    recorder = PageRecorder()
+    register_views(recorder, SimpleNamespace(settings=WorkerSettings(), metrics=None))
+    return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
+
+
+def dashboard_health_path() -> str:
+    """Streamlit's own health route."""
+    from streamlit.web.server.starlette.starlette_routes import ROUTE_HEALTH
+
+    return "/" + ROUTE_HEALTH.lstrip("/")
+
+
+# ---- reading the files ------------------------------------------------------------------------------
+
+INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def resolve(text: Any) -> Any:
+    """A compose value as `docker compose` would pass it with nothing set in the shell: defaults applied."""
+    if not isinstance(text, str):
+        return text if text is None else str(text)
+    return INTERPOLATION.sub(lambda m: "$" if m.group(0) == "$$" else (m.group(2) or ""), text)
+
+
+def interpolations(text: str) -> list[tuple[str, str | None]]:
+    """(variable, default) of every ${VAR:-default} in `text`."""
+    return [(m.group(1), m.group(2)) for m in INTERPOLATION.finditer(text) if m.group(1)]
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def service_env(service: dict) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the KEY=VALUE list form
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {k: resolve(v) for k, v in env.items()}
+
+
+def kustomize_resources(directory: Path) -> list[Path]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return [directory / r for r in kustomization.get("resources", [])]
+
+
+def k8s_objects(directory: Path = K8S_BASE) -> dict[tuple[str, str], dict]:
+    """(kind, name) -> object of every resource the kustomization lists."""
+    objects = {}
+    for path in kustomize_resources(directory):
+        for doc in yaml.safe_load_all(path.read_text()):
+            objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def one(objects: dict, kind: str) -> dict:
+    found = [o for (k, _), o in objects.items() if k == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def deployment(objects: dict, component: str) -> dict:
+    return next(
+        o
+        for (k, _), o in objects.items()
+        if k == "Deployment" and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    )
+
+
+def container_env(objects: dict, container: dict) -> dict[str, str | None]:
+    """What a container's environment holds: envFrom ConfigMaps/Secrets, then its own `env` (which wins)."""
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(objects[("ConfigMap", source["configMapRef"]["name"])]["data"])
+        if "secretRef" in source:
+            secret = objects[("Secret", source["secretRef"]["name"])]
+            env.update({k: None for k in {**secret.get("data", {}), **secret.get("stringData", {})}})
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    return env
+
+
+@dataclass
+class Dockerfile:
+    """A Dockerfile as (INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+
+    path: Path
+    instructions: list[tuple[str, str]]
+
+    @classmethod
+    def read(cls, path: Path) -> Dockerfile:
+        logical, current = [], ""
+        for line in path.read_text().splitlines():
+            if line.lstrip().startswith("#") or not line.strip():
+                continue
+            current += line.rstrip().removesuffix("\\") + " "
+            if not line.rstrip().endswith("\\"):
+                logical.append(current.strip())
+                current = ""
+        pairs = [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in logical]
+        return cls(path, pairs)
+
+    def all(self, instruction: str) -> list[str]:
+        return [args for name, args in self.instructions if name == instruction]
+
+    def final_stage(self) -> list[tuple[str, str]]:
+        starts = [i for i, (name, _) in enumerate(self.instructions) if name == "FROM"]
+        return self.instructions[starts[-1] :]
+
+    def last(self, instruction: str) -> str:
+        found = [args for name, args in self.final_stage() if name == instruction]
+        assert found, f"{self.path.name}: no {instruction} in the final stage"
+        return found[-1]
+
+    def env(self) -> dict[str, str]:
+        """ENV of the final stage (KEY=VALUE form)."""
+        pairs = [shlex.split(args) for name, args in self.final_stage() if name == "ENV"]
+        return dict(item.split("=", 1) for group in pairs for item in group)
+
+    def arg_default(self, name: str) -> str:
+        for args in self.all("ARG"):
+            key, _, value = args.partition("=")
+            if key == name:
+                return value
+        raise AssertionError(f"{self.path.name}: no ARG {name}")
+
+
+def dockerfiles() -> list[Path]:
+    return sorted(DOCKER_DIR.glob("*.Dockerfile"))
+
+
+def cli_problems(argv: list[str], where: str) -> list[str]:
+    """`sentistream ARGV` names a real subcommand and its real flags (parsed by the real parser)."""
+    from sentistream.cli import SUBCOMMANDS, build_parser
+
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return [f"{where}: {argv[:1]} is not a sentistream subcommand ({', '.join(SUBCOMMANDS)})"]
+    try:
+        build_parser(argv[0]).parse_args(argv)
+    except ModuleNotFoundError as exc:
+        return [f"{where}: `sentistream {argv[0]}` is not implemented ({exc})"]
+    except SystemExit:
+        return [f"{where}: `sentistream {' '.join(argv)}` is refused by the CLI parser"]
+    return []
+
+
+def seconds(duration: str | int) -> float:
+    """A compose duration ('60s', '1m30s') in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(duration))
+    return sum(float(n) * units[u] for n, u in parts) if parts else float(duration)
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def pinned(requirements: list[str], package: str) -> str:
+    for req in requirements:
+        name, _, version = req.partition("==")
+        if name.strip().lower() == package:
+            return version.strip()
+    raise AssertionError(f"{package} is not pinned with == in pyproject.toml")
+
+
+# ---- every file parses -----------------------------------------------------------------------------
+
+
+def test_every_yaml_file_parses_and_every_manifest_names_its_kind():
+    files = [COMPOSE_FILE, *sorted((ROOT / "infra" / "k8s").rglob("*.yaml"))]
+    assert len(files) > 5
+    for path in files:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            assert isinstance(doc, dict), path
+            if path != COMPOSE_FILE:
+                assert doc.get("apiVersion") and doc.get("kind"), f"{path}: apiVersion/kind missing"
+
+
+def test_kustomizations_list_exactly_the_manifests_in_their_folder():
+    listed = {p.name for p in kustomize_resources(K8S_BASE)}
+    present = {p.name for p in K8S_BASE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+    overlay = yaml.safe_load((K8S_GPU / "kustomization.yaml").read_text())
+    for patch in overlay["patches"]:
+        assert (K8S_GPU / patch["path"]).is_file()
+        doc = yaml.safe_load((K8S_GPU / patch["path"]).read_text())
+        assert (doc["kind"], doc["metadata"]["name"]) in k8s_objects(), "the patch targets nothing in base"
+
+
+# ---- docker-compose ------------------------------------------------------------------------------
+
+
+def compose_problems(doc: dict, known_by_component: dict[str, dict[str, Setting]]) -> list[str]:
+    """The app's services set only real settings, at the code's defaults, and everything they need."""
+    problems = []
+    for name, component in SERVICE_COMPONENT.items():
+        env = service_env(doc["services"][name])
+        problems += env_problems(env, known_by_component[component], f"compose {name}")
+        problems += missing_required(env, component, f"compose {name}")
+    return problems
+
+
+def test_compose_services_set_real_settings_at_the_codes_defaults():
+    known = {c: settings_of(c) for c in component_classes()}
+    assert compose_problems(compose(), known) == []
+
+
+def test_compose_drift_of_a_default_in_code_is_caught():
+    from stream.settings import WorkerSettings
+
+    class Drifted(WorkerSettings):
+        partitions: int = 8
+
+    known = {c: settings_of(c) for c in component_classes()}
+    drifted = Setting(Drifted, "partitions")
+    known["worker"] = {**known["worker"], drifted.env: drifted}
+    problems = compose_problems(compose(), known)
+    assert any("SENTISTREAM_PARTITIONS" in p and "8" in p for p in problems), problems
+
+
+def test_compose_shell_overrides_default_to_the_codes_defaults():
+    """`${SENTISTREAM_X:-d}`: X is a setting and d its default (the topic initialiser and Kafka use them too)."""
+    known = settings_of(*component_classes())
+    text = COMPOSE_FILE.read_text()
+    found = [(n, d) for n, d in interpolations(text) if n.startswith(PREFIX)]
+    assert len(found) >= 8
+    for name, default in found:
+        assert name in known, f"${{{name}}} is not a setting of the application"
+        if name not in deployment_choices():
+            assert known[name].parse(default) == known[name].default, f"${{{name}:-{default}}}"
+
+
+def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_partitions():
+    doc = compose()
+    topics = doc["services"]["topics"]
+    env, script = service_env(topics), topics["command"][0]
+    for field in ("topic", "scored_topic", "dlq_topic", "stats_topic"):
+        s = setting("KafkaSettings", field)
+        assert env[s.env] == s.default and f'"$${s.env}"' in script, s.env
+    partitions = setting("WorkerSettings", "partitions")
+    assert int(env[partitions.env]) == partitions.default
+    assert f'--partitions "$${partitions.env}"' in script
+    assert int(resolve(doc["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])) == partitions.default
+    broker = setting("KafkaSettings", "broker")
+    assert env[broker.env] == service_env(doc["services"]["worker"])[broker.env]
+    assert broker.env in script, "the initialiser must use the same broker as the app"
+    for name in ("worker", "worker-gpu", "dashboard", "replay"):
+        assert doc["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_kafka_is_the_official_image_of_the_local_brokers_version_in_kraft_mode():
+    version = re.search(r"<kafka.version>([^<]+)<", (ROOT / "infra/kafka/pom.xml").read_text()).group(1)
+    services = compose()["services"]
+    assert services["kafka"]["image"] == f"apache/kafka:{version}"
+    assert services["topics"]["image"] == f"apache/kafka:{version}"
+    env = {k: resolve(v) for k, v in services["kafka"]["environment"].items()}
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "zookeeper" not in json.dumps(env).lower()
+
+
+def test_compose_broker_addresses_match_kafkas_listeners():
+    from stream.settings import bootstrap_servers
+
+    services = compose()["services"]
+    kafka_env = {k: resolve(v) for k, v in services["kafka"]["environment"].items()}
+    advertised = {a.split("://", 1)[1] for a in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    broker = setting("KafkaSettings", "broker")
+    for name in SERVICE_COMPONENT:
+        for server in bootstrap_servers(service_env(services[name])[broker.env]):
+            assert server in advertised, f"compose {name}: {server} is not an advertised listener"
+    # Host-side clients keep the default broker URL: the host port is the default broker's port.
+    host_port = bootstrap_servers(broker.default)[0].rsplit(":", 1)[1]
+    assert any(resolve(p).split(":")[-2] == host_port for p in services["kafka"]["ports"])
+    assert f"127.0.0.1:{host_port}" in advertised
+
+
+def test_compose_worker_scales_and_serves_health_on_the_web_port():
+    services = compose()["services"]
+    web_port = setting("WorkerSettings", "web_port")
+    for name in ("worker", "worker-gpu"):
+        worker = services[name]
+        assert "container_name" not in worker and "ports" not in worker, f"{name} must scale (--scale)"
+        assert [str(p) for p in worker["expose"]] == [str(web_port.default)]
+        assert (ROOT / worker["build"]["dockerfile"]).is_file()
+        assert worker["image"].split(":")[0] == f"sentistream-{Path(worker['build']['dockerfile']).stem}"
+    dashboard_url = urlparse(
+        service_env(services["dashboard"])[setting("DashboardSettings", "worker_url").env]
+    )
+    assert dashboard_url.hostname == "worker" and dashboard_url.port == web_port.default
+    assert "worker" in services["worker-gpu"]["networks"]["default"]["aliases"]
+
+
+def test_compose_gpu_profile_reserves_a_gpu_and_demo_profile_replays():
+    services = compose()["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and int(device["count"]) >= 1
+    assert service_env(gpu)[setting("ModelSettings", "device").env] == "cuda"
+    assert services["replay"]["profiles"] == ["demo"]
+    for name in ("kafka", "topics", "worker", "dashboard"):
+        assert "profiles" not in services[name], f"{name} must start with a plain `docker compose up`"
+
+
+def test_compose_replay_mounts_the_packaged_sample_dataset_by_default():
+    import importlib.resources
+
+    replay = compose()["services"]["replay"]
+    source, target, _ = resolve(replay["volumes"][0]).rsplit(":", 2)
+    sample = importlib.resources.files("stream") / "data" / "sample_tweets.csv"
+    assert (ROOT / source).resolve() == Path(str(sample)).resolve()
+    assert target in replay["command"]
+
+
+def test_compose_dashboard_publishes_its_port_and_watches_the_workers_group():
+    services = compose()["services"]
+    env = service_env(services["dashboard"])
+    port = setting("DashboardSettings", "port")
+    assert any(resolve(p).endswith(f":{port.default}") for p in services["dashboard"]["ports"])
+    group = setting("WorkerSettings", "group_id")
+    assert env[setting("DashboardSettings", "worker_group").env] == group.default
+    assert service_env(services["worker"])[group.env] == group.default
+
+
+def test_compose_and_kubernetes_commands_are_real_subcommands_with_real_flags():
+    problems = []
+    for name in SERVICE_COMPONENT:
+        command = [resolve(a) for a in compose()["services"][name]["command"]]
+        problems += cli_problems(command, f"compose {name}")
+    for (kind, name), obj in k8s_objects().items():
+        if kind == "Deployment":
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                problems += cli_problems(c["args"], f"{kind}/{name}")
+    assert problems == []
+
+
+def test_the_cli_check_refuses_unknown_subcommands_and_flags():
+    assert cli_problems(["worker", "--partitions", "4"], "ok") == []
+    assert cli_problems(["wroker"], "typo")
+    assert cli_problems(["worker", "--no-such-flag"], "flag")
+
+
+# ---- Kubernetes + KEDA ---------------------------------------------------------------------------
+
+
+def test_k8s_configmap_and_secret_hold_only_real_settings_at_the_codes_defaults():
+    objects = k8s_objects()
+    known = settings_of("worker", "dashboard")
+    problems = env_problems(one(objects, "ConfigMap")["data"], known, "ConfigMap")
+    secret = one(objects, "Secret")
+    problems += env_problems({k: None for k in secret["stringData"]}, known, "Secret")
+    assert problems == []
+
+
+def test_k8s_secret_holds_placeholders_only():
+    """Real credentials never get committed: the Secret in git carries placeholders to replace."""
+    secret = one(k8s_objects(), "Secret")
+    assert "data" not in secret
+    assert set(secret["stringData"].values()) == {"CHANGE-ME"}
+    from stream.settings import KafkaSettings
+
+    assert set(secret["stringData"]) == {
+        env_name(KafkaSettings, f) for f in ("sasl_username", "sasl_password")
+    }
+
+
+def test_k8s_deployments_get_every_setting_they_need_and_only_their_own():
+    objects = k8s_objects()
+    problems = []
+    for component in ("worker", "dashboard"):
+        dep = deployment(objects, component)
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            own = {e["name"]: e.get("value") for e in c.get("env", [])}
+            where = f"Deployment/{dep['metadata']['name']}"
+            problems += env_problems(own, settings_of(component), where)
+            problems += missing_required(container_env(objects, c), component, where)
+    assert problems == []
+
+
+def probe_problems(dep: dict, path: str, port: int, where: str) -> list[str]:
+    problems = []
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for kind in ("readinessProbe", "livenessProbe"):
+        http = container.get(kind, {}).get("httpGet")
+        if not http:
+            problems.append(f"{where}: no {kind} httpGet")
+            continue
+        if http["path"] != path or ports.get(http["port"], http["port"]) != port:
+            problems.append(f"{where}: {kind} asks {http['port']}{http['path']}, the app serves {port}{path}")
+    return problems
+
+
+def test_k8s_probes_ask_the_health_paths_on_the_apps_ports():
+    objects = k8s_objects()
+    worker_port = setting("WorkerSettings", "web_port").default
+    dashboard_port = setting("DashboardSettings", "port").default
+    worker = deployment(objects, "worker")
+    problems = probe_problems(worker, worker_health_path(), worker_port, "worker")
+    problems += probe_problems(
+        deployment(objects, "dashboard"), dashboard_health_path(), dashboard_port, "dash"
+    )
+    startup = worker["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"]
+    assert startup["path"] == worker_health_path()
+    assert worker["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(worker_port)
+    assert problems == []
+
+
+def test_k8s_probe_check_catches_a_wrong_port():
+    worker = deployment(k8s_objects(), "worker")
+    assert probe_problems(worker, worker_health_path(), 1234, "worker")
+
+
+def test_k8s_services_route_to_the_apps_ports_and_the_dashboard_finds_the_workers():
+    objects = k8s_objects()
+    config = one(objects, "ConfigMap")["data"]
+    url = urlparse(config[setting("DashboardSettings", "worker_url").env])
+    service = objects[("Service", url.hostname)]
+    worker = deployment(objects, "worker")
+    assert service["spec"]["selector"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["port"] == url.port
+    named = {
+        p["name"]: p["containerPort"] for p in worker["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert named[service["spec"]["ports"][0]["targetPort"]] == setting("WorkerSettings", "web_port").default
+    dash_service = objects[("Service", "sentistream-dashboard")]
+    dash = deployment(objects, "dashboard")
+    assert dash_service["spec"]["selector"].items() <= dash["spec"]["template"]["metadata"]["labels"].items()
+    dash_ports = {
+        p["name"]: p["containerPort"] for p in dash["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert (
+        dash_ports[dash_service["spec"]["ports"][0]["targetPort"]]
+        == setting("DashboardSettings", "port").default
+    )
+
+
+KEDA_SASL = {
+    None: "none",
+    "PLAIN": "plaintext",
+    "SCRAM-SHA-256": "scram_sha256",
+    "SCRAM-SHA-512": "scram_sha512",
+}
+
+
+def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
+    """The ScaledObject scales the worker Deployment on its group's lag, 0..partitions, on the app's broker."""
+    from stream.app import app_config
+    from stream.settings import KafkaSettings, WorkerSettings, bootstrap_servers
+
+    so = one(objects, "ScaledObject")
+    spec, config = so["spec"], one(objects, "ConfigMap")["data"]
+    trigger = next(t for t in spec["triggers"] if t["type"] == "kafka")
+    meta = trigger["metadata"]
+
+    def value(cls, field):  # what the workers run with: the ConfigMap, else the code's default
+        s = known[env_name(cls, field)]
+        return s.parse(config[s.env]) if s.env in config else s.default
+
+    partitions = known[env_name(WorkerSettings, "partitions")].default
+    checks = {
+        "minReplicaCount is 0 (serverless)": spec["minReplicaCount"] == 0,
+        f"maxReplicaCount is the partition count {partitions}": spec["maxReplicaCount"] == partitions,
+        "maxReplicaCount matches the ConfigMap": spec["maxReplicaCount"] == value(WorkerSettings, "partitions"),
+        "scales the worker Deployment": spec["scaleTargetRef"]["name"] == deployment(objects, "worker")["metadata"]["name"],
+        "consumerGroup is the workers' group": meta["consumerGroup"] == value(WorkerSettings, "group_id"),
+        "topic is the input topic": meta["topic"] == value(KafkaSettings, "topic"),
+        "bootstrapServers is the app's broker": meta["bootstrapServers"].split(",")
+        == bootstrap_servers(value(KafkaSettings, "broker")),
+        "lagThreshold is at least one micro-batch": int(meta["lagThreshold"]) >= value(WorkerSettings, "batch_size"),
+        "offsetResetPolicy is the worker's": meta["offsetResetPolicy"]
+        == app_config(KafkaSettings(), WorkerSettings())["consumer_auto_offset_reset"],
+        "sasl matches SENTISTREAM_SASL_MECHANISM": meta.get("sasl", "none")
+        == KEDA_SASL[value(KafkaSettings, "sasl_mechanism")],
+        "tls matches SENTISTREAM_SECURITY_PROTOCOL": (meta.get("tls", "disable") == "enable")
+        == value(KafkaSettings, "security_protocol").endswith("SSL"),
+    }  # fmt: skip
+    return [f"ScaledObject: {what}" for what, ok in checks.items() if not ok]
+
+
+def test_keda_scales_the_workers_group_from_zero_to_the_partition_count():
+    assert keda_problems(k8s_objects(), settings_of("worker")) == []
+
+
+def test_keda_drift_of_the_partition_count_in_code_is_caught():
+    from stream.settings import WorkerSettings
+
+    class Drifted(WorkerSettings):
+        partitions: int = 12
+
+    known = settings_of("worker")
+    drifted = Setting(Drifted, "partitions")
+    problems = keda_problems(k8s_objects(), {**known, drifted.env: drifted})
+    assert any("maxReplicaCount is the partition count 12" in p for p in problems), problems
+
+
+def test_keda_authenticates_with_the_workers_secret():
+    objects = k8s_objects()
+    so = one(objects, "ScaledObject")
+    auth = objects[("TriggerAuthentication", so["spec"]["triggers"][0]["authenticationRef"]["name"])]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["key"] in objects[("Secret", ref["name"])]["stringData"]
+    by_param = {ref["parameter"]: ref["key"] for ref in auth["spec"]["secretTargetRef"]}
+    assert by_param == {
+        "username": setting("KafkaSettings", "sasl_username").env,
+        "password": setting("KafkaSettings", "sasl_password").env,
+    }
+
+
+def test_worker_termination_grace_covers_fausts_shutdown_and_compose_matches():
+    from mode.services import Service
+
+    worker = deployment(k8s_objects(), "worker")
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= Service.shutdown_timeout, "SIGKILL would cut Faust's drain of the in-flight batch"
+    for name in ("worker", "worker-gpu"):
+        service = compose()["services"][name]
+        assert seconds(service["stop_grace_period"]) == grace and service["stop_signal"] == "SIGTERM"
+
+
+def test_k8s_pods_run_as_non_root_with_resources():
+    objects = k8s_objects()
+    for component in ("worker", "dashboard"):
+        pod = deployment(objects, component)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        for c in pod["containers"]:
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_k8s_gpu_overlay_patches_the_worker_onto_a_gpu():
+    patch = yaml.safe_load((K8S_GPU / "worker-gpu-patch.yaml").read_text())
+    base_worker = deployment(k8s_objects(), "worker")
+    assert patch["metadata"]["name"] == base_worker["metadata"]["name"]
+    pod = patch["spec"]["template"]["spec"]
+    base_names = {c["name"] for c in base_worker["spec"]["template"]["spec"]["containers"]}
+    assert {c["name"] for c in pod["containers"]} <= base_names
+    container = pod["containers"][0]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert env_problems({e["name"]: e["value"] for e in container["env"]}, settings_of("worker"), "gpu") == []
+    overlay = yaml.safe_load((K8S_GPU / "kustomization.yaml").read_text())
+    gpu_image = next(i["newName"] for i in overlay["images"] if i["name"] == "sentistream-worker")
+    assert gpu_image == compose()["services"]["worker-gpu"]["image"].split(":")[0]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
+def test_kustomize_renders_both_variants():
+    rendered = {}
+    for variant in (K8S_BASE, K8S_GPU):
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(variant)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        rendered[variant.name] = {
+            (d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout)
+        }
+    gpu_worker = deployment(rendered["gpu"], "worker")
+    container = gpu_worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("sentistream-worker-gpu:")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = container_env(rendered["gpu"], container)
+    assert env[setting("ModelSettings", "device").env] == "cuda"  # `env` wins over the ConfigMap's cpu
+    assert missing_required(env, "worker", "gpu") == []
+    for obj in rendered["base"].values():
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "sentistream"
+
+
+# ---- Dockerfiles ---------------------------------------------------------------------------------
+
+
+def test_every_image_has_a_dockerfile():
+    assert {p.name for p in dockerfiles()} == set(DOCKERFILE_COMPONENT)
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
+def test_dockerfile_runs_a_real_subcommand_as_non_root_in_a_multi_stage_build(path: Path):
+    df = Dockerfile.read(path)
+    assert json.loads(df.last("ENTRYPOINT")) == ["sentistream"]
+    command = json.loads(df.last("CMD"))
+    assert command[0] == DOCKERFILE_COMPONENT[path.name]
+    assert cli_problems(command, path.name) == []
+    assert len(df.all("FROM")) >= 3, "multi-stage: build, then a runtime stage with only the virtualenv"
+    assert any(args.startswith("--from=build") for args in (a for n, a in df.final_stage() if n == "COPY"))
+    assert df.last("USER") not in ("0", "root")
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
+def test_dockerfile_env_port_and_healthcheck_follow_the_settings(path: Path):
+    df = Dockerfile.read(path)
+    component = DOCKERFILE_COMPONENT[path.name]
+    env = df.env()
+    assert env_problems(env, settings_of(component), path.name) == []
+    port, health = {
+        "worker": (setting("WorkerSettings", "web_port"), worker_health_path()),
+        "dashboard": (setting("DashboardSettings", "port"), dashboard_health_path()),
+    }[component]
+    assert int(env[port.env]) == port.default
+    assert df.last("EXPOSE").split() == [str(port.default)]
+    check = df.last("HEALTHCHECK")
+    assert f"http://127.0.0.1:${{{port.env}}}{health}" in check
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
+def test_dockerfile_installs_the_whole_project_at_the_pinned_torch(path: Path):
+    df = Dockerfile.read(path)
+    project = pyproject()
+    assert df.arg_default("TORCH_VERSION") == pinned(project["project"]["dependencies"], "torch")
+    copied = {src for args in df.all("COPY") if not args.startswith("--") for src in args.split()[:-1]}
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {"pyproject.toml", "README.md"} <= copied
+
+
+def test_gpu_image_uses_the_pinned_onnxruntime_gpu_on_a_cuda_runtime():
+    df = Dockerfile.read(DOCKER_DIR / "worker-gpu.Dockerfile")
+    gpu_extra = pyproject()["project"]["optional-dependencies"]["gpu"]
+    assert df.arg_default("ONNXRUNTIME_GPU_VERSION") == pinned(gpu_extra, "onnxruntime-gpu")
+    base = df.arg_default("CUDA_IMAGE")
+    assert base.startswith("nvidia/cuda:") and "runtime" in base and "cudnn" in base
+    assert df.env()[setting("ModelSettings", "device").env] == "cuda"
+
+
+@pytest.mark.parametrize("name", ["worker.Dockerfile", "worker-gpu.Dockerfile"])
+def test_worker_images_take_a_bundle_by_build_argument_or_mount(name: str):
+    df = Dockerfile.read(DOCKER_DIR / name)
+    froms = df.all("FROM")
+    assert any(f.startswith("model-${MODEL_SOURCE}") for f in froms)
+    stages = {f.split()[-1] for f in froms if " AS " in f.upper()}
+    assert {"model-none", "model-local"} <= stages
+    model = setting("ModelSettings", "model")
+    bundle_dir = df.env()[model.env]
+    assert any(
+        args.split()[-1].rstrip("/") == bundle_dir for args in df.all("COPY") if "--from=model" in args
+    )
+    assert resolve(compose()["services"]["worker"]["environment"][model.env]) == bundle_dir
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Whether Docker's .dockerignore rules (last match wins, `!` re-includes) leave `path` out."""
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        candidates = [pattern, pattern.removeprefix("**/")]
+        if any(fnmatch(p, c) for p in prefixes for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_what_the_images_copy_and_drops_the_rest():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    needed = {"pyproject.toml", "README.md", "stream/data/sample_tweets.csv", "models/bundle/model.onnx"}
+    for path in dockerfiles():
+        copies = [a for a in Dockerfile.read(path).all("COPY") if not a.startswith("--")]
+        needed |= {src.rstrip("/") for a in copies for src in a.split()[:-1]}
+    needed = {n for n in needed if "$" not in n}
+    assert [n for n in needed if dockerignore_excludes(patterns, n)] == []
+    for junk in (".venv/bin/python", ".git/HEAD", "model/__pycache__/x.pyc", "tests/conftest.py", ".env"):
+        assert dockerignore_excludes(patterns, junk), junk
+
+
+def test_dockerignore_matcher_follows_dockers_rules():
+    assert dockerignore_excludes(["**/*.pyc"], "a/b/c.pyc")
+    assert dockerignore_excludes(["data"], "data/x.csv")
+    assert not dockerignore_excludes(["data"], "stream/data/x.csv")
+    assert not dockerignore_excludes(["models", "!models/keep"], "models/keep")
