@@ -58,6 +58,8 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "processing_guarantee": settings.guarantee,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_interval": settings.commit_interval_s,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 10,
         "web_enabled": True,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,

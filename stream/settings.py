@@ -111,5 +111,10 @@ class WorkerSettings(BaseSettings):
         description="texts longer than this are cut in the scored event (truncated=true)",
     )
     commit_interval_s: float = Field(default=1.0, gt=0, description="seconds between offset commits")
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6.0,
+        description="seconds without heartbeat before the group gives a dead worker's partitions away",
+    )
     startup_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for the broker at start")
     worker_name: str | None = Field(default=None, description="name in stats and logs (default host:pid)")

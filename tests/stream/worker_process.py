@@ -175,3 +175,40 @@ def read_topic(
         return records
 
     return asyncio.run(read())
+
+
+def health(worker: WorkerProcess) -> dict:
+    """The worker's /health body (whatever its status)."""
+    return requests.get(worker.url + "/health", timeout=5).json()
+
+
+def consumed(worker: WorkerProcess) -> float:
+    """How many input messages the worker has processed, from /metrics."""
+    text = requests.get(worker.url + "/metrics", timeout=5).text
+    lines = [line for line in text.splitlines() if line.startswith("sentistream_consumed_total ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Poll `condition()` every 0.2 s; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def tweets(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` valid messages keyed `prefix-i` (the key is also the id)."""
+    import orjson
+
+    return [
+        (f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "text": f"nice {i}"}))
+        for i in range(count)
+    ]
+
+
+def ids_of(records) -> list[str]:
+    """The keys of scored records, as text."""
+    return [r.key.decode() for r in records]
