@@ -10,9 +10,10 @@ single core push tens of thousands of messages a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationError
@@ -175,9 +176,11 @@ class TweetProducer:
         """Queue one tweet (batched with the next ones for `linger_ms`); returns its id."""
         message = encode_tweet(item)
         partitions = await self._partitions()
-        future = await self._producer.send(
-            self.topic, message.value, key=message.key, partition=partition_for(message.key, partitions)
-        )
+        partition = partition_for(message.key, partitions)
+        with self._broker_errors():
+            future = await self._producer.send(
+                self.topic, message.value, key=message.key, partition=partition
+            )
         self._track(future, 1)
         if on_delivered is not None:
             future.add_done_callback(lambda f: on_delivered(message.id, _failure(f)))
@@ -208,13 +211,28 @@ class TweetProducer:
     async def _submit(self, builder: Any, partition: int) -> None:
         count = builder.record_count()
         builder.close()
-        future = await self._producer.send_batch(builder, self.topic, partition=partition)
+        with self._broker_errors():
+            future = await self._producer.send_batch(builder, self.topic, partition=partition)
         self._track(future, count)
 
     async def _partitions(self) -> int:
         if self._producer is None:
             raise SentistreamError("the producer is not started; use `async with TweetProducer(...)`")
-        return len(await self._producer.partitions_for(self.topic))
+        with self._broker_errors():
+            return len(await self._producer.partitions_for(self.topic))
+
+    @contextlib.contextmanager
+    def _broker_errors(self) -> Iterator[None]:
+        """A broker that stops answering mid-stream becomes one line, not an aiokafka traceback."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            yield
+        except KafkaError as exc:
+            raise SentistreamError(
+                f"Kafka at {self.kafka.broker} stopped taking messages for {self.topic!r} "
+                f"({type(exc).__name__}: {exc}); {self.sent} were queued before it"
+            ) from None
 
     def _track(self, future: asyncio.Future, count: int) -> None:
         self._pending.append((future, count))
@@ -226,7 +244,8 @@ class TweetProducer:
         """Wait until every queued message is acknowledged; raise if any could not be delivered."""
         if self._producer is None:
             return
-        await self._producer.flush()
+        with self._broker_errors():
+            await self._producer.flush()
         pending, self._pending = self._pending, []
         await asyncio.gather(*(f for f, _ in pending), return_exceptions=True)
         failed = [(f, n) for f, n in pending if _failure(f)]

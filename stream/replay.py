@@ -128,10 +128,12 @@ def planned_rows(frame: pd.DataFrame, settings: ReplaySettings) -> Iterator[tupl
     """(seconds after the start when due, row) for every message to send, --loop and --limit applied."""
     offsets = pass_schedule(frame, settings)
     pass_length = _pass_length(offsets)
+    # Plain object arrays, once: pandas' per-row access (to_dict, iterrows) costs more than sending.
+    columns = {str(name): frame[name].to_numpy(dtype=object) for name in frame.columns}
     count, pass_no = 0, 0
     while settings.limit is None or count < settings.limit:
         order = _pass_order(len(frame), settings, pass_no)
-        for position, row in _rows_in_order(frame, order, pass_no):
+        for position, row in _rows_in_order(columns, order, pass_no):
             if settings.limit is not None and count >= settings.limit:
                 return
             yield _due(count, position, pass_no, offsets, pass_length, settings), row
@@ -156,13 +158,15 @@ def _pass_order(rows: int, settings: ReplaySettings, pass_no: int) -> np.ndarray
 
 
 def _rows_in_order(
-    frame: pd.DataFrame, order: np.ndarray, pass_no: int, block: int = 1000
+    columns: dict[str, np.ndarray], order: np.ndarray, pass_no: int, block: int = 1000
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows as dicts without missing values, read a block at a time so huge files start at once."""
+    """Rows as dicts without missing values, a block at a time so huge files start sending at once."""
+    names = list(columns)
     for start in range(0, len(order), block):
         positions = order[start : start + block]
-        for position, record in zip(positions, frame.iloc[positions].to_dict("records"), strict=True):
-            yield int(position), _present(record, pass_no)
+        block_rows = zip(*(a[positions] for a in columns.values()), strict=True)
+        for position, values in zip(positions, block_rows, strict=True):
+            yield int(position), _present(dict(zip(names, values, strict=True)), pass_no)
 
 
 def _present(record: dict[str, Any], pass_no: int) -> dict[str, Any]:
