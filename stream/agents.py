@@ -95,6 +95,7 @@ class Scorer:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.in_flight = 0
         self.batches = 0
+        self.transactional = settings.guarantee == "exactly_once"
 
     async def consume(self, stream) -> None:
         """The agent body: take micro-batches, score them, ack them once their outputs landed."""
@@ -107,6 +108,10 @@ class Scorer:
                 self.in_flight = 0
             for event in events:
                 await stream.ack(event)
+            if self.transactional:
+                # Commit now, between batches, so a transaction never holds outputs whose input
+                # offsets it does not also commit (Faust's timer commit could split a batch).
+                await self.app.consumer.commit()
 
     async def handle(self, events: Sequence) -> None:
         """Score one batch of Faust events and wait until the broker has every output."""
@@ -116,8 +121,7 @@ class Scorer:
         result = await loop.run_in_executor(
             self.executor, process_batch, messages, self.engine, self.settings.max_text_chars
         )
-        keep_partition = self.settings.guarantee == "exactly_once"
-        await self.publish(to_records(result, sources, self.kafka, keep_partition))
+        await self.publish(to_records(result, sources, self.kafka, keep_partition=self.transactional))
         self.record(result, sources)
 
     async def publish(self, records: Sequence[Record]) -> None:
@@ -137,12 +141,41 @@ class Scorer:
                 await asyncio.sleep(1.0)
 
     async def _send_all(self, records: Sequence[Record]) -> list[BaseException | None]:
-        producer = await self.app.maybe_start_producer()
+        producer = self.app.producer
+        await producer.maybe_start()
+        owned = self._still_owned(records)
         futures = []
-        for r in records:
-            futures.append(await producer.send(r.topic, r.key, r.value, r.partition, None, None))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
+        for r in owned:
+            tid = self._transactional_id(r.partition)
+            futures.append(
+                await producer.send(r.topic, r.key, r.value, r.partition, None, None, transactional_id=tid)
+            )
+        results = dict(
+            zip(map(id, owned), await asyncio.gather(*futures, return_exceptions=True), strict=True)
+        )
+        return [_error(results.get(id(r))) for r in records]
+
+    def _still_owned(self, records: Sequence[Record]) -> list[Record]:
+        """In exactly-once mode, drop outputs of partitions a rebalance took away: their
+        transaction is gone and the new owner redoes them from the last committed offset."""
+        if not self.transactional:
+            return list(records)
+        from faust.types import TP
+
+        assigned = self.app.consumer.assignment()
+        return [r for r in records if TP(self.kafka.topic, r.partition) in assigned]
+
+    def _transactional_id(self, partition: int | None) -> str | None:
+        """In exactly-once mode, the transaction that also commits the input partition's offsets.
+
+        Faust's own TransactionManager.send picks the transaction from the *output* partition as
+        seen by the consumer's metadata, which does not know output topics, so its sends bypass
+        the transaction; this uses the id Faust commits the input offsets with.
+        """
+        if not self.transactional or partition is None:
+            return None
+        group = self.app.assignor.group_for_topic(self.kafka.topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
 
     def record(self, result: BatchResult, sources: Sequence[Source]) -> None:
         """Update metrics, windowed stats and lag after a delivered batch."""
@@ -184,6 +217,10 @@ class Scorer:
     def close(self) -> None:
         """Let the inference thread finish its batch, then release it."""
         self.executor.shutdown(wait=True)
+
+
+def _error(result: object) -> BaseException | None:
+    return result if isinstance(result, BaseException) else None
 
 
 def _source(message) -> Source:

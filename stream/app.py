@@ -57,7 +57,10 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "topic_replication_factor": settings.replication_factor,
         "processing_guarantee": settings.guarantee,
         "consumer_auto_offset_reset": "earliest",
-        "broker_commit_interval": settings.commit_interval_s,
+        # Exactly-once commits after every batch (stream/agents.py), never on Faust's timer.
+        "broker_commit_interval": settings.commit_interval_s
+        if settings.guarantee == "at_least_once"
+        else 3600.0,
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.session_timeout_s / 10,
         "web_enabled": True,

@@ -150,7 +150,12 @@ def produce(
 
 
 def read_topic(
-    broker_url: str, topic: str, expected: int, timeout: float = 60.0, idle_s: float = 3.0
+    broker_url: str,
+    topic: str,
+    expected: int,
+    timeout: float = 60.0,
+    idle_s: float = 3.0,
+    committed: bool = True,
 ) -> list:
     """Every message of `topic` from the start, once `expected` arrived (or nothing new for idle_s)."""
     from aiokafka import AIOKafkaConsumer
@@ -158,7 +163,7 @@ def read_topic(
     async def read() -> list:
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=broker_url.removeprefix("kafka://"), auto_offset_reset="earliest",
-            enable_auto_commit=False, group_id=None, isolation_level="read_committed",
+            enable_auto_commit=False, group_id=None, isolation_level="read_committed" if committed else "read_uncommitted",
         )  # fmt: skip
         await consumer.start()
         records, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
