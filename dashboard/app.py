@@ -22,7 +22,7 @@ from dashboard.settings import DashboardSettings
 from stream.settings import KafkaSettings
 
 DEFAULT_WINDOW = "last 15 minutes"
-WORD_CLOUD_REFRESH_S = 15
+WORD_CLOUD_REFRESH_S = 10
 
 
 @st.cache_resource(show_spinner=False)

@@ -34,12 +34,12 @@ def _colour_scale(labels: Iterable[str]) -> alt.Scale:
 
 
 def share_chart(shares: pd.DataFrame) -> alt.Chart:
-    """Stacked area of each label's share per time bucket."""
+    """Stacked bars of each label's share per time bucket (bars, not areas: one bucket still shows)."""
     return (
         alt.Chart(shares)
-        .mark_area()
+        .mark_bar()
         .encode(
-            x=alt.X("time:T", title=None),
+            x=alt.X("hoursminutesseconds(time):O", title=None),
             y=alt.Y("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share"),
             color=alt.Color("label:N", scale=_colour_scale(shares["label"])),
             tooltip=["time:T", "label:N", alt.Tooltip("share:Q", format=".0%"), "count:Q"],
