@@ -428,6 +428,31 @@ def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_part
         assert doc["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the initialiser is a bash script")
+def test_compose_topic_initialiser_script_creates_each_topic_once(tmp_path: Path):
+    """Run the initialiser's script as the container would (compose's $$ unescaped), Kafka's CLI faked."""
+    topics = compose()["services"]["topics"]
+    fake = tmp_path / "kafka-topics.sh"
+    fake.write_text('#!/bin/bash\necho "$*"\n')
+    fake.chmod(0o755)
+    script = resolve(topics["command"][0]).replace("/opt/kafka/bin/kafka-topics.sh", str(fake))
+    env = {"PATH": "/usr/bin:/bin", **service_env(topics)}
+    out = subprocess.run([*topics["entrypoint"], script], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    created = [line.split() for line in out.stdout.splitlines() if "--create" in line]
+    partitions = setting("WorkerSettings", "partitions").default
+    from stream.settings import bootstrap_servers
+
+    broker = bootstrap_servers(service_env(topics)[setting("KafkaSettings", "broker").env])
+    names = [
+        setting("KafkaSettings", f).default for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")
+    ]
+    assert [c[c.index("--topic") + 1] for c in created] == names
+    for c in created:
+        assert c[c.index("--partitions") + 1] == str(partitions)
+        assert c[c.index("--bootstrap-server") + 1].split(",") == broker
+
+
 def test_compose_kafka_is_the_official_image_of_the_local_brokers_version_in_kraft_mode():
     version = re.search(r"<kafka.version>([^<]+)<", (ROOT / "infra/kafka/pom.xml").read_text()).group(1)
     services = compose()["services"]
