@@ -36,7 +36,7 @@ class ReplaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_REPLAY_", frozen=True)
 
     rate: float | None = Field(
-        default=None, gt=0, description="messages per second, held steady (default: as fast as possible)"
+        default=None, gt=0, description="messages per second, held steady; unset: as fast as Kafka takes them"
     )
     speedup: float | None = Field(
         default=None, gt=0, description="follow the file's created_at times, this many times faster"
@@ -45,7 +45,9 @@ class ReplaySettings(BaseSettings):
     loop: bool = Field(default=False, description="start over at the end of the file (until --limit/Ctrl-C)")
     shuffle: bool = Field(default=False, description="send the rows in a random order (see --seed)")
     seed: int = Field(default=0, description="seed of --shuffle (each --loop pass reshuffles)")
-    text_col: str | None = Field(default=None, description="column holding the text (default: guessed)")
+    text_col: str | None = Field(
+        default=None, description="column holding the text; unset: guessed from its name"
+    )
     label_col: str | None = Field(default=None, description="column holding the known label, if any")
     format: str = Field(default="auto", description="file format, as `sentistream train --format`")
     strict: bool = Field(default=False, description="stop at the first malformed or invalid row")
