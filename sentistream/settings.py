@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from sentistream.errors import UsageError
@@ -36,8 +37,7 @@ def add_settings_arguments(
     for name in fields or cls.model_fields:
         info = cls.model_fields[name]
         flag = flags.get(name, "--" + name.replace("_", "-"))
-        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-        help_text = f"{info.description or name} (default: {default}) [env: {env_name(cls, name)}]"
+        help_text = f"{info.description or name} ({_default_text(info)}) [env: {env_name(cls, name)}]"
         annotation = _plain_type(info.annotation)
         if annotation is bool:
             parser.add_argument(
@@ -58,6 +58,13 @@ def settings_from_args(cls: type[S], args: argparse.Namespace, **overrides: Any)
         field = ".".join(str(p) for p in first["loc"]) or "settings"
         flag = "--" + field.replace("_", "-")
         raise UsageError(f"invalid {flag} / {env_name(cls, field)}: {first['msg']}") from None
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+    return f"default: {default}"
 
 
 def _plain_type(annotation: Any) -> Any:
