@@ -105,6 +105,7 @@ class TweetProducer:
         self.topic = topic or kafka.topic
         self._producer: Any = None
         self._pending: list[tuple[asyncio.Future, int]] = []
+        self._prune_at = 10_000
         self.sent = 0
 
     async def __aenter__(self) -> TweetProducer:
@@ -237,8 +238,9 @@ class TweetProducer:
     def _track(self, future: asyncio.Future, count: int) -> None:
         self._pending.append((future, count))
         self.sent += count
-        if len(self._pending) > 10_000:  # keep memory flat on endless streams
+        if len(self._pending) > self._prune_at:  # keep memory flat on endless streams
             self._pending = [(f, n) for f, n in self._pending if not f.done() or _failure(f)]
+            self._prune_at = max(10_000, 2 * len(self._pending))  # amortised: never prune on every send
 
     async def flush(self) -> None:
         """Wait until every queued message is acknowledged; raise if any could not be delivered."""
