@@ -32,7 +32,7 @@ DeliveryCallback = Callable[[str, BaseException | None], None]
 class ProducerSettings(BaseSettings):
     """How the producers batch, compress and wait (the broker and topic are in `KafkaSettings`)."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_PRODUCER_", frozen=True)
 
     linger_ms: int = Field(default=10, ge=0, description="how long a batch waits for more messages")
     max_batch_size: int = Field(
