@@ -1,0 +1,308 @@
+"""`sentistream demo` (what `make demo` runs): broker, one worker, a gentle looping replay of the
+sample tweets and the dashboard, started together; Ctrl-C stops everything it started, nothing else.
+
+Each child runs in its own process session, so the terminal's Ctrl-C reaches only this process,
+which then stops the children in reverse order (SIGTERM to each session, SIGKILL after a grace
+period). A broker that was already running is used and left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sentistream.errors import SentistreamError, UsageError
+from sentistream.settings import add_settings_arguments, settings_from_args
+
+HELP = "start broker, worker, replay and dashboard together"
+HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
+TRAIN_HINT = (
+    "Train a better one: sentistream train --data YOUR.csv --base-model distilbert-base-uncased "
+    "--output models/latest  (then run `make demo` again)"
+)
+
+
+def _default_data_dir() -> Path:
+    from infra.broker import default_data_dir
+
+    return default_data_dir()
+
+
+class DemoSettings(BaseSettings):
+    """Ports and pace of the demo (env prefix SENTISTREAM_DEMO_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DEMO_", frozen=True)
+
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="port of the local broker")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="the local broker's data dir")
+    dashboard_port: int = Field(default=8501, ge=1, le=65535, description="port of the dashboard")
+    worker_port: int = Field(default=6066, ge=1, le=65535, description="port of the worker's web views")
+    rate: float = Field(default=5.0, gt=0, description="tweets per second the replay sends")
+    model: str | None = Field(default=None, description="model to score with (default: see `demo --help`)")
+    hub_model: str = Field(default=HUB_MODEL, description="Hub model used when no trained bundle exists")
+    duration: float | None = Field(default=None, gt=0, description="stop by itself after this many seconds")
+    log_dir: Path | None = Field(
+        default=None, description="where the children's logs go (default: DATA_DIR/../demo)"
+    )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the worker will score with, and why (printed for the user)."""
+
+    model: str | None
+    backend: str
+    why: str
+
+
+@dataclass
+class Child:
+    """One process the demo started."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Model: --model or SENTISTREAM_MODEL, else ./models/latest when it exists, else a Hub model "
+        "when the Hub answers, else the VADER lexicon baseline."
+    )
+    add_settings_arguments(parser, DemoSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(DemoSettings, args)
+    choice = choose_model(settings.model or os.environ.get("SENTISTREAM_MODEL"), settings.hub_model)
+    print(f"Model: {choice.why}", flush=True)
+    if choice.backend == "vader" or choice.model == settings.hub_model:
+        print(TRAIN_HINT, flush=True)
+    return Demo(settings, choice).run()
+
+
+def choose_model(given: str | None, hub_model: str) -> ModelChoice:
+    """The user's model, else models/latest, else the Hub model if the Hub answers, else VADER."""
+    if given:
+        return ModelChoice(given, "auto", f"{given} (from --model / SENTISTREAM_MODEL)")
+    if Path("models/latest").exists():
+        return ModelChoice("models/latest", "auto", "models/latest (your trained bundle)")
+    if hub_answers(hub_model):
+        return ModelChoice(
+            hub_model, "auto", f"{hub_model} from the Hugging Face Hub (no trained bundle found)"
+        )
+    return ModelChoice(
+        None,
+        "vader",
+        "VADER lexicon baseline (no trained bundle in models/latest and the Hub is unreachable)",
+    )
+
+
+def hub_answers(model_id: str, timeout: float = 2.0) -> bool:
+    """True when the Hugging Face Hub knows `model_id` within `timeout` seconds (and is allowed)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    import requests
+
+    try:
+        return requests.head(f"https://huggingface.co/api/models/{model_id}", timeout=timeout).ok
+    except requests.RequestException:
+        return False
+
+
+class Demo:
+    """Start, watch and stop the demo's processes."""
+
+    def __init__(self, settings: DemoSettings, choice: ModelChoice) -> None:
+        self.settings = settings
+        self.choice = choice
+        self.children: list[Child] = []
+        self.broker = None
+        self.started_broker = False
+        self.log_dir = settings.log_dir or Path(settings.data_dir).expanduser().resolve().parent / "demo"
+
+    def run(self) -> int:
+        """Everything up, then wait for Ctrl-C, `duration`, or a child that dies; always clean up."""
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+        try:
+            self._start_all()
+            return self._watch()
+        except KeyboardInterrupt:
+            print("\nCtrl-C: stopping what the demo started…", flush=True)
+            return 0
+        finally:
+            self._stop_all()
+
+    # -- starting --------------------------------------------------------------------------------
+
+    def _start_all(self) -> None:
+        self._refuse_busy_ports()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        broker_url = self._start_broker()
+        worker_url = f"http://127.0.0.1:{self.settings.worker_port}"
+        self._spawn("worker", self._worker_args(broker_url))
+        _wait_http(f"{worker_url}/health", 180, "the worker", self.children[-1], need_ok=True)
+        sample = files("stream") / "data" / "sample_tweets.csv"
+        replay = ["replay", str(sample), "--loop", "--rate", str(self.settings.rate), "--broker", broker_url]
+        self._spawn("replay", replay)
+        port = str(self.settings.dashboard_port)
+        self._spawn(
+            "dashboard", ["dashboard", "--port", port, "--broker", broker_url, "--worker-url", worker_url]
+        )
+        dashboard_url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{dashboard_url}/_stcore/health", 120, "the dashboard", self.children[-1])
+        self._say_ready(dashboard_url)
+
+    def _refuse_busy_ports(self) -> None:
+        for what, port, flag in (
+            ("dashboard", self.settings.dashboard_port, "--dashboard-port"),
+            ("worker", self.settings.worker_port, "--worker-port"),
+        ):
+            if _port_in_use(port):
+                raise UsageError(f"port {port} for the {what} is already in use; pick another with {flag}")
+
+    def _start_broker(self) -> str:
+        from infra.broker import BrokerSettings, LocalBroker, answers_metadata
+
+        self.broker = LocalBroker(
+            BrokerSettings(port=self.settings.kafka_port, data_dir=self.settings.data_dir)
+        )
+        if answers_metadata(self.broker.address):
+            print(
+                f"Kafka: using the broker already running at {self.broker.address} (left running)", flush=True
+            )
+            return self.broker.url
+        print(
+            f"Kafka: starting a local broker at {self.broker.address} (first run downloads it)…", flush=True
+        )
+        self.started_broker = True  # before start(): a Ctrl-C during startup must still stop it
+        self.broker.start()
+        return self.broker.url
+
+    def _worker_args(self, broker_url: str) -> list[str]:
+        args = ["worker", "--broker", broker_url, "--web-port", str(self.settings.worker_port)]
+        args += ["--backend", self.choice.backend]
+        return args + (["--model", self.choice.model] if self.choice.model else [])
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log = self.log_dir / f"{name}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sentistream.cli", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        print(f"Started {name} (pid {process.pid}), log: {log}", flush=True)
+        return child
+
+    def _say_ready(self, dashboard_url: str) -> None:
+        print(
+            f"\n  Dashboard: {dashboard_url}\n"
+            f"  Replaying the sample tweets at {self.settings.rate:g}/s on a loop; scoring with "
+            f"{self.choice.model or 'VADER'}.\n"
+            f"  Press Ctrl-C to stop everything the demo started.\n",
+            flush=True,
+        )
+
+    # -- watching and stopping -------------------------------------------------------------------
+
+    def _watch(self) -> int:
+        deadline = None if self.settings.duration is None else time.monotonic() + self.settings.duration
+        while deadline is None or time.monotonic() < deadline:
+            for child in self.children:
+                if child.process.poll() is not None:
+                    print(f"The {child.name} exited (status {child.process.returncode}); see {child.log}:")
+                    print(_tail(child.log), flush=True)
+                    return 1
+            time.sleep(0.5)
+        print(f"Ran for {self.settings.duration:g}s as asked; stopping.", flush=True)
+        return 0
+
+    def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            _stop_child(child)
+        if self.started_broker and self.broker is not None:
+            print(f"Stopping the Kafka broker the demo started at {self.broker.address}", flush=True)
+            self.broker.stop()
+        print("Demo stopped.", flush=True)
+
+
+def _stop_child(child: Child, grace: float = 15.0) -> None:
+    """SIGTERM the child's session (Streamlit, Faust helpers), SIGKILL after `grace`, then reap leftovers."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(child.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if child.process.poll() is None:
+        _signal_group(child.process.pid, signal.SIGTERM)
+        try:
+            child.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(child.process.pid, signal.SIGKILL)
+            child.process.wait(5)
+    # psutil checks each process's start time, so a recycled pid is never signalled by mistake
+    for leftover in psutil.wait_procs(descendants, timeout=5)[1]:
+        leftover.kill()
+    print(f"Stopped {child.name} (pid {child.process.pid})", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the child leads its own session, so its group id is its pid
+
+
+def _wait_http(url: str, timeout: float, what: str, child: Child, need_ok: bool = False) -> None:
+    """Wait until `url` answers (200 when `need_ok`); fail early with the log when the child dies."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise SentistreamError(f"{what} exited during startup; see {child.log}: {_tail(child.log, 1)}")
+        try:
+            response = requests.get(url, timeout=2)
+            if response.ok or not need_ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SentistreamError(f"{what} did not answer {url} within {timeout:.0f}s; see {child.log}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+COMMANDS = {"demo": (HELP, add_arguments, run)}

@@ -1,0 +1,83 @@
+"""`sentistream demo` end to end: broker, worker, replay and dashboard come up, scored events flow,
+and when it stops every process it started is gone (and the broker it started is stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from infra.broker import BrokerSettings, LocalBroker, free_port
+from stream.events import ScoredTweet
+
+pytestmark = pytest.mark.slow
+
+
+def first_scored_event(broker_url: str, timeout: float) -> ScoredTweet:
+    """The first event on `tweets-scored` of the demo's broker."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> ScoredTweet:
+        consumer = AIOKafkaConsumer(
+            "tweets-scored",
+            bootstrap_servers=broker_url.removeprefix("kafka://"),
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            record = await asyncio.wait_for(consumer.getone(), timeout)
+            return ScoredTweet.model_validate_json(record.value)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
+    ports = {name: free_port() for name in ("kafka", "dashboard", "worker")}
+    command = [
+        sys.executable,
+        "-m",
+        "sentistream.cli",
+        "demo",
+        "--duration",
+        "40",
+        "--data-dir",
+        str(tmp_path / "kafka"),
+    ]
+    for name, port in ports.items():
+        command += [f"--{name}-port", str(port)]
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}  # no trained bundle in tmp_path, no Hub: VADER
+    demo = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        for line in demo.stdout:
+            lines.append(line)
+            if "Dashboard: http://" in line:
+                break
+        assert any("VADER lexicon baseline" in line for line in lines), lines
+        assert requests.get(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health", timeout=5).ok
+        event = first_scored_event(f"kafka://127.0.0.1:{ports['kafka']}", timeout=60)
+        assert event.label in {"negative", "neutral", "positive"} and event.model.startswith("vader")
+        lines += demo.stdout.readlines()
+        assert demo.wait(120) == 0, "".join(lines)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.wait(60)
+    pids = [int(p) for p in re.findall(r"Started \w+ \(pid (\d+)\)", "".join(lines))]
+    assert len(pids) == 3, lines  # worker, replay, dashboard
+    time.sleep(0.5)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"still running after the demo exited: {alive}"
+    broker = LocalBroker(BrokerSettings(port=ports["kafka"], data_dir=tmp_path / "kafka"))
+    assert not broker.status().running
