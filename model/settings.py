@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+
+if TYPE_CHECKING:
+    from model.engines.base import Engine
 
 
 class ModelSettings(BaseSettings):
@@ -33,7 +36,7 @@ class ModelSettings(BaseSettings):
     max_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
     dtype: Literal["float16", "bfloat16"] = Field("float16", description="PyTorch precision on CUDA")
 
-    def load_engine(self, **kwargs):  # -> model.engines.Engine
+    def load_engine(self, **kwargs: Any) -> Engine:
         """The engine these settings describe (imports the heavy libraries only now)."""
         from model.engines import load_engine
 
