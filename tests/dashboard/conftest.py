@@ -69,3 +69,15 @@ def topics(topic_name: str) -> dict[str, str]:
         "SENTISTREAM_DLQ_TOPIC": f"{topic_name}-dlq",
         "SENTISTREAM_STATS_TOPIC": f"{topic_name}-stats",
     }
+
+
+@pytest.fixture(autouse=True)
+def stop_feeds_afterwards():
+    """Stop the feeds the app started in this process (AppTest keeps them in Streamlit's cache)."""
+    import threading
+
+    yield
+    for thread in threading.enumerate():
+        feed = getattr(getattr(thread, "_target", None), "__self__", None)
+        if thread.name == "dashboard-feed" and feed is not None:
+            feed.stop(timeout=5)
