@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
 def load_engine(model_settings):  # -> model.engines.Engine
     """The engine, or one line saying why it could not be loaded."""
     try:
-        return model_settings.load_engine()
+        engine = model_settings.load_engine()
+        engine.predict(["warm up the model before the worker reports ready"])  # first call is slow
+        return engine
     except SentistreamError:
         raise
     except Exception as exc:  # any loader failure (missing files, bad weights) becomes one line
