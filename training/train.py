@@ -274,6 +274,8 @@ def training_arguments(settings: TrainSettings, checkpoints: Path, phase: Phase,
         weight_decay=settings.weight_decay,
         max_grad_norm=1.0,
         lr_scheduler_type="linear",
+        # Batches of similar lengths pad less (padding is dynamic, to the batch's longest text).
+        group_by_length=True,
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -338,6 +340,8 @@ def write_test_report(
     from training.metrics import softmax
     from training.report import ReportContext, Scored, write_report
 
+    # Length grouping also reorders evaluation batches; the report needs predictions in row order.
+    trainer.args.group_by_length = False
     logits = trainer.predict(test).predictions
     probabilities = pd.DataFrame(softmax(logits), columns=labels)
     scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)

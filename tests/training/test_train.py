@@ -1,0 +1,191 @@
+"""A real training run on a learnable synthetic task, the bundle it writes, and its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentistream.cli import main
+from tests.tiny_model import build_tiny_classifier
+from tests.training.synthetic import synthetic_corpus, write_synthetic_csv
+from training.settings import TrainSettings
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSettings:
+    """A recipe that learns the synthetic task in seconds on a CPU."""
+    options = {"epochs": 4, "lr": 3e-3, "batch_size": 16, "max_length": 32, "device": "cpu", "patience": 4}
+    return TrainSettings(data=data, base_model=str(base), output=output, **{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(synthetic CSV, untrained tiny model whose tokenizer knows the task's words)."""
+    root = tmp_path_factory.mktemp("task")
+    data = write_synthetic_csv(root / "synthetic.csv", rows=600)
+    base = build_tiny_classifier(root / "base", corpus=synthetic_corpus())
+    return data, base
+
+
+@pytest.fixture(scope="module")
+def bundle(task, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle `train` writes for the synthetic task."""
+    from training.train import train
+
+    data, base = task
+    return train(quick_settings(data, base, tmp_path_factory.mktemp("run") / "bundle"))
+
+
+def test_learns_the_synthetic_task(bundle: Path) -> None:
+    meta = json.loads((bundle / "sentistream.json").read_text())
+    assert meta["labels"] == LABELS
+    assert meta["metrics"]["test"]["accuracy"] >= 0.9
+    assert meta["metrics"]["validation"]["macro_recall"] >= 0.9
+    assert meta["data_fingerprint"] and meta["max_length"] == 32
+    assert not (bundle / "checkpoints").exists()  # a finished bundle carries no optimizer state
+
+
+def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
+    report = bundle / "report"
+    for name in ("report.md", "metrics.json", "predictions.csv", "misclassified.csv"):
+        assert (report / name).stat().st_size > 0
+    for image in ("confusion_matrix.png", "training_curves.png"):
+        assert (report / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((report / "metrics.json").read_text())["model"]
+    predictions = pd.read_csv(report / "predictions.csv")
+    assert metrics["n"] == len(predictions) == np.sum(metrics["confusion_matrix"])
+    assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
+    recalls = [metrics["per_class"][label]["recall"] for label in LABELS]
+    assert metrics["macro_recall"] == pytest.approx(np.mean(recalls))
+    mistakes = pd.read_csv(report / "misclassified.csv")
+    assert len(mistakes) == (~predictions["correct"]).sum()
+    assert mistakes["score"].is_monotonic_decreasing
+    markdown = (report / "report.md").read_text()
+    assert f"{metrics['accuracy']:.4f}" in markdown and "VADER" in markdown
+    assert "![confusion matrix](confusion_matrix.png)" in markdown
+
+
+def test_bundle_scores_like_the_trained_model_in_every_engine(bundle: Path) -> None:
+    from model.engines import load_engine
+
+    predictions = pd.read_csv(bundle / "report" / "predictions.csv")
+    trained = predictions[[f"p_{label}" for label in LABELS]].to_numpy()
+    for backend, int8 in (("torch", None), ("onnx", False)):
+        engine = load_engine(bundle, backend=backend, device="cpu", int8=int8)
+        scored = engine.predict(predictions["text"].tolist())
+        engine.close()
+        probs = np.array([[p.scores[label] for label in LABELS] for p in scored])
+        np.testing.assert_allclose(probs, trained, atol=1e-4, err_msg=backend)
+        assert [p.label for p in scored] == predictions["predicted"].tolist()
+
+
+def test_onnx_parity_is_recorded(bundle: Path) -> None:
+    parity = json.loads((bundle / "sentistream.json").read_text())["onnx_parity"]
+    assert parity["split"] == "validation" and parity["n"] >= 50
+    assert parity["onnx"]["label_disagreement"] == 0.0
+    assert parity["onnx"]["max_prob_diff"] < 1e-4
+    assert 0.0 <= parity["onnx_int8"]["max_prob_diff"] < 0.2
+
+
+def test_export_refuses_a_bundle_whose_onnx_disagrees(bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from sentistream.errors import SentistreamError
+    from training import export
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
+    real = export._probabilities
+
+    def flipped(bundle_dir, backend, int8, texts):
+        probs = real(bundle_dir, backend, int8, texts)
+        return probs[:, ::-1] if backend == "onnx" and not int8 else probs  # an ONNX graph gone wrong
+
+    monkeypatch.setattr(export, "_probabilities", flipped)
+    with pytest.raises(SentistreamError, match=r"changed .* of labels"):
+        export.export_bundle(copy, ["awful day", "great film", "the meeting"])
+    assert not (copy / "model.onnx").exists() and not (copy / "model.int8.onnx").exists()
+
+
+def test_export_command_rewrites_onnx_and_parity(bundle: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
+    (copy / "model.onnx").unlink()
+    (copy / "model.int8.onnx").unlink()
+    assert main(["export", "--model", str(copy)]) == 0
+    assert (copy / "model.onnx").is_file() and (copy / "model.int8.onnx").is_file()
+    parity = json.loads((copy / "sentistream.json").read_text())["onnx_parity"]
+    assert parity["split"] == "test" and parity["onnx"]["label_agreement"] == 1.0
+    assert "label agreement 1.0000" in capsys.readouterr().out
+
+
+def test_evaluate_command_writes_a_report(bundle: Path, task, tmp_path: Path, capsys) -> None:
+    data, _ = task
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["n"] == 600 and metrics["model"]["accuracy"] >= 0.9
+    assert metrics["baseline_vader"]["n"] == 600
+    assert (out / "confusion_matrix.png").is_file() and not (out / "training_curves.png").exists()
+    assert f"accuracy {metrics['model']['accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_two_phase_recipe_keeps_the_frozen_layers_frozen(task, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from training.train import train
+
+    data, base = task
+    settings = quick_settings(
+        data, base, tmp_path / "b", epochs=2, freeze_base_epochs=1, unfreeze_last=1, export=False
+    )
+    out = train(settings)
+    before, after = load_file(base / "model.safetensors"), load_file(out / "model.safetensors")
+    bottom = "distilbert.transformer.layer.0.attention.q_lin.weight"
+    top = "distilbert.transformer.layer.1.attention.q_lin.weight"
+    np.testing.assert_array_equal(before[bottom], after[bottom])
+    np.testing.assert_array_equal(
+        before["distilbert.embeddings.word_embeddings.weight"],
+        after["distilbert.embeddings.word_embeddings.weight"],
+    )
+    assert not np.array_equal(before[top], after[top])
+    assert not np.array_equal(before["classifier.weight"], after["classifier.weight"])
+    assert not (out / "model.onnx").exists()
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(task, tmp_path: Path, monkeypatch) -> None:
+    from transformers import TrainerCallback
+
+    from training import train as train_module
+
+    class CtrlCAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real_build = train_module.build_trainer
+
+    def with_ctrl_c(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(CtrlCAtStep())
+        return trainer
+
+    data, base = task
+    out = tmp_path / "b"
+    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(quick_settings(data, base, out, export=False))
+    checkpoints = sorted((out / "checkpoints" / "finetune").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-6"]  # saved right after the step that saw Ctrl-C
+    monkeypatch.setattr(train_module, "build_trainer", real_build)
+    assert main(["train", "--data", str(data), "--base-model", str(base), "--output", str(out)]) == 2
+    train_module.train(quick_settings(data, base, out, export=False, resume=True))
+    meta = json.loads((out / "sentistream.json").read_text())
+    assert meta["metrics"]["test"]["accuracy"] >= 0.9
