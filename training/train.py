@@ -130,7 +130,6 @@ def output_dir(settings: TrainSettings, data: LoadedDataset) -> Path:
         raise UsageError(
             f"{out_dir} holds checkpoints of an unfinished run; add --resume or pick another --output"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
@@ -147,8 +146,6 @@ def model_name(settings: TrainSettings, data: LoadedDataset) -> str:
 
 def load_base_model(base_model: str, labels: list[str]) -> tuple[Any, Any]:
     """Tokenizer and a sequence classifier with a fresh `len(labels)`-way head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     options = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -156,14 +153,44 @@ def load_base_model(base_model: str, labels: list[str]) -> tuple[Any, Any]:
         "ignore_mismatched_sizes": True,  # a classifier trained on other labels gets a new head
     }
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True)
-        model = AutoModelForSequenceClassification.from_pretrained(base_model, **options)
+        return _from_pretrained(base_model, options, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if Path(base_model).is_dir() or not hub_reachable():
+            raise UsageError(
+                f"cannot load --base-model {base_model!r} ({type(exc).__name__}) and the Hugging Face Hub is "
+                "not reachable; pass a local model directory"
+            ) from None
+    try:
+        return _from_pretrained(base_model, options, local_files_only=False)
     except (OSError, ValueError) as exc:
         raise UsageError(
-            f"cannot load --base-model {base_model!r} ({type(exc).__name__}); the Hugging Face Hub may be "
-            "unreachable: pass a local model directory"
+            f"cannot load --base-model {base_model!r} from the Hub ({exc}); pass a local model directory"
         ) from None
+
+
+def _from_pretrained(base_model: str, options: dict, local_files_only: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True, local_files_only=local_files_only)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, local_files_only=local_files_only, **options
+    )
     return tokenizer, model
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host accepts a connection; fails fast instead of after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def encode(
