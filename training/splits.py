@@ -52,7 +52,12 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
     stratify = frame["label"] if counts.min() >= 2 and len(frame) * fraction >= len(counts) else None
     if stratify is None:
         log.warning("too few rows per class to stratify; splitting at random")
-    return train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
+    try:
+        return train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:  # sklearn's way of saying one side of the split would be empty
+        raise UsageError(
+            f"{len(frame)} rows are too few to split into train, validation and test; give more rows"
+        ) from None
 
 
 def balance_classes(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
