@@ -24,25 +24,34 @@ CORPUS = [
 ]
 
 
-def train_tokenizer(corpus: Sequence[str] = CORPUS, vocab_size: int = 400):
-    """A BERT-style (uncased WordPiece) fast tokenizer trained on `corpus`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def train_tokenizer(corpus: Sequence[str] = CORPUS):
+    """A BERT-style (uncased WordPiece) fast tokenizer whose vocabulary is learnt from `corpus`.
+
+    Every word of the corpus becomes one token, plus single characters (as word starts and as
+    `##` continuations) so any text tokenises. The vocabulary is built in sorted order rather than
+    by the `tokenizers` trainer, whose tie-breaking follows hash order and so changed the
+    vocabulary, and with it what a test model learnt, from one run to the next.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import DistilBertTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = {
+        word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    }
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789") | {c for w in words for c in w})
+    tokens = specials + sorted(words | set(chars)) + [f"##{c}" for c in chars]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    # Letters and digits as a floor so any text tokenises to something other than [UNK].
-    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789")
-    tok.train_from_iterator(list(corpus) + alphabet, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return DistilBertTokenizerFast(
         tokenizer_object=tok,

@@ -21,7 +21,7 @@ LABELS = ["negative", "neutral", "positive"]
 
 def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSettings:
     """A recipe that learns the synthetic task in seconds on a CPU."""
-    options = {"epochs": 4, "lr": 3e-3, "batch_size": 16, "max_length": 32, "device": "cpu", "patience": 4}
+    options = {"epochs": 5, "lr": 3e-3, "batch_size": 16, "max_length": 32, "device": "cpu", "patience": 5}
     return TrainSettings(data=data, base_model=str(base), output=output, **{**options, **overrides})
 
 
@@ -30,7 +30,7 @@ def task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(synthetic CSV, untrained tiny model whose tokenizer knows the task's words)."""
     root = tmp_path_factory.mktemp("task")
     data = write_synthetic_csv(root / "synthetic.csv", rows=600)
-    base = build_tiny_classifier(root / "base", corpus=synthetic_corpus())
+    base = build_tiny_classifier(root / "base", corpus=synthetic_corpus(), dim=64)
     return data, base
 
 
