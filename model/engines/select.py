@@ -2,7 +2,7 @@
 
 auto, in order: no model -> VADER; a GPU -> PyTorch in half precision (faster there than ONNX
 Runtime's fp32 graph); a CPU and a bundle with `model.onnx` -> ONNX Runtime, int8 when the bundle
-has it; otherwise PyTorch. The choice and the reason are logged in one line.
+has it and its export measured int8 keeping >= 99% of labels; otherwise PyTorch. The choice and the reason are logged in one line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ logger = logging.getLogger("model.engines")
 BACKEND_CHOICES = ("auto", "onnx", "torch", "vader")  # what the CLI advertises
 ALL_BACKENDS = (*BACKEND_CHOICES, "constant")  # "constant": the null model for stream benchmarks
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+INT8_MIN_AGREEMENT = 0.99  # the label agreement with PyTorch int8 must keep to be chosen by itself
 
 
 def load_engine(
@@ -99,12 +100,27 @@ def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
 def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engine:
     from model.engines.onnx_engine import OnnxEngine
 
-    # int8 dynamic quantisation is a CPU optimisation; GPUs run the fp32 graph.
-    want_int8 = device == "cpu" if int8 is None else int8
+    # int8 dynamic quantisation is a CPU optimisation; GPUs run the fp32 graph. Left to itself,
+    # the engine takes int8 only where the bundle's export measured it to keep the labels.
+    want_int8 = (device == "cpu" and int8_keeps_labels(bundle)) if int8 is None else int8
     path = bundle.onnx_path(int8=True) if want_int8 else None
     if want_int8 and path is None and int8:
         raise UsageError(f"{bundle.source} has no model.int8.onnx; run `sentistream export --model DIR`")
     return OnnxEngine(bundle, path or bundle.onnx_path(int8=False), device, options)  # type: ignore[arg-type]
+
+
+def int8_keeps_labels(bundle: Bundle) -> bool:
+    """True when the export's parity check found int8 agreeing with PyTorch on >= 99% of labels."""
+    parity = (bundle.meta.onnx_parity or {}).get("onnx_int8") or {}
+    agreement = parity.get("label_agreement")
+    if agreement is None or agreement >= INT8_MIN_AGREEMENT:
+        return True  # no measurement (a hand-made bundle): trust whoever put the file there
+    logger.info(
+        "int8 ONNX agreed with PyTorch on only %.1f%% of labels at export (< %.0f%%); using fp32 ONNX",
+        100 * agreement,
+        100 * INT8_MIN_AGREEMENT,
+    )
+    return False
 
 
 def _vader(log: logging.Logger, why: str) -> Engine:

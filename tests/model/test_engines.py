@@ -137,6 +137,25 @@ def test_auto_on_cpu_prefers_int8_onnx(bundle_dir: Path, caplog: pytest.LogCaptu
     assert "auto: the bundle has ONNX files" in caplog.text
 
 
+@pytest.mark.parametrize(("agreement", "backend"), [(0.95, "onnx"), (0.995, "onnx-int8")])
+def test_auto_takes_int8_only_when_its_export_kept_the_labels(
+    bundle_copy: Path, agreement: float, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model.bundle import load_bundle, write_bundle_meta
+
+    meta = load_bundle(bundle_copy).meta
+    parity = {"n": 200, "onnx_int8": {"label_agreement": agreement}}
+    write_bundle_meta(bundle_copy, meta.model_copy(update={"onnx_parity": parity}))
+    with caplog.at_level(logging.INFO, logger="model.engines"):
+        engine = load_engine(bundle_copy, device="cpu")
+    engine.close()
+    assert engine.backend == backend
+    assert ("using fp32 ONNX" in caplog.text) == (backend == "onnx")
+    forced = load_engine(bundle_copy, "onnx", "cpu", int8=True)  # asking for int8 still gets it
+    forced.close()
+    assert forced.backend == "onnx-int8"
+
+
 def test_auto_without_onnx_files_uses_torch(tiny_model_dir: Path) -> None:
     engine = load_engine(tiny_model_dir, device="cpu")
     engine.close()
