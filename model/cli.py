@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.settings import ModelSettings
+from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
 
 HELP = "score texts or a CSV file with a model"
-MODEL_FLAGS = ["model", "backend", "device", "batch_tokens", "max_batch_size"]
 CSV_CHUNK_ROWS = 1024  # rows per engine call: the progress bar moves and memory stays flat
 
 

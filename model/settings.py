@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from model.engines.base import Engine
 
 
+# The flags every command that scores text offers (predict, worker); dtype stays env-only.
+MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "max_batch_size"]
+
+
 class ModelSettings(BaseSettings):
     """How to load the scoring engine (env: SENTISTREAM_MODEL, _BACKEND, _DEVICE, _BATCH_TOKENS, ...)."""
 
@@ -35,6 +39,10 @@ class ModelSettings(BaseSettings):
     )
     max_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
     dtype: Literal["float16", "bfloat16"] = Field("float16", description="PyTorch precision on CUDA")
+    int8: bool | None = Field(
+        None,
+        description="ONNX int8 on/off; unset: on a CPU when the export measured it keeps >= 99%% of labels",
+    )
 
     def load_engine(self, **kwargs: Any) -> Engine:
         """The engine these settings describe (imports the heavy libraries only now)."""
@@ -47,5 +55,5 @@ class ModelSettings(BaseSettings):
             max_batch_tokens=self.batch_tokens,
             max_batch_size=self.max_batch_size,
             dtype=self.dtype,
-            **kwargs,
+            **{"int8": self.int8, **kwargs},
         )

@@ -28,14 +28,13 @@ KAFKA_FLAGS = [
     "sasl_password",
     "ssl_cafile",
 ]
-MODEL_FLAGS = ["model", "backend", "device", "batch_tokens", "max_batch_size"]
 
 log = logging.getLogger("stream.worker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `worker` flags: Kafka, model and worker settings (ARCHITECTURE.md's command table)."""
-    from model.settings import ModelSettings
+    from model.settings import MODEL_FLAGS, ModelSettings
     from stream.settings import KafkaSettings, WorkerSettings
 
     add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)

@@ -1,6 +1,6 @@
 """Settings of the offline commands (`train`, `evaluate`, `export`, `eda`), one frozen class each.
 
-Every field is also a `--flag` (see `sentistream.settings`) and a `SENTISTREAM_<FIELD>` variable.
+Every field is also a `--flag` (see `sentistream.settings`) and a `SENTISTREAM_TRAIN_<FIELD>` variable.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from training.formats import FORMATS
 
 Format = Literal[FORMATS]  # type: ignore[valid-type]
-CONFIG = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, extra="ignore")
+# Own prefix: SENTISTREAM_BATCH_SIZE is the worker's micro-batch; training's is SENTISTREAM_TRAIN_BATCH_SIZE.
+CONFIG = SettingsConfigDict(env_prefix="SENTISTREAM_TRAIN_", frozen=True, extra="ignore")
 
 
 class DataSettings(BaseSettings):
