@@ -16,25 +16,7 @@ from stream.events import Tweet
 from stream.produce_cli import OrderedIds, parse_line
 from stream.producer import ProducerSettings, encode_tweet, partition_for, produce_texts, to_tweet
 from stream.settings import KafkaSettings
-
-
-async def read_topic(broker_url: str, topic: str, expected: int, timeout: float = 20.0) -> list:
-    """Every record of `topic` from the start, once `expected` have arrived (or the timeout passed)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records, deadline = [], time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            records += [r for batch in batches.values() for r in batch]
-    finally:
-        await consumer.stop()
-    return records
-
+from tests.kafka_reader import read_topic
 
 # ---- building messages ---------------------------------------------------------------------------
 

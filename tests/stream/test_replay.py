@@ -6,7 +6,6 @@ import asyncio
 import csv
 import importlib.resources
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,7 @@ from stream.data import make_sample
 from stream.producer import ProducerSettings
 from stream.replay import ReplayResult, ReplaySettings, check_options, load_rows, planned_rows, replay
 from stream.settings import KafkaSettings
+from tests.kafka_reader import read_topic
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
@@ -30,24 +30,6 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
 
 def frame_of(count: int, **columns: list) -> pd.DataFrame:
     return pd.DataFrame({"text": [f"text {i}" for i in range(count)], **columns})
-
-
-async def read_topic(broker_url: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every record of `topic` from the start, once `expected` have arrived (or the timeout passed)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records, deadline = [], time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            records += [r for batch in batches.values() for r in batch]
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def create_topic(broker_url: str, topic: str, partitions: int) -> None:
