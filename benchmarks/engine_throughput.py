@@ -141,7 +141,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
     parser.add_argument(
-        "--batch-tokens", type=int, default=16_384, help="engine token budget per forward pass"
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="engine token budget per forward pass (default: the engine's per-device choice)",
     )
     return parser.parse_args(argv)
 

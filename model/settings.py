@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from model.engines.batching import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from model.engines.base import Engine
@@ -34,8 +34,10 @@ class ModelSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where the model runs: auto, cpu or cuda"
     )
-    batch_tokens: int = Field(
-        DEFAULT_BATCH_TOKENS, gt=0, description="token budget of one forward pass (texts x longest text)"
+    batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="token budget of one forward pass (texts x longest text); unset: 1024 on CPU, 16384 on GPU",
     )
     max_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
     dtype: Literal["float16", "bfloat16"] = Field("float16", description="PyTorch precision on CUDA")

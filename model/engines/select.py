@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model.bundle import Bundle, load_bundle
 from model.engines.base import Engine
-from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, DEFAULT_CPU_BATCH_TOKENS
 from sentistream.errors import UsageError
 
 logger = logging.getLogger("model.engines")
@@ -28,7 +28,7 @@ def load_engine(
     backend: str = "auto",
     device: str = "auto",
     *,
-    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch_tokens: int | None = None,
     max_batch_size: int = DEFAULT_BATCH_SIZE,
     dtype: str = "float16",
     int8: bool | None = None,
@@ -36,6 +36,7 @@ def load_engine(
 ) -> Engine:
     """An engine for `model` (bundle dir, HF dir or Hub id; None = lexicon baseline).
 
+    `max_batch_tokens`: None picks the device's best (small passes on a CPU, big on a GPU).
     `int8`: None uses the int8 ONNX file when the bundle has one and the device is the CPU.
     """
     if backend not in ALL_BACKENDS:
@@ -52,7 +53,7 @@ def load_engine(
     bundle = load_bundle(model)
     on = resolve_device(device)
     options = {
-        "max_batch_tokens": max(max_batch_tokens, bundle.meta.max_length),
+        "max_batch_tokens": max(max_batch_tokens or default_batch_tokens(on), bundle.meta.max_length),
         "max_batch_size": max_batch_size,
     }
     chosen, reason = _choose(bundle, backend, on)
@@ -64,6 +65,11 @@ def load_engine(
         engine = _onnx(bundle, on, options, int8)
     log.info("scoring with %s on %s, backend %s (%s)", bundle.ref, on, engine.backend, reason)
     return engine
+
+
+def default_batch_tokens(device: str) -> int:
+    """Token budget of one forward pass when the user set none."""
+    return DEFAULT_BATCH_TOKENS if device == "cuda" else DEFAULT_CPU_BATCH_TOKENS
 
 
 def resolve_device(device: str) -> str:
