@@ -90,9 +90,10 @@ def _score_csv(engine: Any, frame: Any, text_col: str, output: Path | None) -> N
 
 
 def _with_predictions(frame: Any, predictions: Sequence[Any], engine: Any):  # -> pandas.DataFrame
+    # "predicted_" so a labelled input keeps its own `label` column next to the model's verdict.
     scored = frame.copy()
-    scored["label"] = [p.label for p in predictions]
-    scored["score"] = [p.score for p in predictions]
+    scored["predicted_label"] = [p.label for p in predictions]
+    scored["predicted_score"] = [p.score for p in predictions]
     for label in engine.labels:
         scored[f"score_{label}"] = [p.scores.get(label) for p in predictions]
     scored["truncated"] = [p.truncated for p in predictions]

@@ -21,7 +21,8 @@ def test_predict_texts_prints_one_line_per_text(capsys: pytest.CaptureFixture[st
 def test_predict_csv_scores_good_rows_and_marks_the_bad_one(bundle_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text(
-        'id,body\n1,i love this\n2,""\n3,"worst service, never again"\n4,ok\n', encoding="utf-8"
+        'id,body,label\n1,i love this,positive\n2,"",neutral\n3,"worst service, never again",negative\n4,ok,neutral\n',
+        encoding="utf-8",
     )
     out = tmp_path / "out.csv"
     status = main(["predict", "--model", str(bundle_dir), "--device", "cpu", "--input", str(source),
@@ -30,11 +31,13 @@ def test_predict_csv_scores_good_rows_and_marks_the_bad_one(bundle_dir: Path, tm
     assert status == 0
     assert scored["id"].tolist() == ["1", "2", "3", "4"]
     assert scored["error"].tolist() == ["", "text is empty", "", ""]
-    assert set(scored.loc[scored.error == "", "label"]) <= {"negative", "neutral", "positive"}
-    assert scored.loc[1, "label"] == ""
+    assert set(scored.loc[scored.error == "", "predicted_label"]) <= {"negative", "neutral", "positive"}
+    assert scored.loc[1, "predicted_label"] == ""
+    # The input's own labels survive next to the model's verdict.
+    assert scored["label"].tolist() == ["positive", "neutral", "negative", "neutral"]
     assert (scored["model"] == "tiny@3").all()
     row = scored.loc[0]
-    assert row[f"score_{row.label}"] == pytest.approx(row.score)
+    assert row[f"score_{row.predicted_label}"] == pytest.approx(row.predicted_score)
 
 
 def test_predict_settings_come_from_the_environment(
