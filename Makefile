@@ -39,10 +39,12 @@ $(STAMP): pyproject.toml
 kafka-jars: setup ## download Apache Kafka's jars from Maven Central once (cached)
 	$(BIN)/python -c "from infra.broker import resolve_classpath; resolve_classpath()"
 
-browser: ## Debian's headless Chromium, for the real-browser dashboard test
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "chromium not found: run 'sudo apt-get install chromium chromium-driver'"; exit 1; fi; }
+BROWSER_PKGS := chromium chromium-driver fonts-noto-color-emoji
+
+browser: ## Debian's headless Chromium (+ an emoji font), for the real-browser dashboard test
+	@{ command -v chromium && command -v chromedriver && dpkg -s fonts-noto-color-emoji; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(BROWSER_PKGS) >/dev/null; \
+	  else echo "Chromium not found: run 'sudo apt-get install $(BROWSER_PKGS)'"; exit 1; fi; }
 
 bench: setup kafka-jars ## run every benchmark (minutes); numbers land in benchmarks/results/
 	$(BIN)/python benchmarks/engine_throughput.py
