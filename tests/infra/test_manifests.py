@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -1293,3 +1294,47 @@ def test_dockerignore_matcher_follows_dockers_rules():
     assert dockerignore_excludes(["data"], "data/x.csv")
     assert not dockerignore_excludes(["data"], "stream/data/x.csv")
     assert not dockerignore_excludes(["models", "!models/keep"], "models/keep")
+
+
+def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_url: str, topic_name: str):
+    """The Job's own script, with the Job's own environment (broker and names swapped for the test's)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    objects = k8s_objects()
+    job = deployment(objects, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in container_env(objects, job).items() if v is not None}
+    names = {f: f"{topic_name}-{f}" for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")}
+    env |= {setting("KafkaSettings", f).env: name for f, name in names.items()}
+    env |= {setting("KafkaSettings", "broker").env: broker_url}
+    env |= {setting("WorkerSettings", "replication_factor").env: "1"}  # one test broker
+    run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    runs = [
+        subprocess.run(
+            [sys.executable, *job["command"][1:]],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert all(name in runs[0].stdout for name in names.values())
+    assert runs[1].stdout.strip() == "created: none", "a second run must leave existing topics alone"
+
+    async def partitions() -> dict[str, int]:
+        from stream.settings import bootstrap_servers
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=",".join(bootstrap_servers(broker_url)))
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(names.values()))
+        finally:
+            await admin.close()
+        return {t["topic"]: len(t["partitions"]) for t in described}
+
+    want = int(env[setting("WorkerSettings", "partitions").env])
+    assert asyncio.run(partitions()) == dict.fromkeys(names.values(), want)
