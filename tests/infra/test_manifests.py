@@ -860,6 +860,8 @@ def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
         # KEDA 2.17 and older refuse `sasl: none` ("SASL mode none given"); leaving it out means none.
         "no explicit sasl: none (KEDA <= 2.17 rejects it)": meta.get("sasl") != "none",
         "no explicit tls: disable (leave it out)": meta.get("tls") != "disable",
+        "fallback only with an explicit metricType: AverageValue (KEDA refuses it otherwise)": "fallback"
+        not in spec or trigger.get("metricType") == "AverageValue",
         "the Deployment sets no replicas (KEDA owns them; apply would reset them)": "replicas"
         not in deployment(objects, "worker")["spec"],
     }  # fmt: skip
@@ -882,15 +884,19 @@ def test_keda_drift_of_the_partition_count_in_code_is_caught():
     assert any("maxReplicaCount is the partition count 12" in p for p in problems), problems
 
 
-def test_keda_check_catches_sasl_none_and_a_replica_count_on_the_deployment(tmp_path: Path):
+def test_keda_check_catches_sasl_none_a_replica_count_and_an_implicit_metric_type(tmp_path: Path):
     base = copy_of_k8s(tmp_path) / "base"
     edit_yaml(
         base / "worker-scaledobject.yaml",
         lambda docs: docs[0]["spec"]["triggers"][0]["metadata"].update(sasl="none"),
     )
     edit_yaml(base / "worker-deployment.yaml", lambda docs: docs[0]["spec"].update(replicas=1))
+    edit_yaml(
+        base / "worker-scaledobject.yaml", lambda docs: docs[0]["spec"]["triggers"][0].pop("metricType")
+    )
     problems = keda_problems(k8s_objects(base), settings_of("worker"))
     assert any("sasl: none" in p for p in problems), problems
+    assert any("metricType" in p for p in problems), problems
     assert any("sets no replicas" in p for p in problems), problems
 
 
