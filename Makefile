@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test lint fmt setup kafka-jars browser bench kafka-start kafka-stop clean
+.PHONY: help demo test lint fmt setup kafka-jars browser bench kafka-start kafka-stop check-gpu-pins clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ kafka-start: setup kafka-jars ## start the local broker on 127.0.0.1:9092
 
 kafka-stop: setup ## stop the local broker
 	$(BIN)/sentistream kafka stop
+
+check-gpu-pins: setup ## ask PyPI which CUDA major the GPU image's torch/onnxruntime-gpu pins need (network)
+	$(BIN)/python infra/check_gpu_pins.py --sizes
 
 clean: ## remove caches and build outputs (keeps the venv and your models)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info out

@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001
 WORKDIR /home/sentistream
 EXPOSE 8501
+# Marks the container unhealthy when Streamlit stops answering (no restart outside Swarm).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)" \
         "http://127.0.0.1:${SENTISTREAM_DASHBOARD_PORT}/_stcore/health" || exit 1

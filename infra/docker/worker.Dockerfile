@@ -53,7 +53,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001
 WORKDIR /home/sentistream
 EXPOSE 6066
-# The worker answers /health only once it is consuming; a failing check restarts the container.
+# The worker answers /health only once it is consuming. A failing check marks the container
+# unhealthy (docker ps, compose's depends_on: service_healthy); plain Docker and compose do not
+# restart it for that, only Swarm replaces unhealthy containers. Kubernetes uses its own probes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)" \
         "http://127.0.0.1:${SENTISTREAM_WEB_PORT}/health" || exit 1

@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ def component_classes() -> dict[str, tuple[type[BaseSettings], ...]]:
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
         "dashboard": (KafkaSettings, DashboardSettings),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
+        "topics": (KafkaSettings, WorkerSettings),  # the Kubernetes Job that creates the topics
     }
 
 
@@ -113,6 +115,7 @@ def deployment_choices() -> set[str]:
         setting("ModelSettings", "device").env,  # cpu image vs cuda image
         setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
         setting("WorkerSettings", "worker_name").env,  # the pod's name
+        setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
     }
 
 
@@ -128,6 +131,7 @@ def required(component: str) -> set[str]:
         ],
         "dashboard": [("DashboardSettings", "port"), ("DashboardSettings", "worker_group")],
         "replay": [],
+        "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
     }[component]
     loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
     return loopback | {setting(c, f).env for c, f in anchors}
@@ -230,32 +234,72 @@ def k8s_objects(directory: Path = K8S_BASE) -> dict[tuple[str, str], dict]:
     return objects
 
 
+def render(directory: Path) -> dict[tuple[str, str], dict]:
+    """(kind, name) -> object of what `kubectl kustomize DIRECTORY` renders (skips without kubectl)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout)}
+
+
+def copy_of_k8s(tmp_path: Path) -> Path:
+    """A scratch copy of infra/k8s to mutate in drift tests; returns its root."""
+    target = tmp_path / "k8s"
+    shutil.copytree(ROOT / "infra" / "k8s", target)
+    return target
+
+
+def edit_yaml(path: Path, change) -> None:
+    """Apply `change(docs)` to the YAML documents of `path` in place."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    change(docs)
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def pods(objects: dict) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every Deployment and Job."""
+    return [
+        (f"{kind}/{name}", o["spec"]["template"]["spec"])
+        for (kind, name), o in objects.items()
+        if kind in ("Deployment", "Job")
+    ]
+
+
 def one(objects: dict, kind: str) -> dict:
     found = [o for (k, _), o in objects.items() if k == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
 
-def deployment(objects: dict, component: str) -> dict:
+def deployment(objects: dict, component: str, kind: str = "Deployment") -> dict:
     return next(
         o
         for (k, _), o in objects.items()
-        if k == "Deployment" and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        if k == kind and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
     )
 
 
 def container_env(objects: dict, container: dict) -> dict[str, str | None]:
-    """What a container's environment holds: envFrom ConfigMaps/Secrets, then its own `env` (which wins)."""
+    """What a container's environment holds: envFrom ConfigMaps, then its own `env` (which wins).
+
+    Values from a Secret (secretKeyRef, secretRef) or the pod (fieldRef) are None: set at run time.
+    """
     env: dict[str, str | None] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             env.update(objects[("ConfigMap", source["configMapRef"]["name"])]["data"])
-        if "secretRef" in source:
-            secret = objects[("Secret", source["secretRef"]["name"])]
-            env.update({k: None for k in {**secret.get("data", {}), **secret.get("stringData", {})}})
+        # envFrom a Secret hides which keys it sets; secret_problems() refuses it.
     for item in container.get("env", []):
         env[item["name"]] = item.get("value")
     return env
+
+
+def worker_env(objects: dict) -> dict[str, str | None]:
+    """The worker container's environment (ConfigMaps + env)."""
+    return container_env(objects, deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0])
 
 
 @dataclass
@@ -547,39 +591,173 @@ def test_the_cli_check_refuses_unknown_subcommands_and_flags():
 
 # ---- Kubernetes + KEDA ---------------------------------------------------------------------------
 
+SECRET = "sentistream-kafka"  # the Secret DEPLOY.md has you create; no manifest here defines it
+CA_KEY = "ca.crt"
 
-def test_k8s_configmap_and_secret_hold_only_real_settings_at_the_codes_defaults():
+
+def configmap_problems(objects: dict) -> list[str]:
+    """Each process loads only ConfigMaps whose every key it reads, at the code's default unless it must differ."""
+    problems = []
+    for where, pod in pods(objects):
+        component = pod_component(objects, where)
+        for c in pod["containers"]:
+            for source in (s for s in c.get("envFrom", []) if "configMapRef" in s):
+                name = source["configMapRef"]["name"]
+                data = objects[("ConfigMap", name)]["data"]
+                problems += env_problems(data, settings_of(component), f"{where} <- ConfigMap/{name}")
+    return problems
+
+
+def pod_component(objects: dict, where: str) -> str:
+    kind, name = where.split("/")
+    return objects[(kind, name)]["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def test_k8s_configmaps_give_each_process_only_real_settings_at_the_codes_defaults():
+    assert configmap_problems(k8s_objects()) == []
+
+
+def test_k8s_configmap_check_catches_the_dashboard_inheriting_the_workers_model(tmp_path: Path):
+    """The dashboard's local "Try it" engine must not get the worker's model path (absent from its image)."""
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def give_dashboard_the_model(docs):
+        dashboard = next(d for d in docs if d["metadata"]["name"] == "sentistream-dashboard")
+        dashboard["data"][setting("ModelSettings", "model").env] = "/models/bundle"
+
+    edit_yaml(base / "configmap.yaml", give_dashboard_the_model)
+    problems = configmap_problems(k8s_objects(base))
+    assert any("SENTISTREAM_MODEL" in p and "dashboard" in p for p in problems), problems
+
+
+def test_k8s_dashboard_scores_try_it_without_a_worker():
+    """Workers at zero leave the worker Service without endpoints; the dashboard then scores in-process."""
+    from model.settings import ModelSettings
+
     objects = k8s_objects()
-    known = settings_of("worker", "dashboard")
-    problems = env_problems(one(objects, "ConfigMap")["data"], known, "ConfigMap")
-    secret = one(objects, "Secret")
-    problems += env_problems({k: None for k in secret["stringData"]}, known, "Secret")
-    assert problems == []
+    dash = deployment(objects, "dashboard")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(objects, dash)
+    model_vars = {setting("ModelSettings", f).env for f in ModelSettings.model_fields}
+    assert model_vars.isdisjoint(env), "the dashboard would load a model its image does not hold"
+    assert ModelSettings.model_fields["model"].default is None  # unset model = the VADER baseline
 
 
-def test_k8s_secret_holds_placeholders_only():
-    """Real credentials never get committed: the Secret in git carries placeholders to replace."""
-    secret = one(k8s_objects(), "Secret")
-    assert "data" not in secret
-    assert set(secret["stringData"].values()) == {"CHANGE-ME"}
-    from stream.settings import KafkaSettings
+def secret_problems(objects: dict) -> list[str]:
+    """No Secret is applied by kustomize (it would overwrite real credentials); references are optional."""
+    problems = [f"{kind}/{name} is a kustomize resource" for kind, name in objects if kind == "Secret"]
+    for where, pod in pods(objects):
+        for c in pod["containers"]:
+            if any("secretRef" in s for s in c.get("envFrom", [])):
+                problems.append(f"{where}: envFrom a Secret (name the keys with secretKeyRef)")
+            for item in c.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref and (ref["name"] != SECRET or ref.get("optional") is not True):
+                    problems.append(f"{where}: {item['name']} must come from Secret {SECRET}, optional")
+        for volume in pod.get("volumes", []):
+            if "secret" in volume and volume["secret"].get("optional") is not True:
+                problems.append(f"{where}: volume {volume['name']} needs optional: true")
+    return problems
 
-    assert set(secret["stringData"]) == {
-        env_name(KafkaSettings, f) for f in ("sasl_username", "sasl_password")
+
+def test_k8s_applies_no_secret_so_real_credentials_are_never_overwritten():
+    assert secret_problems(k8s_objects()) == []
+    assert secret_problems(render(K8S_BASE)) == []
+    assert secret_problems(render(K8S_GPU)) == []
+
+
+def test_k8s_secret_check_catches_a_placeholder_secret_in_the_resources(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    (base / "secret.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET},
+             "stringData": {setting("KafkaSettings", "sasl_password").env: "CHANGE-ME"}}
+        )
+    )  # fmt: skip
+    edit_yaml(base / "kustomization.yaml", lambda docs: docs[0]["resources"].append("secret.yaml"))
+    assert any(
+        "Secret/sentistream-kafka is a kustomize resource" in p for p in secret_problems(k8s_objects(base))
+    )
+
+
+def test_k8s_secret_keys_are_settings_and_the_ca_reaches_workers_and_keda():
+    """The Secret's keys: the SASL settings (as env) and ca.crt (a file for the app, the PEM text for KEDA)."""
+    objects = k8s_objects()
+    sasl = {setting("KafkaSettings", f).env for f in ("sasl_username", "sasl_password")}
+    cafile = setting("KafkaSettings", "ssl_cafile")
+    documented = {}
+    for line in (K8S_BASE / "configmap.yaml").read_text().splitlines():
+        if cafile.env in line:
+            documented[cafile.env] = line.split(":", 1)[1].strip()
+    assert documented, f"configmap.yaml should show how to set {cafile.env}"
+    for where, pod in pods(objects):
+        c = pod["containers"][0]
+        refs = {
+            i["name"]: i["valueFrom"]["secretKeyRef"]["key"]
+            for i in c.get("env", [])
+            if "secretKeyRef" in i.get("valueFrom", {})
+        }
+        assert refs == {name: name for name in sasl}, where
+        volumes = {v["name"]: v for v in pod["volumes"] if "secret" in v}
+        (ca_volume,) = volumes.values()
+        assert (
+            ca_volume["secret"]["secretName"] == SECRET and ca_volume["secret"]["items"][0]["key"] == CA_KEY
+        )
+        mount = next(m for m in c["volumeMounts"] if m["name"] == ca_volume["name"])
+        path = f"{mount['mountPath']}/{ca_volume['secret']['items'][0]['path']}"
+        assert path == documented[cafile.env], f"{where}: the CA lands at {path}"
+        cafile.parse(path)  # a value the app accepts
+    auth = one(objects, "TriggerAuthentication")
+    by_param = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert by_param == {
+        "username": (SECRET, setting("KafkaSettings", "sasl_username").env),
+        "password": (SECRET, setting("KafkaSettings", "sasl_password").env),
+        "ca": (SECRET, CA_KEY),
     }
+    so = one(objects, "ScaledObject")
+    assert so["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
 
 
 def test_k8s_deployments_get_every_setting_they_need_and_only_their_own():
     objects = k8s_objects()
     problems = []
-    for component in ("worker", "dashboard"):
-        dep = deployment(objects, component)
-        for c in dep["spec"]["template"]["spec"]["containers"]:
+    for where, pod in pods(objects):
+        component = pod_component(objects, where)
+        for c in pod["containers"]:
             own = {e["name"]: e.get("value") for e in c.get("env", [])}
-            where = f"Deployment/{dep['metadata']['name']}"
             problems += env_problems(own, settings_of(component), where)
             problems += missing_required(container_env(objects, c), component, where)
     assert problems == []
+
+
+def test_k8s_topics_job_runs_the_workers_topic_creation():
+    """The Job's script imports what exists, and calls ensure_topics with the two settings it takes."""
+    import ast
+    import inspect
+
+    from stream.settings import KafkaSettings, WorkerSettings
+    from stream.topics import ensure_topics
+
+    objects = k8s_objects()
+    job = deployment(objects, "topics", kind="Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        container["image"]
+        == deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    assert container["command"][:2] == ["python", "-c"]
+    tree = ast.parse(container["command"][2])
+    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("stream.topics", "ensure_topics") in imported
+    for module, name in imported:
+        assert hasattr(__import__(module, fromlist=[name]), name), f"{module}.{name}"
+    params = list(inspect.signature(ensure_topics).parameters.values())
+    assert [p.annotation for p in params[:2]] in (
+        [KafkaSettings, WorkerSettings],
+        ["KafkaSettings", "WorkerSettings"],
+    )
+    assert all(p.default is not inspect.Parameter.empty for p in params[2:])
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0, "a finished Job would block the next apply"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
 
 
 def probe_problems(dep: dict, path: str, port: int, where: str) -> list[str]:
@@ -618,8 +796,8 @@ def test_k8s_probe_check_catches_a_wrong_port():
 
 def test_k8s_services_route_to_the_apps_ports_and_the_dashboard_finds_the_workers():
     objects = k8s_objects()
-    config = one(objects, "ConfigMap")["data"]
-    url = urlparse(config[setting("DashboardSettings", "worker_url").env])
+    dash_container = deployment(objects, "dashboard")["spec"]["template"]["spec"]["containers"][0]
+    url = urlparse(container_env(objects, dash_container)[setting("DashboardSettings", "worker_url").env])
     service = objects[("Service", url.hostname)]
     worker = deployment(objects, "worker")
     assert service["spec"]["selector"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
@@ -654,7 +832,7 @@ def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
     from stream.settings import KafkaSettings, WorkerSettings, bootstrap_servers
 
     so = one(objects, "ScaledObject")
-    spec, config = so["spec"], one(objects, "ConfigMap")["data"]
+    spec, config = so["spec"], worker_env(objects)
     trigger = next(t for t in spec["triggers"] if t["type"] == "kafka")
     meta = trigger["metadata"]
 
@@ -679,6 +857,13 @@ def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
         == KEDA_SASL[value(KafkaSettings, "sasl_mechanism")],
         "tls matches SENTISTREAM_SECURITY_PROTOCOL": (meta.get("tls", "disable") == "enable")
         == value(KafkaSettings, "security_protocol").endswith("SSL"),
+        # KEDA 2.17 and older refuse `sasl: none` ("SASL mode none given"); leaving it out means none.
+        "no explicit sasl: none (KEDA <= 2.17 rejects it)": meta.get("sasl") != "none",
+        "no explicit tls: disable (leave it out)": meta.get("tls") != "disable",
+        "fallback only with an explicit metricType: AverageValue (KEDA refuses it otherwise)": "fallback"
+        not in spec or trigger.get("metricType") == "AverageValue",
+        "the Deployment sets no replicas (KEDA owns them; apply would reset them)": "replicas"
+        not in deployment(objects, "worker")["spec"],
     }  # fmt: skip
     return [f"ScaledObject: {what}" for what, ok in checks.items() if not ok]
 
@@ -699,77 +884,215 @@ def test_keda_drift_of_the_partition_count_in_code_is_caught():
     assert any("maxReplicaCount is the partition count 12" in p for p in problems), problems
 
 
-def test_keda_authenticates_with_the_workers_secret():
-    objects = k8s_objects()
-    so = one(objects, "ScaledObject")
-    auth = objects[("TriggerAuthentication", so["spec"]["triggers"][0]["authenticationRef"]["name"])]
-    for ref in auth["spec"]["secretTargetRef"]:
-        assert ref["key"] in objects[("Secret", ref["name"])]["stringData"]
-    by_param = {ref["parameter"]: ref["key"] for ref in auth["spec"]["secretTargetRef"]}
-    assert by_param == {
-        "username": setting("KafkaSettings", "sasl_username").env,
-        "password": setting("KafkaSettings", "sasl_password").env,
-    }
+def test_keda_check_catches_sasl_none_a_replica_count_and_an_implicit_metric_type(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(
+        base / "worker-scaledobject.yaml",
+        lambda docs: docs[0]["spec"]["triggers"][0]["metadata"].update(sasl="none"),
+    )
+    edit_yaml(base / "worker-deployment.yaml", lambda docs: docs[0]["spec"].update(replicas=1))
+    edit_yaml(
+        base / "worker-scaledobject.yaml", lambda docs: docs[0]["spec"]["triggers"][0].pop("metricType")
+    )
+    problems = keda_problems(k8s_objects(base), settings_of("worker"))
+    assert any("sasl: none" in p for p in problems), problems
+    assert any("metricType" in p for p in problems), problems
+    assert any("sets no replicas" in p for p in problems), problems
 
 
-def test_worker_termination_grace_covers_fausts_shutdown_and_compose_matches():
+def test_keda_scaled_deployments_carry_no_replicas_in_either_variant():
+    for variant in (K8S_BASE, K8S_GPU):
+        rendered = render(variant)
+        targets = {
+            o["spec"]["scaleTargetRef"]["name"] for (k, _), o in rendered.items() if k == "ScaledObject"
+        }
+        for name in targets:
+            assert "replicas" not in rendered[("Deployment", name)]["spec"], f"{variant.name}: {name}"
+
+
+def grace_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """SIGKILL comes later than Faust's own shutdown limit, by a margin, in Kubernetes and compose alike."""
     from mode.services import Service
 
-    worker = deployment(k8s_objects(), "worker")
-    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace >= Service.shutdown_timeout, "SIGKILL would cut Faust's drain of the in-flight batch"
+    margin = 15
+    grace = deployment(objects, "worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    problems = []
+    if grace < Service.shutdown_timeout + margin:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} is not {margin} s over Faust's {Service.shutdown_timeout} s"
+        )
     for name in ("worker", "worker-gpu"):
-        service = compose()["services"][name]
-        assert seconds(service["stop_grace_period"]) == grace and service["stop_signal"] == "SIGTERM"
+        service = compose_doc["services"][name]
+        if seconds(service["stop_grace_period"]) != grace or service["stop_signal"] != "SIGTERM":
+            problems.append(
+                f"compose {name}: stop_grace_period {service['stop_grace_period']} is not {grace}s"
+            )
+    return problems
+
+
+def test_worker_termination_grace_covers_fausts_shutdown_with_a_margin_and_compose_matches():
+    assert grace_problems(k8s_objects(), compose()) == []
+
+
+def test_grace_check_catches_a_grace_period_equal_to_fausts_limit(tmp_path: Path):
+    from mode.services import Service
+
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(
+        base / "worker-deployment.yaml",
+        lambda docs: docs[0]["spec"]["template"]["spec"].update(
+            terminationGracePeriodSeconds=int(Service.shutdown_timeout)
+        ),
+    )
+    problems = grace_problems(k8s_objects(base), compose())
+    assert any("terminationGracePeriodSeconds" in p for p in problems), problems
 
 
 def test_k8s_pods_run_as_non_root_with_resources():
     objects = k8s_objects()
-    for component in ("worker", "dashboard"):
-        pod = deployment(objects, component)["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
-        for c in pod["containers"]:
-            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-            assert c["securityContext"]["allowPrivilegeEscalation"] is False
-
-
-def test_k8s_gpu_overlay_patches_the_worker_onto_a_gpu():
-    patch = yaml.safe_load((K8S_GPU / "worker-gpu-patch.yaml").read_text())
-    base_worker = deployment(k8s_objects(), "worker")
-    assert patch["metadata"]["name"] == base_worker["metadata"]["name"]
-    pod = patch["spec"]["template"]["spec"]
-    base_names = {c["name"] for c in base_worker["spec"]["template"]["spec"]["containers"]}
-    assert {c["name"] for c in pod["containers"]} <= base_names
-    container = pod["containers"][0]
-    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    assert env_problems({e["name"]: e["value"] for e in container["env"]}, settings_of("worker"), "gpu") == []
-    overlay = yaml.safe_load((K8S_GPU / "kustomization.yaml").read_text())
-    gpu_image = next(i["newName"] for i in overlay["images"] if i["name"] == "sentistream-worker")
-    assert gpu_image == compose()["services"]["worker-gpu"]["image"].split(":")[0]
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
-def test_kustomize_renders_both_variants():
-    rendered = {}
-    for variant in (K8S_BASE, K8S_GPU):
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(variant)], capture_output=True, text=True, timeout=60, check=False
+    for where, pod in pods(objects):
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, (
+            where
         )
-        assert out.returncode == 0, out.stderr
-        rendered[variant.name] = {
-            (d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout)
-        }
-    gpu_worker = deployment(rendered["gpu"], "worker")
-    container = gpu_worker["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"].startswith("sentistream-worker-gpu:")
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    env = container_env(rendered["gpu"], container)
-    assert env[setting("ModelSettings", "device").env] == "cuda"  # `env` wins over the ConfigMap's cpu
-    assert missing_required(env, "worker", "gpu") == []
-    for obj in rendered["base"].values():
-        if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == "sentistream"
+        for c in pod["containers"]:
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
+
+
+# Node labels that only GPU Feature Discovery / the GPU Operator set; the device plugin alone does not.
+GFD_LABELS = ("nvidia.com/gpu.present", "nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/cuda")
+
+
+def gpu_overlay_problems(rendered: dict, registry_worker_image: str) -> list[str]:
+    """The rendered GPU variant: worker on the GPU image, one GPU, schedulable, rollable without a spare GPU."""
+    problems = []
+    dep = deployment(rendered, "worker")
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    gpu_image = compose()["services"]["worker-gpu"]["image"].split(":")[0]
+    if container["image"].split(":")[0].rsplit("/", 1)[-1] != gpu_image:
+        problems.append(f"worker runs {container['image']}, not the {gpu_image} image")
+    if container["image"].split(":")[0] == registry_worker_image:
+        problems.append("worker runs the CPU image with SENTISTREAM_DEVICE=cuda")
+    if int(container["resources"]["limits"].get("nvidia.com/gpu", 0)) < 1:
+        problems.append("no nvidia.com/gpu limit")
+    if container_env(rendered, container).get(setting("ModelSettings", "device").env) != "cuda":
+        problems.append("SENTISTREAM_DEVICE is not cuda")
+    selector = pod.get("nodeSelector") or {}
+    problems += [
+        f"nodeSelector {k} is set only by GPU Feature Discovery" for k in selector if k.startswith(GFD_LABELS)
+    ]
+    if not any(t["key"] == "nvidia.com/gpu" for t in pod.get("tolerations", [])):
+        problems.append("no toleration for nvidia.com/gpu taints")
+    if str(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"]) not in ("0", "0%"):
+        problems.append("rollouts surge an extra pod, which needs a spare GPU")
+    job = deployment(rendered, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
+    if job["image"].split(":")[0] != registry_worker_image:
+        problems.append(f"the topics Job runs {job['image']}, not the CPU worker image")
+    return problems
+
+
+def point_base_at_registry(k8s: Path, registry: str) -> str:
+    """What DEPLOY.md step 1 has you do: give the base's images a registry. Returns the worker image name."""
+    name = f"{registry}/sentistream-worker"
+
+    def set_registry(docs):
+        for image in docs[0]["images"]:
+            image["newName"] = f"{registry}/{image['name']}"
+
+    edit_yaml(k8s / "base" / "kustomization.yaml", set_registry)
+    return name
+
+
+def test_k8s_gpu_overlay_runs_the_gpu_image_on_gpu_nodes_whatever_registry_the_base_uses(tmp_path: Path):
+    k8s = copy_of_k8s(tmp_path)
+    assert gpu_overlay_problems(render(K8S_GPU), "sentistream-worker") == []
+    worker_image = point_base_at_registry(k8s, "registry.example.com/team")
+    assert gpu_overlay_problems(render(k8s / "overlays" / "gpu"), worker_image) == []
+
+
+def test_k8s_gpu_overlay_check_catches_an_image_entry_keyed_on_the_base_image(tmp_path: Path):
+    """The old overlay renamed `sentistream-worker`, which no longer matches once the base has a registry."""
+    k8s = copy_of_k8s(tmp_path)
+    worker_image = point_base_at_registry(k8s, "registry.example.com/team")
+    overlay = k8s / "overlays" / "gpu"
+
+    def old_style(docs):
+        docs[0]["images"] = [
+            {"name": "sentistream-worker", "newName": "sentistream-worker-gpu", "newTag": "0.1.0"}
+        ]
+
+    edit_yaml(overlay / "kustomization.yaml", old_style)
+    edit_yaml(
+        overlay / "worker-gpu-patch.yaml",
+        lambda docs: docs[0]["spec"]["template"]["spec"]["containers"][0].pop("image"),
+    )
+    problems = gpu_overlay_problems(render(overlay), worker_image)
+    assert any("CPU image" in p for p in problems), problems
+
+
+def test_k8s_gpu_overlay_check_catches_a_gfd_node_selector_and_a_surging_rollout(tmp_path: Path):
+    overlay = copy_of_k8s(tmp_path) / "overlays" / "gpu"
+
+    def drift(docs):
+        spec = docs[0]["spec"]
+        spec["template"]["spec"]["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
+        spec["strategy"]["rollingUpdate"] = {"maxSurge": 1, "maxUnavailable": 0}
+
+    edit_yaml(overlay / "worker-gpu-patch.yaml", drift)
+    problems = gpu_overlay_problems(render(overlay), "sentistream-worker")
+    assert any("GPU Feature Discovery" in p for p in problems), problems
+    assert any("spare GPU" in p for p in problems), problems
+
+
+def test_kustomize_renders_both_variants_into_the_namespace():
+    rendered = {variant.name: render(variant) for variant in (K8S_BASE, K8S_GPU)}
+    gpu_env = container_env(
+        rendered["gpu"], deployment(rendered["gpu"], "worker")["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert missing_required(gpu_env, "worker", "gpu") == []
+    for objects in rendered.values():
+        for obj in objects.values():
+            if obj["kind"] != "Namespace":
+                assert obj["metadata"]["namespace"] == "sentistream"
+
+
+def deploy_order_problems(text: str) -> list[str]:
+    """DEPLOY.md's commands run in the order written: each prerequisite appears before its first use."""
+    lines = [ln.strip() for ln in text.splitlines()]
+
+    def first(pattern: str) -> int | None:
+        return next((i for i, ln in enumerate(lines) if re.search(pattern, ln)), None)
+
+    rules = [
+        ("the KEDA Helm repo is added", r"helm repo add kedacore ", "KEDA is installed from it", r"helm (upgrade --)?install .*kedacore/keda"),
+        ("the namespace exists", r"kubectl (create namespace sentistream|apply -f \S*namespace\.yaml)", "anything goes into it", r"kubectl .*(-n|--namespace) sentistream"),
+        (f"Secret {SECRET} is created", rf"create secret generic {SECRET}\b", "the manifests that read it are applied", r"kubectl apply -k"),
+    ]  # fmt: skip
+    problems = []
+    for before, before_re, after, after_re in rules:
+        b, a = first(before_re), first(after_re)
+        if b is None:
+            problems.append(f"DEPLOY.md never shows how {before}")
+        elif a is not None and a < b:
+            problems.append(
+                f"DEPLOY.md uses it before {before}: line {a + 1} ({after}) precedes line {b + 1}"
+            )
+    return problems
+
+
+def test_deploy_md_steps_run_in_the_order_written():
+    assert deploy_order_problems((ROOT / "infra" / "DEPLOY.md").read_text()) == []
+
+
+def test_deploy_order_check_catches_a_secret_created_before_its_namespace():
+    text = (ROOT / "infra" / "DEPLOY.md").read_text()
+    broken = "kubectl -n sentistream create secret generic sentistream-kafka\n" + text
+    assert any("namespace" in p for p in deploy_order_problems(broken))
+    assert any(
+        "Helm repo" in p
+        for p in deploy_order_problems(text.replace("helm repo add kedacore ", "helm repo add x "))
+    )
 
 
 # ---- Dockerfiles ---------------------------------------------------------------------------------
@@ -817,13 +1140,117 @@ def test_dockerfile_installs_the_whole_project_at_the_pinned_torch(path: Path):
     assert packages | {"pyproject.toml", "README.md"} <= copied
 
 
-def test_gpu_image_uses_the_pinned_onnxruntime_gpu_on_a_cuda_runtime():
+def cuda_problems(text: str) -> list[str]:
+    """Every CUDA-bearing pin of the GPU Dockerfile names its one CUDA_MAJOR.
+
+    The torch and onnxruntime-gpu pins are looked up in infra/check_gpu_pins.py's RECORDED (what PyPI's
+    metadata said; that script re-asks PyPI); CUDA base images (nvidia/cuda:X.Y), PyTorch index URLs
+    (/whl/cuXYZ) and -cuNN package names carry their major in the text.
+    """
+    from infra.check_gpu_pins import RECORDED, gpu_pins
+
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)\s*$", text, flags=re.MULTILINE))
+    problems = []
+    found = []  # (what, CUDA major it names)
+    for pin in gpu_pins(args):
+        if pin not in RECORDED:
+            problems.append(f"{pin}: CUDA major unknown; run `python infra/check_gpu_pins.py` and record it")
+        else:
+            found.append((f"{pin} (per PyPI)", RECORDED[pin]))
+    code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    found += [(m.group(0), int(m.group(1))) for m in re.finditer(r"nvidia/cuda:(\d+)\.", code)]
+    found += [(m.group(0), int(m.group(1)[:-1])) for m in re.finditer(r"/whl/cu(\d{3,})", code)]
+    found += [(m.group(0), int(m.group(1))) for m in re.finditer(r"-cu(\d{2})\b", code)]
+    if "CUDA_MAJOR" in args:
+        major = int(args["CUDA_MAJOR"])
+        problems += [f"{what} is CUDA {n}, the image says CUDA {major}" for what, n in found if n != major]
+    else:
+        problems.append("no ARG CUDA_MAJOR: the image must name its one CUDA major version")
+        if len({n for _, n in found}) > 1:
+            problems.append("CUDA majors differ: " + ", ".join(f"{what} is CUDA {n}" for what, n in found))
+    if not re.search(r"onnxruntime-gpu\[cuda,cudnn\]==", code):
+        problems.append("onnxruntime-gpu without its [cuda,cudnn] extras: its CUDA provider would not load")
+    return problems
+
+
+def test_gpu_image_uses_one_cuda_major_through_base_torch_and_onnxruntime():
+    assert cuda_problems((DOCKER_DIR / "worker-gpu.Dockerfile").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        # the CUDA 12.8 base image of the first version, with a CUDA 13 torch and onnxruntime-gpu
+        ("ARG PYTHON_VERSION=3.11\n", "ARG PYTHON_VERSION=3.11\nARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04\n", "nvidia/cuda:12."),
+        # torch from PyTorch's cu128 index
+        ('RUN pip install "torch==${TORCH_VERSION}"', 'RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch==${TORCH_VERSION}"', "/whl/cu128"),
+        ("ARG CUDA_MAJOR=13", "ARG CUDA_MAJOR=12", "is CUDA 13, the image says CUDA 12"),
+        ("ARG TORCH_VERSION=2.15.0", "ARG TORCH_VERSION=9.9.9", "CUDA major unknown"),
+        ("onnxruntime-gpu[cuda,cudnn]==", "onnxruntime-gpu==", "extras"),
+    ],
+)  # fmt: skip
+def test_gpu_cuda_check_catches_a_mismatched_pin(old: str, new: str, expected: str):
+    text = (DOCKER_DIR / "worker-gpu.Dockerfile").read_text()
+    assert old in text
+    problems = cuda_problems(text.replace(old, new, 1))
+    assert any(expected in p for p in problems), problems
+
+
+def test_gpu_image_uses_the_pinned_onnxruntime_gpu_and_the_cuda_device():
     df = Dockerfile.read(DOCKER_DIR / "worker-gpu.Dockerfile")
     gpu_extra = pyproject()["project"]["optional-dependencies"]["gpu"]
     assert df.arg_default("ONNXRUNTIME_GPU_VERSION") == pinned(gpu_extra, "onnxruntime-gpu")
-    base = df.arg_default("CUDA_IMAGE")
-    assert base.startswith("nvidia/cuda:") and "runtime" in base and "cudnn" in base
     assert df.env()[setting("ModelSettings", "device").env] == "cuda"
+    assert df.env()["NVIDIA_DRIVER_CAPABILITIES"].split(",") >= ["compute"]
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
+def test_dockerfile_copies_the_virtualenv_into_the_image_it_was_built_on(path: Path):
+    """The venv's python is a link into its base image: build and runtime stages share that base."""
+    df = Dockerfile.read(path)
+    stages = {f.split()[-1]: f.split()[0] for f in df.all("FROM") if " AS " in f.upper()}
+    assert stages["build"] == stages["runtime"], f"{path.name}: {stages['build']} vs {stages['runtime']}"
+
+
+def healthcheck_comment_problems(text: str) -> list[str]:
+    """Comments must not promise that Docker restarts an unhealthy container (only Swarm replaces it)."""
+    comments = " ".join(ln.lstrip("# ") for ln in text.splitlines() if ln.lstrip().startswith("#"))
+    claims = re.findall(r"[^.;]*(?:check|unhealthy)[^.;]*\brestarts?\b[^.;]*", comments, flags=re.IGNORECASE)
+    return [f"claims a restart: {c.strip()!r}" for c in claims if not re.search(r"\bnot\b|\bonly\b|Swarm", c)]
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
+def test_dockerfile_healthcheck_comment_says_what_docker_does(path: Path):
+    assert healthcheck_comment_problems(path.read_text()) == []
+
+
+def test_healthcheck_comment_check_catches_the_restart_claim():
+    old = "# The worker answers /health only once it is consuming; a failing check restarts the container.\n"
+    assert healthcheck_comment_problems(old)
+
+
+def compose_quick_start_problems(doc: dict) -> list[str]:
+    """`docker compose up` with nothing set and no bundle: the worker's engine loads (no crash loop)."""
+    from model.engines import load_engine
+
+    env = service_env(doc["services"]["worker"])
+    model = env.get(setting("ModelSettings", "model").env)
+    backend = env.get(setting("ModelSettings", "backend").env, setting("ModelSettings", "backend").default)
+    try:
+        load_engine(model, backend, "cpu")
+    except Exception as exc:  # any failure here is a crash loop in the container
+        return [f"compose worker with no bundle at {model}: {type(exc).__name__}: {exc}"]
+    return []
+
+
+def test_compose_quick_start_runs_without_a_bundle():
+    assert compose_quick_start_problems(compose()) == []
+
+
+def test_compose_quick_start_check_catches_a_backend_that_needs_the_missing_bundle():
+    doc = compose()
+    doc["services"]["worker"]["environment"][setting("ModelSettings", "backend").env] = "auto"
+    assert compose_quick_start_problems(doc)
 
 
 @pytest.mark.parametrize("name", ["worker.Dockerfile", "worker-gpu.Dockerfile"])
@@ -873,3 +1300,47 @@ def test_dockerignore_matcher_follows_dockers_rules():
     assert dockerignore_excludes(["data"], "data/x.csv")
     assert not dockerignore_excludes(["data"], "stream/data/x.csv")
     assert not dockerignore_excludes(["models", "!models/keep"], "models/keep")
+
+
+def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_url: str, topic_name: str):
+    """The Job's own script, with the Job's own environment (broker and names swapped for the test's)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    objects = k8s_objects()
+    job = deployment(objects, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in container_env(objects, job).items() if v is not None}
+    names = {f: f"{topic_name}-{f}" for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")}
+    env |= {setting("KafkaSettings", f).env: name for f, name in names.items()}
+    env |= {setting("KafkaSettings", "broker").env: broker_url}
+    env |= {setting("WorkerSettings", "replication_factor").env: "1"}  # one test broker
+    run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    runs = [
+        subprocess.run(
+            [sys.executable, *job["command"][1:]],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert all(name in runs[0].stdout for name in names.values())
+    assert runs[1].stdout.strip() == "created: none", "a second run must leave existing topics alone"
+
+    async def partitions() -> dict[str, int]:
+        from stream.settings import bootstrap_servers
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=",".join(bootstrap_servers(broker_url)))
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(names.values()))
+        finally:
+            await admin.close()
+        return {t["topic"]: len(t["partitions"]) for t in described}
+
+    want = int(env[setting("WorkerSettings", "partitions").env])
+    assert asyncio.run(partitions()) == dict.fromkeys(names.values(), want)
