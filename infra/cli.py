@@ -46,4 +46,4 @@ def _status(broker) -> int:
     return 0
 
 
-COMMANDS = {"kafka": ("start, stop or inspect the local Apache Kafka broker", add_arguments, run)}
+COMMANDS = {"kafka": (add_arguments, run)}

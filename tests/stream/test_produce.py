@@ -42,7 +42,7 @@ def test_a_tweet_without_id_gets_one_and_round_trips_through_the_schema():
 
 @pytest.mark.parametrize("bad", ["   ", {"user": "no text"}, {"text": 5}])
 def test_invalid_tweets_are_one_line_usage_errors(bad):
-    with pytest.raises(UsageError, match="not a valid tweet: text") as caught:
+    with pytest.raises(UsageError, match="not a valid tweet: field 'text'") as caught:
         to_tweet(bad)
     assert "\n" not in str(caught.value)
 
