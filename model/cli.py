@@ -16,7 +16,7 @@ CSV_CHUNK_ROWS = 1024  # rows per engine call: the progress bar moves and memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `predict` flags (ARCHITECTURE.md's command table)."""
+    """The `predict` flags (docs/ARCHITECTURE.md's command table)."""
     parser.add_argument("texts", nargs="*", help="texts to score (or use --input)")
     add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)
     parser.add_argument("--input", type=Path, help="CSV file to score, one text per row")
