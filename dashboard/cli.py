@@ -15,11 +15,10 @@ from pydantic_settings import BaseSettings
 
 from dashboard.settings import DashboardSettings
 from sentistream.settings import add_settings_arguments, env_name, settings_from_args
-from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, ConsumerGroupSettings, KafkaSettings
 
 DASHBOARD_FLAGS = ["port", "address", "worker_url", "buffer_size", "refresh_s", "upload_limit_mb"]
 KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
-WORKER_FLAGS = ["group_id"]  # the workers' consumer group, whose lag the page shows
 APP = Path(__file__).with_name("app.py")
 
 
@@ -27,16 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `dashboard` flags: its own, the Kafka connection and topics, the workers' group."""
     add_settings_arguments(parser, DashboardSettings, DASHBOARD_FLAGS)
     add_settings_arguments(parser, KafkaSettings, KAFKA_FLAGS)
-    add_settings_arguments(parser, WorkerSettings, WORKER_FLAGS)
+    add_settings_arguments(parser, ConsumerGroupSettings, ["group_id"])
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the settings here, then hand them to Streamlit through the environment."""
     settings = settings_from_args(DashboardSettings, args)
     kafka = settings_from_args(KafkaSettings, args)
-    group_id = settings_from_args(WorkerSettings, args).group_id
+    group = settings_from_args(ConsumerGroupSettings, args)
     env = os.environ | settings_env(settings, DASHBOARD_FLAGS) | settings_env(kafka, KAFKA_FLAGS)
-    env[env_name(WorkerSettings, "group_id")] = group_id
+    env |= settings_env(group, ["group_id"])
     print(
         f"Sentistream dashboard: http://{settings.address}:{settings.port} (reading {kafka.broker})",
         flush=True,

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from dashboard.settings import DashboardSettings
 from stream.events import DeadLetter, ScoredTweet, SentimentStats
-from stream.settings import KafkaSettings, WorkerSettings
+from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ State = Literal["connecting", "unreachable", "connected", "lost"]
 # distinct ones the running totals keep so a misbehaving producer cannot grow them without bound.
 MAX_DISTINCT = 64
 OTHER = "(other)"
-DEFAULT_GROUP_ID = WorkerSettings.model_fields["group_id"].default
+DEFAULT_GROUP_ID = ConsumerGroupSettings.model_fields["group_id"].default
 
 
 class Row(NamedTuple):
@@ -100,7 +100,7 @@ class Feed:
     ) -> None:
         self.kafka = kafka
         self.settings = settings
-        self.worker_group = worker_group  # `WorkerSettings.group_id`, for the lag KPI
+        self.worker_group = worker_group  # `ConsumerGroupSettings.group_id`, for the lag KPI
         self._lock = threading.Lock()
         self._rows: deque[Row] = deque(maxlen=settings.buffer_size)
         self._labels: Counter[str] = Counter()

@@ -2,7 +2,7 @@
 
 The broker and topic names are not repeated here: they come from `stream.settings.KafkaSettings`,
 the class every Kafka client of the project reads; the workers' consumer group (for the lag KPI)
-is `WorkerSettings.group_id`, `SENTISTREAM_GROUP_ID`.
+is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the worker shares.
 """
 
 from __future__ import annotations

@@ -134,12 +134,18 @@ def port_open(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
-class WorkerSettings(BaseSettings):
-    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+class ConsumerGroupSettings(BaseSettings):
+    """The workers' consumer group: the worker joins it, the dashboard shows its lag."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
 
     group_id: str = Field(default="sentistream-worker", description="Kafka consumer group of the workers")
+
+
+class WorkerSettings(ConsumerGroupSettings):
+    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
     partitions: int = Field(default=4, ge=1, description="partition count of the topics the worker creates")
     replication_factor: int = Field(
         default=1, ge=1, description="replication factor of topics the worker creates"
