@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
 
 def run_task(task: str, args: argparse.Namespace, base_model: str) -> dict:
     """Train on `task`'s train.csv sample, evaluate on its validation.csv; returns the numbers."""
+    from model.settings import ModelSettings
     from training.evaluate import evaluate
     from training.settings import EvaluateSettings, TrainSettings
     from training.train import train
@@ -68,20 +69,12 @@ def run_task(task: str, args: argparse.Namespace, base_model: str) -> dict:
     bundle = train(settings)
     train_s = time.perf_counter() - started
     report_dir, metrics = evaluate(
-        EvaluateSettings(
-            data=folder / "validation.csv",
-            model=str(bundle),
-            backend="torch",
-            output=bundle / "eval-validation",
-        )
+        EvaluateSettings(data=folder / "validation.csv", output=bundle / "eval-validation"),
+        ModelSettings(model=str(bundle), backend="torch"),
     )
     _, int8 = evaluate(
-        EvaluateSettings(
-            data=folder / "validation.csv",
-            model=str(bundle),
-            backend="onnx-int8",
-            output=bundle / "eval-int8",
-        )
+        EvaluateSettings(data=folder / "validation.csv", output=bundle / "eval-int8"),
+        ModelSettings(model=str(bundle), backend="onnx", int8=True),
     )
     baseline = json.loads((report_dir / "metrics.json").read_text())["baseline_vader"]
     meta = json.loads((bundle / "sentistream.json").read_text())

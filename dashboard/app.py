@@ -19,7 +19,7 @@ import streamlit as st
 from dashboard import charts, scoring, summary
 from dashboard.feed import Feed, Snapshot
 from dashboard.settings import DashboardSettings
-from stream.settings import KafkaSettings
+from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 DEFAULT_WINDOW = "last 15 minutes"
 WORD_CLOUD_REFRESH_S = 10
@@ -28,7 +28,7 @@ WORD_CLOUD_REFRESH_S = 10
 @st.cache_resource(show_spinner=False)
 def get_feed(key: str, _kafka: KafkaSettings, _settings: DashboardSettings) -> Feed:
     """The one feed of this server process for these settings (`key` is what the cache hashes)."""
-    return Feed(_kafka, _settings).start()
+    return Feed(_kafka, _settings, ConsumerGroupSettings().group_id).start()
 
 
 @st.cache_resource(show_spinner="Loading the model for 'Try it'…")

@@ -11,37 +11,31 @@ import os
 import sys
 from pathlib import Path
 
-from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from pydantic_settings import BaseSettings
 
-HELP = "run the live Streamlit dashboard"
-DASHBOARD_FLAGS = [
-    "port",
-    "address",
-    "worker_url",
-    "worker_group",
-    "buffer_size",
-    "refresh_s",
-    "upload_limit_mb",
-]
-KAFKA_FLAGS = ["broker", "topic", "scored_topic", "dlq_topic", "stats_topic"]
+from dashboard.settings import DashboardSettings
+from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, ConsumerGroupSettings, KafkaSettings
+
+DASHBOARD_FLAGS = ["port", "address", "worker_url", "buffer_size", "refresh_s", "upload_limit_mb"]
+KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
 APP = Path(__file__).with_name("app.py")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dashboard.settings import DashboardSettings
-    from stream.settings import KafkaSettings
-
+    """The `dashboard` flags: its own, the Kafka connection and topics, the workers' group."""
     add_settings_arguments(parser, DashboardSettings, DASHBOARD_FLAGS)
     add_settings_arguments(parser, KafkaSettings, KAFKA_FLAGS)
+    add_settings_arguments(parser, ConsumerGroupSettings, ["group_id"])
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboard.settings import DashboardSettings
-    from stream.settings import KafkaSettings
-
+    """Validate the settings here, then hand them to Streamlit through the environment."""
     settings = settings_from_args(DashboardSettings, args)
     kafka = settings_from_args(KafkaSettings, args)
+    group = settings_from_args(ConsumerGroupSettings, args)
     env = os.environ | settings_env(settings, DASHBOARD_FLAGS) | settings_env(kafka, KAFKA_FLAGS)
+    env |= settings_env(group, ["group_id"])
     print(
         f"Sentistream dashboard: http://{settings.address}:{settings.port} (reading {kafka.broker})",
         flush=True,
@@ -51,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def settings_env(settings, fields: list[str]) -> dict[str, str]:
+def settings_env(settings: BaseSettings, fields: list[str]) -> dict[str, str]:
     """`SENTISTREAM_*` variables that rebuild `fields` of `settings` in the Streamlit process."""
-    return {env_name(type(settings), f): str(getattr(settings, f)) for f in fields}
+    values = {f: getattr(settings, f) for f in fields}
+    return {env_name(type(settings), f): str(v) for f, v in values.items() if v is not None}
 
 
 def streamlit_command(settings) -> list[str]:
@@ -81,4 +76,4 @@ def streamlit_command(settings) -> list[str]:
     ]
 
 
-COMMANDS = {"dashboard": (HELP, add_arguments, run)}
+COMMANDS = {"dashboard": (add_arguments, run)}

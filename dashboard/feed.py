@@ -11,13 +11,12 @@ logic, testable without Kafka or Streamlit (`ingest_*` is the path the consumer 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import orjson
 import pandas as pd
@@ -25,15 +24,18 @@ from pydantic import ValidationError
 
 from dashboard.settings import DashboardSettings
 from stream.events import DeadLetter, ScoredTweet, SentimentStats
-from stream.settings import KafkaSettings
+from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
+
+E = TypeVar("E", ScoredTweet, DeadLetter, SentimentStats)
 
 State = Literal["connecting", "unreachable", "connected", "lost"]
 # Label and model names come from the topic, i.e. from whoever can produce to it: cap how many
 # distinct ones the running totals keep so a misbehaving producer cannot grow them without bound.
 MAX_DISTINCT = 64
 OTHER = "(other)"
+DEFAULT_GROUP_ID = ConsumerGroupSettings.model_fields["group_id"].default
 
 
 class Row(NamedTuple):
@@ -93,9 +95,12 @@ class Snapshot:
 class Feed:
     """Bounded in-memory view of the scored stream, filled by a background consumer thread."""
 
-    def __init__(self, kafka: KafkaSettings, settings: DashboardSettings) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, settings: DashboardSettings, worker_group: str = DEFAULT_GROUP_ID
+    ) -> None:
         self.kafka = kafka
         self.settings = settings
+        self.worker_group = worker_group  # `ConsumerGroupSettings.group_id`, for the lag KPI
         self._lock = threading.Lock()
         self._rows: deque[Row] = deque(maxlen=settings.buffer_size)
         self._labels: Counter[str] = Counter()
@@ -111,10 +116,8 @@ class Feed:
 
     def ingest_scored(self, raw: bytes, received_at: float | None = None) -> bool:
         """Add one `tweets-scored` message; False (and counted as malformed) when it is not one."""
-        try:
-            event = ScoredTweet.model_validate(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValidationError, TypeError):
-            self._count_malformed()
+        event = self._parse(ScoredTweet, raw)
+        if event is None:
             return False
         row = self._row(event, received_at or time.time())
         with self._lock:
@@ -128,10 +131,8 @@ class Feed:
 
     def ingest_dead_letter(self, raw: bytes) -> bool:
         """Count one `tweets-dlq` message and remember its reason."""
-        try:
-            letter = DeadLetter.model_validate(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValidationError, TypeError):
-            self._count_malformed()
+        letter = self._parse(DeadLetter, raw)
+        if letter is None:
             return False
         with self._lock:
             t = self._totals
@@ -141,10 +142,8 @@ class Feed:
 
     def ingest_stats(self, raw: bytes) -> bool:
         """Keep the latest `sentiment-stats` window of each worker."""
-        try:
-            stats = SentimentStats.model_validate(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValidationError, TypeError):
-            self._count_malformed()
+        stats = self._parse(SentimentStats, raw)
+        if stats is None:
             return False
         with self._lock:
             self._stats[stats.worker] = stats
@@ -189,11 +188,19 @@ class Feed:
             received_at=received_at,
         )
 
+    def _parse(self, event_type: type[E], raw: bytes) -> E | None:
+        """`raw` as an `event_type`, or None (counted as malformed) when it is not one."""
+        try:
+            return event_type.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError, TypeError):
+            self._count_malformed()
+            return None
+
     def _count_malformed(self) -> None:
         with self._lock:
             self._totals = replace(self._totals, malformed=self._totals.malformed + 1)
 
-    def _set_connection(self, state: State, error: str | None = None) -> None:
+    def set_connection(self, state: State, error: str | None = None) -> None:
         with self._lock:
             old = self._connection
             ever = old.ever_connected or state == "connected"
@@ -204,11 +211,16 @@ class Feed:
             since = old.since if old.state == state else time.time()
             self._connection = Connection(state, self.kafka.bootstrap, error, since, ever)
 
-    def _set_lag(self, lag: int | None) -> None:
+    def set_lag(self, lag: int | None) -> None:
         with self._lock:
             self._lag = lag
 
     # -- the background thread -------------------------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        """True once `stop()` was called: the consumer thread winds down."""
+        return self._stop.is_set()
 
     def start(self) -> Feed:
         """Start the consumer thread (once); returns self so it can be cached in one expression."""
@@ -242,11 +254,11 @@ class KafkaReader:
 
     async def run_forever(self) -> None:
         """Read until the feed is stopped, retrying every `retry_s` while the broker is away."""
-        while not self.feed._stop.is_set():
+        while not self.feed.stopped:
             if await self._broker_answers():
                 await self._session_or_error()
             else:
-                self.feed._set_connection("unreachable", "no broker answers at this address")
+                self.feed.set_connection("unreachable", "no broker answers at this address")
             await self._sleep(self.settings.retry_s)
 
     async def _session_or_error(self) -> None:
@@ -256,7 +268,7 @@ class KafkaReader:
             await self._session()
         except (KafkaError, OSError, ConnectionLostError) as exc:
             log.warning("dashboard feed lost the broker at %s: %s", self.kafka.bootstrap, exc)
-            self.feed._set_connection("lost", str(exc) or type(exc).__name__)
+            self.feed.set_connection("lost", str(exc) or type(exc).__name__)
 
     async def _session(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -275,7 +287,7 @@ class KafkaReader:
         try:
             await consumer.start()
             await self.admin.start()
-            self.feed._set_connection("connected")
+            self.feed.set_connection("connected")
             await self._read(consumer)
         finally:
             await _close_quietly(consumer.stop())
@@ -283,7 +295,7 @@ class KafkaReader:
 
     async def _read(self, consumer) -> None:
         next_check = 0.0
-        while not self.feed._stop.is_set():
+        while not self.feed.stopped:
             if time.monotonic() >= next_check:
                 await self._housekeeping(consumer)
                 next_check = time.monotonic() + self.settings.retry_s
@@ -308,9 +320,9 @@ class KafkaReader:
         except TimeoutError:
             raise ConnectionLostError(f"the broker at {self.kafka.bootstrap} stopped answering") from None
         try:
-            self.feed._set_lag(await asyncio.wait_for(self._worker_lag(consumer), 3.0))
+            self.feed.set_lag(await asyncio.wait_for(self._worker_lag(consumer), 3.0))
         except TimeoutError:
-            self.feed._set_lag(None)
+            self.feed.set_lag(None)
 
     async def _assign(self, consumer) -> None:
         from aiokafka import TopicPartition
@@ -341,7 +353,7 @@ class KafkaReader:
         from aiokafka.errors import KafkaError
 
         try:
-            committed = await self.admin.list_consumer_group_offsets(self.settings.worker_group)
+            committed = await self.admin.list_consumer_group_offsets(self.feed.worker_group)
             tps = [tp for tp in committed if tp.topic == self.kafka.topic]
             if not tps:
                 return None
@@ -352,22 +364,12 @@ class KafkaReader:
 
     async def _broker_answers(self) -> bool:
         """True when any bootstrap server accepts a TCP connection (cheap; run every few seconds)."""
-        for server in self.kafka.bootstrap.split(","):
-            host, port = server.rsplit(":", 1)
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-            except (OSError, TimeoutError):
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return True
-        return False
+        return await asyncio.to_thread(self.kafka.reachable, 1.0)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the feed is stopped."""
         deadline = time.monotonic() + seconds
-        while not self.feed._stop.is_set() and time.monotonic() < deadline:
+        while not self.feed.stopped and time.monotonic() < deadline:
             await asyncio.sleep(min(0.1, seconds))
 
 

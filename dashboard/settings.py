@@ -1,7 +1,8 @@
 """Dashboard settings: the port, the worker to ask, and the bounds that keep memory flat.
 
 The broker and topic names are not repeated here: they come from `stream.settings.KafkaSettings`,
-the class every Kafka client of the project reads.
+the class every Kafka client of the project reads; the workers' consumer group (for the lag KPI)
+is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the worker shares.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ class DashboardSettings(BaseSettings):
     address: str = Field(default="127.0.0.1", description="interface to bind (0.0.0.0 in containers)")
     worker_url: str = Field(
         default="http://127.0.0.1:6066", description="worker web views (/predict, /health) for 'Try it'"
-    )
-    worker_group: str = Field(
-        default="sentistream-worker", description="consumer group of the workers, for the lag KPI"
     )
     buffer_size: int = Field(
         default=20_000, ge=100, le=1_000_000, description="recent scored events kept in memory"

@@ -26,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import SentistreamError, UsageError
+from stream.settings import port_open
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class LocalBroker:
         return None
 
     def _refuse_busy_port(self) -> None:
-        if _port_open(self.address):
+        if port_open(self.address):
             raise UsageError(
                 f"port {self.settings.port} on 127.0.0.1 is already in use by another process; "
                 f"pick a free one with --port (or SENTISTREAM_KAFKA_PORT)"
@@ -263,7 +264,7 @@ def answers_metadata(address: str, timeout: float = 2.0) -> bool:
     """True when a broker at `address` answers a Kafka Metadata request (not just an open port)."""
     import asyncio
 
-    if not _port_open(address):  # cheap check first; aiokafka logs every refused connection
+    if not port_open(address):  # cheap check first; aiokafka logs every refused connection
         return False
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
@@ -279,13 +280,6 @@ def answers_metadata(address: str, timeout: float = 2.0) -> bool:
             await client.close()
 
     return asyncio.run(probe())
-
-
-def _port_open(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, int(port))) == 0
 
 
 # -- Maven -------------------------------------------------------------------------------------

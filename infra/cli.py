@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from infra.broker import BrokerSettings, LocalBroker
 from sentistream.settings import add_settings_arguments, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from infra.broker import BrokerSettings
-
     parser.add_argument("action", choices=["start", "stop", "status"], help="what to do with the broker")
     add_settings_arguments(parser, BrokerSettings, ["port", "data_dir", "partitions", "heap"])
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.broker import BrokerSettings, LocalBroker
-
     broker = LocalBroker(settings_from_args(BrokerSettings, args))
     return {"start": _start, "stop": _stop, "status": _status}[args.action](broker)
 
@@ -46,4 +43,4 @@ def _status(broker) -> int:
     return 0
 
 
-COMMANDS = {"kafka": ("start, stop or inspect the local Apache Kafka broker", add_arguments, run)}
+COMMANDS = {"kafka": (add_arguments, run)}

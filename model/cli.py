@@ -12,12 +12,11 @@ from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
 
-HELP = "score texts or a CSV file with a model"
 CSV_CHUNK_ROWS = 1024  # rows per engine call: the progress bar moves and memory stays flat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `predict` flags (ARCHITECTURE.md's command table)."""
+    """The `predict` flags (docs/ARCHITECTURE.md's command table)."""
     parser.add_argument("texts", nargs="*", help="texts to score (or use --input)")
     add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)
     parser.add_argument("--input", type=Path, help="CSV file to score, one text per row")
@@ -102,4 +101,4 @@ def _with_predictions(frame: Any, predictions: Sequence[Any], engine: Any):  # -
     return scored
 
 
-COMMANDS = {"predict": (HELP, add_arguments, run)}
+COMMANDS = {"predict": (add_arguments, run)}

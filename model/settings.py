@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 # The flags every command that scores text offers (predict, worker); dtype stays env-only.
-MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "max_batch_size"]
+MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_pass"]
 
 
 class ModelSettings(BaseSettings):
@@ -39,7 +39,7 @@ class ModelSettings(BaseSettings):
         gt=0,
         description="token budget of one forward pass (texts x longest text); unset: 1024 on CPU, 16384 on GPU",
     )
-    max_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
+    texts_per_pass: int = Field(DEFAULT_BATCH_SIZE, gt=0, description="most texts in one forward pass")
     dtype: Literal["float16", "bfloat16"] = Field("float16", description="PyTorch precision on CUDA")
     int8: bool | None = Field(
         None,
@@ -55,7 +55,7 @@ class ModelSettings(BaseSettings):
             self.backend,
             self.device,
             max_batch_tokens=self.batch_tokens,
-            max_batch_size=self.max_batch_size,
+            max_batch_size=self.texts_per_pass,
             dtype=self.dtype,
             **{"int8": self.int8, **kwargs},
         )

@@ -1,8 +1,8 @@
 """`sentistream`: one console command with a subcommand per job.
 
 Subcommands live next to the code they drive (`infra/cli.py`, `stream/cli.py`, ...). Each such
-module exposes `COMMANDS`: a dict of name -> (help, add_arguments, run). Only the module of the
-subcommand being run is imported, so `sentistream kafka status` never pays for importing torch.
+module exposes `COMMANDS`: a dict of name -> (add_arguments, run); the one-line help is here, in
+`SUBCOMMANDS`, so `--help` imports nothing. Only the module of the subcommand being run is imported, so `sentistream kafka status` never pays for importing torch.
 """
 
 from __future__ import annotations
@@ -28,23 +28,25 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("stream.produce_cli", "send texts or JSON lines to the tweets topic"),
     "replay": ("stream.produce_cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
     "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
-    "demo": ("sentistream.demo", "start broker, worker, replay and dashboard together"),
+    "demo": ("infra.demo", "start broker, worker, replay and dashboard together"),
 }
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The top-level parser; only `command`'s arguments are loaded (lazily, from its module)."""
+    # No abbreviations: `--sasl-password SECRET` must be refused, not taken for `--sasl-password-file`.
     parser = argparse.ArgumentParser(
         prog="sentistream",
         description="Streaming sentiment processor: train offline, score a live Kafka stream, watch it.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"sentistream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         if name == command:
-            _, add_arguments, run = _load(module_name)[name]
+            add_arguments, run = _load(module_name)[name]
             add_arguments(sp)
             sp.set_defaults(run=run)
     return parser

@@ -9,7 +9,7 @@ flags given on the command line win over `SENTISTREAM_*` variables, which win ov
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
@@ -30,34 +30,52 @@ def add_settings_arguments(
     parser: argparse.ArgumentParser,
     cls: type[BaseSettings],
     fields: Iterable[str] | None = None,
-    flags: dict[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> None:
-    """Add one `--flag` per settings field; defaults stay None so unset flags defer to the env."""
-    flags = flags or {}
+    """Add one `--flag` per settings field; defaults stay None so unset flags defer to the env.
+
+    `flags` renames some fields' flags (`{"port": "--kafka-port"}`), for a command that takes the
+    same field of two owners (the demo's ports); pass the same mapping to `settings_from_args`.
+    """
     for name in fields or cls.model_fields:
         info = cls.model_fields[name]
-        flag = flags.get(name, "--" + name.replace("_", "-"))
+        flag = flag_name(name, flags)
         help_text = f"{info.description or name} ({_default_text(info)}) [env: {env_name(cls, name)}]"
-        annotation = _plain_type(info.annotation)
-        if annotation is bool:
+        dest = _dest(flag)
+        if _plain_type(info.annotation) is bool:
             parser.add_argument(
-                flag, dest=name, default=None, help=help_text, action=argparse.BooleanOptionalAction
+                flag, dest=dest, default=None, help=help_text, action=argparse.BooleanOptionalAction
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=help_text, metavar=name.upper())
+            parser.add_argument(flag, dest=dest, default=None, help=help_text, metavar=name.upper())
 
 
-def settings_from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
+def settings_from_args(
+    cls: type[S], args: argparse.Namespace, flags: Mapping[str, str] | None = None, **overrides: Any
+) -> S:
     """Build `cls` from the environment, then the flags the user actually gave, then `overrides`."""
-    given = {k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None}
-    given.update(overrides)
+    values = vars(args)
+    given = {f: values.get(_dest(flag_name(f, flags))) for f in cls.model_fields}
+    given = {f: v for f, v in given.items() if v is not None} | overrides
     try:
         return cls(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        flag = "--" + field.replace("_", "-")
-        raise UsageError(f"invalid {flag} / {env_name(cls, field)}: {first['msg']}") from None
+        if not first["loc"]:  # a check across fields: its message names the flags itself
+            raise UsageError(first["msg"].removeprefix("Value error, ")) from None
+        field = ".".join(str(p) for p in first["loc"])
+        raise UsageError(
+            f"invalid {flag_name(field, flags)} / {env_name(cls, field)}: {first['msg']}"
+        ) from None
+
+
+def flag_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """The command-line flag of a settings field: `--batch-size` for `batch_size` unless renamed."""
+    return (flags or {}).get(field) or "--" + field.replace("_", "-")
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _default_text(info: FieldInfo) -> str:

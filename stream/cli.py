@@ -14,20 +14,9 @@ from pathlib import Path
 
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS
 
-HELP = "run the Faust stream worker that scores the tweets topic"
-KAFKA_FLAGS = [
-    "broker",
-    "topic",
-    "scored_topic",
-    "dlq_topic",
-    "stats_topic",
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_username",
-    "sasl_password",
-    "ssl_cafile",
-]
+KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
 
 log = logging.getLogger("stream.worker")
 
@@ -85,4 +74,4 @@ async def _ensure_topics(kafka, settings) -> list[str]:
     return await ensure_topics(kafka, settings)
 
 
-COMMANDS = {"worker": (HELP, add_arguments, run)}
+COMMANDS = {"worker": (add_arguments, run)}

@@ -3,7 +3,7 @@
 `produce` sends its arguments and/or standard input (plain lines, or JSON lines in the `tweets`
 schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
 labelled dataset at a chosen pace with a progress bar; Ctrl-C flushes and reports what was sent.
-Nothing heavy is imported until a command runs.
+Neither imports torch: only the `replay` loaders' pandas.
 """
 
 from __future__ import annotations
@@ -11,21 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO
+
+import orjson
 
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer, to_tweet
+from stream.replay import ReplayResult, ReplaySettings, check_options, replay
+from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
-if TYPE_CHECKING:
-    from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer
-    from stream.replay import ReplayResult, ReplaySettings
-    from stream.settings import KafkaSettings
-
-KAFKA_FIELDS = ("broker", "topic", "security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile")
-PRODUCER_FIELDS = ("linger_ms", "max_batch_size", "compression", "connect_timeout_s", "request_timeout_ms")
+KAFKA_FIELDS = [*CONNECTION_FLAGS, "topic"]
+PRODUCER_FIELDS = ("linger_ms", "batch_bytes", "compression", "connect_timeout_s", "request_timeout_ms")
 REPLAY_FIELDS = ("rate", "speedup", "limit", "loop", "shuffle", "seed", "text_col", "label_col", "format",
                  "strict")  # fmt: skip
 LINES_SHOWN = 5
@@ -33,18 +34,12 @@ LINES_SHOWN = 5
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """--broker, --topic, security and batching flags shared by both commands."""
-    from stream.producer import ProducerSettings
-    from stream.settings import KafkaSettings
-
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
     add_settings_arguments(parser, ProducerSettings, PRODUCER_FIELDS)
 
 
 def connection_settings(args: argparse.Namespace) -> tuple[KafkaSettings, ProducerSettings]:
     """Build the Kafka and producer settings once (flags > SENTISTREAM_* > defaults)."""
-    from stream.producer import ProducerSettings
-    from stream.settings import KafkaSettings
-
     if not getattr(args, "verbose", False):
         # aiokafka logs every refused connection at ERROR; the one-line error below says it better.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -134,8 +129,6 @@ async def _produce(
     printer: OrderedIds,
     report: LineReport,
 ) -> None:
-    from stream.producer import TweetProducer
-
     async with TweetProducer(kafka, producer_settings) as producer:
         for text in args.texts:
             await producer.send(text, printer.expect())
@@ -152,7 +145,6 @@ async def send_lines(
     report: LineReport,
 ) -> None:
     """Send each non-blank line as it arrives (stdin may be a live feed, so lines are read one by one)."""
-    from stream.producer import to_tweet
 
     number = 0
     while line := await asyncio.to_thread(stream.readline):
@@ -175,8 +167,6 @@ def parse_line(line: str, input_format: str) -> str | dict:
     """A plain-text line as its text, or a JSON line as a mapping; a non-object JSON line is an error."""
     if input_format == "text":
         return line.rstrip("\r\n")
-    import orjson
-
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -191,8 +181,6 @@ def parse_line(line: str, input_format: str) -> str | dict:
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `sentistream replay`."""
-    from stream.replay import ReplaySettings
-
     parser.add_argument(
         "path", metavar="PATH", help="dataset to replay: CSV, TSV, JSONL, or any training format"
     )
@@ -205,8 +193,6 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Replay PATH; exit 130 after a Ctrl-C (what was sent is flushed and reported)."""
-    from stream.replay import ReplaySettings, check_options
-
     settings = settings_from_args(ReplaySettings, args)
     check_options(settings)
     kafka, producer_settings = connection_settings(args)
@@ -221,10 +207,6 @@ async def _replay_until_interrupted(
     producer_settings: ProducerSettings,
     settings: ReplaySettings,
 ) -> ReplayResult:
-    import signal
-
-    from stream.replay import replay
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Ctrl-C ends the send loop instead of killing it, so buffered messages are flushed and counted.
@@ -235,11 +217,4 @@ async def _replay_until_interrupted(
         loop.remove_signal_handler(signal.SIGINT)
 
 
-COMMANDS = {
-    "produce": ("send texts or JSON lines to the tweets topic", add_produce_arguments, run_produce),
-    "replay": (
-        "replay a labelled dataset into the tweets topic at a chosen pace",
-        add_replay_arguments,
-        run_replay,
-    ),
-}
+COMMANDS = {"produce": (add_produce_arguments, run_produce), "replay": (add_replay_arguments, run_replay)}

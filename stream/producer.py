@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import SentistreamError, UsageError
+from stream.decode import describe_validation_error
 from stream.events import Tweet, new_id
 from stream.settings import KafkaSettings
 
@@ -35,7 +36,7 @@ class ProducerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_PRODUCER_", frozen=True)
 
     linger_ms: int = Field(default=10, ge=0, description="how long a batch waits for more messages")
-    max_batch_size: int = Field(
+    batch_bytes: int = Field(
         default=512 * 1024, ge=1024, description="bytes per partition batch before it is sent"
     )
     compression: Literal["lz4", "zstd", "gzip", "none"] = Field(
@@ -76,15 +77,6 @@ def encode_tweet(item: TweetLike) -> Encoded:
     tweet = to_tweet(item)
     value = tweet.__pydantic_serializer__.to_json(tweet, exclude_none=True)
     return Encoded(tweet.id, tweet.id.encode(), value)  # type: ignore[union-attr]  # to_tweet sets id
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each bad field and why, e.g. `text: Field required`."""
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "value"
-        parts.append(f"{field}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -136,7 +128,7 @@ class TweetProducer:
             "enable_idempotence": True,
             "compression_type": None if s.compression == "none" else s.compression,
             "linger_ms": s.linger_ms,
-            "max_batch_size": s.max_batch_size,
+            "max_batch_size": s.batch_bytes,
             "request_timeout_ms": s.request_timeout_ms,
             "retry_backoff_ms": s.retry_backoff_ms,
             **self.kafka.aiokafka_security(),
@@ -204,7 +196,7 @@ class TweetProducer:
                 await self._submit(builder, partition)
                 builder = self._producer.create_batch()
                 if builder.append(key=message.key, value=message.value, timestamp=None) is None:
-                    raise UsageError(f"tweet {message.id} is larger than --max-batch-size; raise it")
+                    raise UsageError(f"tweet {message.id} is larger than --batch-bytes; raise it")
             builders[partition] = builder
         for partition, builder in builders.items():
             await self._submit(builder, partition)

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sentistream.errors import UsageError
 from stream.producer import Encoded, ProducerSettings, TweetProducer, encode_tweet
 from stream.settings import KafkaSettings
+from training.datasets import load_dataset
 
 TICK_S = 0.005  # rows due within this much of "now" go out together: fewer wake-ups, same average rate
 MAX_SLEEP_S = 0.2  # long --speedup gaps are slept in slices so Ctrl-C is answered promptly
@@ -92,8 +93,6 @@ def check_options(settings: ReplaySettings) -> None:
 
 def load_rows(path: str | Path, settings: ReplaySettings, result: ReplayResult) -> pd.DataFrame:
     """The dataset as `text` (+ `true_label`, `created_at`, other columns), via the training loader."""
-    from training.datasets import load_dataset
-
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}; pass a dataset to replay (CSV, TSV, JSONL, ...)")

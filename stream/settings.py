@@ -1,4 +1,5 @@
-"""Where the stream is: broker addresses, topic names and Kafka security, shared by every client.
+"""Where the stream is: broker addresses (and whether one answers), topic names and Kafka security,
+shared by every client.
 
 The worker, the producers, the dashboard and the infra manifests all read this one class, so a
 topic renamed here (or by `SENTISTREAM_SCORED_TOPIC`) is renamed everywhere.
@@ -6,18 +7,31 @@ topic renamed here (or by `SENTISTREAM_SCORED_TOPIC`) is renamed everywhere.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+# The connection flags of every command that talks to Kafka (worker, produce, replay, dashboard).
+# The SASL password is deliberately not among them: a flag shows in `ps` to every user of the
+# machine, so it comes from SENTISTREAM_SASL_PASSWORD or from --sasl-password-file.
+CONNECTION_FLAGS = [
+    "broker",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password_file",
+    "ssl_cafile",
+]
+TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic"]
 
 
 class KafkaSettings(BaseSettings):
-    """Connection to Kafka and the names of the four topics (ARCHITECTURE.md, "Topics")."""
+    """Connection to Kafka and the names of the four topics (docs/ARCHITECTURE.md, "Topics")."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
 
@@ -33,16 +47,45 @@ class KafkaSettings(BaseSettings):
         default=None, description="SASL mechanism, when the protocol is SASL_*"
     )
     sasl_username: str | None = Field(default=None, description="SASL user name")
-    sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged)")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password: environment only, never a flag (never logged)"
+    )
+    sasl_password_file: Path | None = Field(
+        default=None, description="file holding the SASL password (e.g. a mounted secret)"
+    )
     ssl_cafile: Path | None = Field(
         default=None, description="CA bundle that signed the brokers' TLS certificates"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        """Read --sasl-password-file once, into `sasl_password`; one source of the password only."""
+        path = data.get("sasl_password_file") if isinstance(data, dict) else None
+        if not path:
+            return data
+        if data.get("sasl_password") is not None:
+            raise ValueError(
+                "the SASL password is set twice: unset SENTISTREAM_SASL_PASSWORD or drop --sasl-password-file"
+            )
+        try:
+            password = Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(
+                f"cannot read --sasl-password-file / SENTISTREAM_SASL_PASSWORD_FILE {path}: {reason}"
+            ) from None
+        return {**data, "sasl_password": password}
 
     @field_validator("broker")
     @classmethod
     def _valid_broker(cls, value: str) -> str:
         bootstrap_servers(value)  # raises ValueError with a message that says the expected form
         return value
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        """True when any bootstrap server accepts a TCP connection (cheap: no Kafka request)."""
+        return any(port_open(server, timeout) for server in bootstrap_servers(self.broker))
 
     @property
     def bootstrap(self) -> str:
@@ -81,12 +124,28 @@ def bootstrap_servers(url: str) -> list[str]:
     return servers
 
 
-class WorkerSettings(BaseSettings):
-    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+def port_open(address: str, timeout: float = 0.5) -> bool:
+    """True when something accepts a TCP connection at `host:port` (a broker, a worker, a dashboard)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class ConsumerGroupSettings(BaseSettings):
+    """The workers' consumer group: the worker joins it, the dashboard shows its lag."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
 
     group_id: str = Field(default="sentistream-worker", description="Kafka consumer group of the workers")
+
+
+class WorkerSettings(ConsumerGroupSettings):
+    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
     partitions: int = Field(default=4, ge=1, description="partition count of the topics the worker creates")
     replication_factor: int = Field(
         default=1, ge=1, description="replication factor of topics the worker creates"

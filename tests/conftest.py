@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.broker import BrokerSettings, LocalBroker, free_port
+from tests.tiny_model import build_tiny_classifier
+
 # No test may reach the Hugging Face Hub (these machines cannot, and tests must not depend on it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,8 +23,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """A real single-node KRaft broker on a free port, stopped at the end of the session."""
-    from infra.broker import BrokerSettings, LocalBroker, free_port
-
     settings = BrokerSettings(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"), partitions=1)
     broker = LocalBroker(settings)
     broker.start()
@@ -46,6 +47,4 @@ def topic_name() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer DistilBERT 3-class classifier (random weights) with a trained tokenizer."""
-    from tests.tiny_model import build_tiny_classifier
-
     return build_tiny_classifier(tmp_path_factory.mktemp("tiny-model"))

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from stream.settings import KafkaSettings
 
 
-async def read_topic(broker_url: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every record of `topic` from the start, once `expected` have arrived (or the timeout passed)."""
+def read_topic(
+    broker_url: str,
+    topic: str,
+    expected: int,
+    timeout: float = 60.0,
+    idle_s: float = 3.0,
+    committed: bool = True,
+) -> list:
+    """Every record of `topic` from the start, once `expected` arrived and nothing new came for
+    `idle_s` (so duplicates past `expected` are seen too), or when `timeout` passed.
+
+    `committed=False` also reads records of open or aborted transactions (exactly-once tests).
+    """
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records, deadline = [], time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            records += [r for batch in batches.values() for r in batch]
-    finally:
-        await consumer.stop()
-    return records
+    async def read() -> list:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None, isolation_level="read_committed" if committed else "read_uncommitted",
+        )  # fmt: skip
+        await consumer.start()
+        records, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for rows in batch.values():
+                    records.extend(rows)
+                    last_new = time.monotonic()
+                if len(records) >= expected and time.monotonic() - last_new >= idle_s:
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.settings import add_settings_arguments, settings_from_args
 from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings
 
@@ -27,15 +28,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `sentistream evaluate`."""
+    """Flags of `sentistream evaluate`: the dataset's, and the model flags `predict` takes."""
     add_settings_arguments(parser, EvaluateSettings)
+    add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled dataset and write the report; prints the headline numbers."""
     from training.evaluate import evaluate
 
-    out_dir, metrics = evaluate(settings_from_args(EvaluateSettings, args))
+    out_dir, metrics = evaluate(
+        settings_from_args(EvaluateSettings, args), settings_from_args(ModelSettings, args)
+    )
     print(
         f"accuracy {metrics['accuracy']:.4f}  macro recall {metrics['macro_recall']:.4f}  report {out_dir / 'report.md'}"
     )
@@ -90,8 +94,8 @@ def run_eda(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": ("fine-tune a Hugging Face encoder on a labelled dataset", add_train_arguments, run_train),
-    "evaluate": ("evaluate a model bundle on a labelled dataset", add_evaluate_arguments, run_evaluate),
-    "export": ("export a trained model to ONNX (fp32 and int8)", add_export_arguments, run_export),
-    "eda": ("explore a labelled dataset (class balance, lengths, word clouds)", add_eda_arguments, run_eda),
+    "train": (add_train_arguments, run_train),
+    "evaluate": (add_evaluate_arguments, run_evaluate),
+    "export": (add_export_arguments, run_export),
+    "eda": (add_eda_arguments, run_eda),
 }

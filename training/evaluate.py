@@ -8,31 +8,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from model.engines import load_engine
+from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset, parse_label_map
+from training.metrics import classification_metrics
 from training.report import ReportContext, Scored, probabilities_frame, write_report
 from training.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(settings: EvaluateSettings) -> tuple[Path, dict]:
-    """Write the evaluation report for `settings.model` on `settings.data`; returns (dir, metrics)."""
-    from model.engines import load_engine
-
+def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, dict]:
+    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics)."""
+    if model.model is None:
+        raise UsageError("evaluate needs a model: pass --model BUNDLE (or set SENTISTREAM_MODEL)")
     frame = evaluation_rows(settings)
-    engine = load_engine(
-        settings.model,
-        backend=_backend(settings.backend),
-        device=settings.device,
-        int8=_int8(settings.backend),
-    )
+    engine = model.load_engine()
     try:
         labels = shared_labels(frame["label"], engine.labels)
         scored = score(engine, frame["text"].tolist(), frame["label"].tolist(), labels)
     finally:
         engine.close()
-    out_dir = settings.output or Path(settings.model) / f"eval-{_data_name(settings.data)}"
+    out_dir = settings.output or Path(model.model) / f"eval-{_data_name(settings.data)}"
     context = ReportContext(
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
         data=str(settings.data), split=settings.split,
@@ -94,9 +92,6 @@ def score(engine, texts: Sequence[str], true: Sequence[str], labels: Sequence[st
 
 def vader_baseline(texts: Sequence[str], true: Sequence[str], labels: Sequence[str]) -> dict | None:
     """VADER's metrics on the same rows (on binary data its neutral is left out of the arg-max)."""
-    from model.engines import load_engine
-    from training.metrics import classification_metrics
-
     engine = load_engine(None, backend="vader")
     try:
         if not set(labels) <= set(engine.labels):
@@ -106,14 +101,6 @@ def vader_baseline(texts: Sequence[str], true: Sequence[str], labels: Sequence[s
     finally:
         engine.close()
     return classification_metrics(scored.true, scored.predicted, list(labels))
-
-
-def _backend(backend: str) -> str:
-    return "onnx" if backend == "onnx-int8" else backend
-
-
-def _int8(backend: str) -> bool | None:
-    return {"onnx": False, "onnx-int8": True}.get(backend)
 
 
 def _data_name(path: Path) -> str:

@@ -49,10 +49,3 @@ def trainer_metrics(labels: Sequence[str]):
         return {key: full[key] for key in ("accuracy", "macro_recall", "macro_f1")}
 
     return compute
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)

@@ -80,12 +80,13 @@ class TrainSettings(DataSettings):
 
 
 class EvaluateSettings(DataSettings):
-    """`sentistream evaluate`: score a labelled dataset with a bundle and write the report."""
+    """`sentistream evaluate`: score a labelled dataset and write the report.
 
-    model: str = Field(description="model bundle directory (or any local sequence-classification model)")
+    Which model, backend and device score it is `model.settings.ModelSettings` (`--model`,
+    `--backend`, `--int8`, ..., `SENTISTREAM_MODEL`), as for `predict` and the worker.
+    """
+
     output: Path | None = Field(None, description="report directory (default <model>/eval-<data name>)")
-    backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field("auto", description="inference engine")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="inference device")
     split: Literal["all", "train", "validation", "test"] = Field(
         "all", description="evaluate only this split when the data ships splits"
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from model.hub import hub_reachable
 from sentistream.errors import UsageError
 from training.datasets import LoadedDataset, load_dataset, parse_label_map
 from training.settings import TrainSettings
@@ -176,21 +177,6 @@ def _from_pretrained(base_model: str, options: dict, local_files_only: bool) -> 
         base_model, local_files_only=local_files_only, **options
     )
     return tokenizer, model
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub's host accepts a connection; fails fast instead of after minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def encode(
@@ -363,8 +349,8 @@ def write_test_report(
     out_dir: Path,
 ) -> dict:
     """Score the test split with the best model and write the report; returns the bundle's metrics."""
+    from model.engines.onnx_engine import softmax
     from training.evaluate import vader_baseline
-    from training.metrics import softmax
     from training.report import ReportContext, Scored, write_report
 
     # Length grouping also reorders evaluation batches; the report needs predictions in row order.

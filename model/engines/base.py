@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-BACKENDS = ("onnx", "onnx-int8", "torch", "vader", "constant")
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -34,7 +32,7 @@ class Engine(Protocol):
     """A loaded model that scores batches of texts."""
 
     name: str  # the model as `name@version`
-    backend: str  # one of BACKENDS
+    backend: str  # what ran: "onnx", "onnx-int8", "torch", "vader" or "constant"
     device: str  # "cpu" or "cuda"
     labels: list[str]
 

@@ -14,8 +14,6 @@ from model.engines.batching import TokenBatch, TokenBatcher
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float16", "bfloat16", "float32")
-
 
 class TorchEngine:
     """Scores texts with a Hugging Face model under `torch.inference_mode`."""

@@ -76,11 +76,11 @@ def component_classes() -> dict[str, tuple[type[BaseSettings], ...]]:
     from model.settings import ModelSettings
     from stream.producer import ProducerSettings
     from stream.replay import ReplaySettings
-    from stream.settings import KafkaSettings, WorkerSettings
+    from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
 
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
-        "dashboard": (KafkaSettings, DashboardSettings),
+        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
         "topics": (KafkaSettings, WorkerSettings),  # the Kubernetes Job that creates the topics
     }
@@ -129,7 +129,7 @@ def required(component: str) -> set[str]:
             ("WorkerSettings", "web_port"),  # probes, HEALTHCHECK, the dashboard's worker URL
             ("ModelSettings", "model"),
         ],
-        "dashboard": [("DashboardSettings", "port"), ("DashboardSettings", "worker_group")],
+        "dashboard": [("DashboardSettings", "port"), ("ConsumerGroupSettings", "group_id")],
         "replay": [],
         "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
     }[component]
@@ -567,7 +567,7 @@ def test_compose_dashboard_publishes_its_port_and_watches_the_workers_group():
     port = setting("DashboardSettings", "port")
     assert any(resolve(p).endswith(f":{port.default}") for p in services["dashboard"]["ports"])
     group = setting("WorkerSettings", "group_id")
-    assert env[setting("DashboardSettings", "worker_group").env] == group.default
+    assert env[group.env] == group.default
     assert service_env(services["worker"])[group.env] == group.default
 
 
@@ -1136,7 +1136,7 @@ def test_dockerfile_installs_the_whole_project_at_the_pinned_torch(path: Path):
     project = pyproject()
     assert df.arg_default("TORCH_VERSION") == pinned(project["project"]["dependencies"], "torch")
     copied = {src for args in df.all("COPY") if not args.startswith("--") for src in args.split()[:-1]}
-    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = {p.split(".")[0] for p in project["tool"]["setuptools"]["packages"]}
     assert packages | {"pyproject.toml", "README.md"} <= copied
 
 

@@ -18,6 +18,7 @@ from stream.producer import ProducerSettings
 from stream.replay import ReplayResult, ReplaySettings, check_options, load_rows, planned_rows, replay
 from stream.settings import KafkaSettings
 from tests.kafka_reader import read_topic
+from training.datasets import load_dataset
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
@@ -139,8 +140,6 @@ def test_rate_zero_or_negative_is_rejected_before_anything_runs(tmp_path, capsys
 
 
 def test_the_sample_ships_with_the_package_and_covers_tweet_features():
-    from training.datasets import load_dataset
-
     path = importlib.resources.files("stream") / "data" / "sample_tweets.csv"
     dataset = load_dataset(Path(str(path)))
     texts = dataset.frame["text"]
@@ -172,7 +171,7 @@ def test_replaying_10000_rows_puts_exactly_those_texts_in_order_per_partition(
 
     assert main(["replay", str(path), "--broker", broker_url, "--topic", topic_name, "--no-progress"]) == 0
 
-    records = asyncio.run(read_topic(broker_url, topic_name, 10_000))
+    records = read_topic(broker_url, topic_name, 10_000, idle_s=0)
     values = [json.loads(r.value) for r in records]
     assert sorted(v["text"] for v in values) == sorted(r["text"] for r in rows)
     assert all(r.key.decode() == v["id"] for r, v in zip(records, values, strict=True))
@@ -192,7 +191,7 @@ def test_replay_limit_and_loop_through_the_cli(broker_url, topic_name, tmp_path,
     args = ["replay", str(path), "--broker", broker_url, "--topic", topic_name, "--no-progress"]
     assert main([*args, "--loop", "--limit", "10"]) == 0
     assert "sent 10 messages" in capsys.readouterr().err
-    values = [json.loads(r.value) for r in asyncio.run(read_topic(broker_url, topic_name, 10))]
+    values = [json.loads(r.value) for r in read_topic(broker_url, topic_name, 10, idle_s=0)]
     assert [v["text"] for v in values] == [f"row {i % 4}" for i in range(10)]
     assert len({v["id"] for v in values}) == 10
 
@@ -205,7 +204,7 @@ def test_replay_reports_malformed_rows_and_sends_the_rest(broker_url, topic_name
     assert "1 malformed rows (first at lines 3)" in capsys.readouterr().err
     assert main(args) == 0
     assert "sent 3 messages" in capsys.readouterr().err
-    texts = [json.loads(r.value)["text"] for r in asyncio.run(read_topic(broker_url, topic_name, 3))]
+    texts = [json.loads(r.value)["text"] for r in read_topic(broker_url, topic_name, 3, idle_s=0)]
     assert texts == ["good 1", "good 2", "good 3"]
 
 
@@ -222,4 +221,4 @@ def test_a_steady_rate_is_kept_and_stopping_flushes_everything_sent(broker_url, 
     result = asyncio.run(replay_then_stop())
     assert result.interrupted
     assert 100 <= result.sent <= 200  # 1.5 s at 100/s, with room for a slow, shared machine
-    assert len(asyncio.run(read_topic(broker_url, topic_name, result.sent))) == result.sent
+    assert len(read_topic(broker_url, topic_name, result.sent, idle_s=0)) == result.sent

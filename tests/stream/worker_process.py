@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from infra.broker import free_port
+from tests.kafka_reader import read_topic as read_topic  # re-exported: the stream tests import it here
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 
@@ -147,39 +148,6 @@ def produce(
             await producer.stop()
 
     asyncio.run(send())
-
-
-def read_topic(
-    broker_url: str,
-    topic: str,
-    expected: int,
-    timeout: float = 60.0,
-    idle_s: float = 3.0,
-    committed: bool = True,
-) -> list:
-    """Every message of `topic` from the start, once `expected` arrived (or nothing new for idle_s)."""
-    from aiokafka import AIOKafkaConsumer
-
-    async def read() -> list:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=broker_url.removeprefix("kafka://"), auto_offset_reset="earliest",
-            enable_auto_commit=False, group_id=None, isolation_level="read_committed" if committed else "read_uncommitted",
-        )  # fmt: skip
-        await consumer.start()
-        records, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
-        try:
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                for rows in batch.values():
-                    records.extend(rows)
-                    last_new = time.monotonic()
-                if len(records) >= expected and time.monotonic() - last_new > idle_s:
-                    break
-        finally:
-            await consumer.stop()
-        return records
-
-    return asyncio.run(read())
 
 
 def health(worker: WorkerProcess) -> dict:

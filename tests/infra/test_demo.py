@@ -3,9 +3,12 @@ and when it stops every process it started is gone (and the broker it started is
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +18,8 @@ import pytest
 import requests
 
 from infra.broker import BrokerSettings, LocalBroker, free_port
+from infra.demo import add_arguments, settings_of
 from stream.events import ScoredTweet
-
-pytestmark = pytest.mark.slow
 
 
 def first_scored_event(broker_url: str, timeout: float) -> ScoredTweet:
@@ -40,18 +42,12 @@ def first_scored_event(broker_url: str, timeout: float) -> ScoredTweet:
     return asyncio.run(read())
 
 
+@pytest.mark.slow
 def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
     ports = {name: free_port() for name in ("kafka", "dashboard", "worker")}
-    command = [
-        sys.executable,
-        "-m",
-        "sentistream.cli",
-        "demo",
-        "--duration",
-        "40",
-        "--data-dir",
-        str(tmp_path / "kafka"),
-    ]
+    # --duration only bounds a demo that hangs; the test stops it at the first scored event.
+    command = [sys.executable, "-m", "sentistream.cli", "demo", "--duration", "600"]
+    command += ["--data-dir", str(tmp_path / "kafka")]
     for name, port in ports.items():
         command += [f"--{name}-port", str(port)]
     env = os.environ | {"HF_HUB_OFFLINE": "1"}  # no trained bundle in tmp_path, no Hub: VADER
@@ -66,14 +62,16 @@ def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
                 break
         assert any("VADER lexicon baseline" in line for line in lines), lines
         assert requests.get(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health", timeout=5).ok
-        event = first_scored_event(f"kafka://127.0.0.1:{ports['kafka']}", timeout=60)
+        event = first_scored_event(f"kafka://127.0.0.1:{ports['kafka']}", timeout=120)
         assert event.label in {"negative", "neutral", "positive"} and event.model.startswith("vader")
+        demo.send_signal(signal.SIGTERM)  # what `kill` sends; the demo treats it as Ctrl-C
         lines += demo.stdout.readlines()
         assert demo.wait(120) == 0, "".join(lines)
     finally:
         if demo.poll() is None:
-            demo.terminate()
+            demo.kill()
             demo.wait(60)
+    assert "Demo stopped." in "".join(lines)
     pids = [int(p) for p in re.findall(r"Started \w+ \(pid (\d+)\)", "".join(lines))]
     assert len(pids) == 3, lines  # worker, replay, dashboard
     time.sleep(0.5)
@@ -81,3 +79,31 @@ def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
     assert not alive, f"still running after the demo exited: {alive}"
     broker = LocalBroker(BrokerSettings(port=ports["kafka"], data_dir=tmp_path / "kafka"))
     assert not broker.status().running
+
+
+def test_a_busy_port_is_refused_naming_the_flag(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sentistream.cli", "demo", "--kafka-port", str(free_port()),
+             "--data-dir", str(tmp_path / "kafka"), "--worker-port", str(busy)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {busy} for the worker is already in use; pick another with --worker-port" in result.stderr
+    assert not LocalBroker(BrokerSettings(data_dir=tmp_path / "kafka")).status().running
+
+
+def test_settings_come_from_their_owners_environment_variables(monkeypatch):
+    monkeypatch.setenv("SENTISTREAM_KAFKA_PORT", "19092")
+    monkeypatch.setenv("SENTISTREAM_WEB_PORT", "16066")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_PORT", "18501")
+    monkeypatch.setenv("SENTISTREAM_MODEL", "some/model")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    plan, model = settings_of(parser.parse_args(["--dashboard-port", "18600"]))
+    assert (plan.broker.port, plan.worker_port, plan.dashboard_port) == (19092, 16066, 18600)
+    assert model == "some/model"

@@ -19,42 +19,52 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+import psutil
+import requests
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dashboard.settings import DashboardSettings
+from infra.broker import BrokerSettings, LocalBroker, answers_metadata
+from model.hub import hub_reachable
+from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.settings import WorkerSettings, port_open
 
-HELP = "start broker, worker, replay and dashboard together"
 HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
 TRAIN_HINT = (
     "Train a better one: sentistream train --data YOUR.csv --base-model distilbert-base-uncased "
     "--output models/latest  (then run `make demo` again)"
 )
-
-
-def _default_data_dir() -> Path:
-    from infra.broker import default_data_dir
-
-    return default_data_dir()
+# The demo takes settings that other components own, under names that say whose they are: one
+# field, one owner, one default and one environment variable (e.g. SENTISTREAM_KAFKA_PORT).
+BROKER_FLAGS = {"port": "--kafka-port"}
+WORKER_FLAGS = {"web_port": "--worker-port"}
+DASHBOARD_FLAGS = {"port": "--dashboard-port"}
 
 
 class DemoSettings(BaseSettings):
-    """Ports and pace of the demo (env prefix SENTISTREAM_DEMO_)."""
+    """What only the demo decides: its pace, fallback model and lifetime (env prefix SENTISTREAM_DEMO_)."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DEMO_", frozen=True)
 
-    kafka_port: int = Field(default=9092, ge=1, le=65535, description="port of the local broker")
-    data_dir: Path = Field(default_factory=_default_data_dir, description="the local broker's data dir")
-    dashboard_port: int = Field(default=8501, ge=1, le=65535, description="port of the dashboard")
-    worker_port: int = Field(default=6066, ge=1, le=65535, description="port of the worker's web views")
     rate: float = Field(default=5.0, gt=0, description="tweets per second the replay sends")
-    model: str | None = Field(default=None, description="model to score with (default: see `demo --help`)")
     hub_model: str = Field(default=HUB_MODEL, description="Hub model used when no trained bundle exists")
     duration: float | None = Field(default=None, gt=0, description="stop by itself after this many seconds")
     log_dir: Path | None = Field(
         default=None, description="where the children's logs go (default: DATA_DIR/../demo)"
     )
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Every setting the demo runs with, each from the class that owns it."""
+
+    demo: DemoSettings
+    broker: BrokerSettings
+    worker_port: int
+    dashboard_port: int
 
 
 @dataclass(frozen=True)
@@ -76,20 +86,37 @@ class Child:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `demo` flags: its own, plus the ports, data dir and model their owners declare."""
     parser.epilog = (
         "Model: --model or SENTISTREAM_MODEL, else ./models/latest when it exists, else a Hub model "
         "when the Hub answers, else the VADER lexicon baseline."
     )
+    add_settings_arguments(parser, BrokerSettings, ["port", "data_dir"], BROKER_FLAGS)
+    add_settings_arguments(parser, WorkerSettings, ["web_port"], WORKER_FLAGS)
+    add_settings_arguments(parser, DashboardSettings, ["port"], DASHBOARD_FLAGS)
+    add_settings_arguments(parser, ModelSettings, ["model"])
     add_settings_arguments(parser, DemoSettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(DemoSettings, args)
-    choice = choose_model(settings.model or os.environ.get("SENTISTREAM_MODEL"), settings.hub_model)
+    """Choose the model, start everything, run until Ctrl-C / SIGTERM / --duration."""
+    plan, model = settings_of(args)
+    choice = choose_model(model, plan.demo.hub_model)
     print(f"Model: {choice.why}", flush=True)
-    if choice.backend == "vader" or choice.model == settings.hub_model:
+    if choice.backend == "vader" or choice.model == plan.demo.hub_model:
         print(TRAIN_HINT, flush=True)
-    return Demo(settings, choice).run()
+    return Demo(plan, choice).run()
+
+
+def settings_of(args: argparse.Namespace) -> tuple[DemoPlan, str | None]:
+    """The demo's plan and the model asked for (None: the demo chooses), each from its owner class."""
+    plan = DemoPlan(
+        demo=settings_from_args(DemoSettings, args),
+        broker=settings_from_args(BrokerSettings, args, BROKER_FLAGS),
+        worker_port=settings_from_args(WorkerSettings, args, WORKER_FLAGS).web_port,
+        dashboard_port=settings_from_args(DashboardSettings, args, DASHBOARD_FLAGS).port,
+    )
+    return plan, settings_from_args(ModelSettings, args).model
 
 
 def choose_model(given: str | None, hub_model: str) -> ModelChoice:
@@ -98,7 +125,7 @@ def choose_model(given: str | None, hub_model: str) -> ModelChoice:
         return ModelChoice(given, "auto", f"{given} (from --model / SENTISTREAM_MODEL)")
     if Path("models/latest").exists():
         return ModelChoice("models/latest", "auto", "models/latest (your trained bundle)")
-    if hub_answers(hub_model):
+    if hub_reachable(timeout=2.0):
         return ModelChoice(
             hub_model, "auto", f"{hub_model} from the Hugging Face Hub (no trained bundle found)"
         )
@@ -109,28 +136,17 @@ def choose_model(given: str | None, hub_model: str) -> ModelChoice:
     )
 
 
-def hub_answers(model_id: str, timeout: float = 2.0) -> bool:
-    """True when the Hugging Face Hub knows `model_id` within `timeout` seconds (and is allowed)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    import requests
-
-    try:
-        return requests.head(f"https://huggingface.co/api/models/{model_id}", timeout=timeout).ok
-    except requests.RequestException:
-        return False
-
-
 class Demo:
     """Start, watch and stop the demo's processes."""
 
-    def __init__(self, settings: DemoSettings, choice: ModelChoice) -> None:
-        self.settings = settings
+    def __init__(self, plan: DemoPlan, choice: ModelChoice) -> None:
+        self.plan = plan
+        self.settings = plan.demo
         self.choice = choice
         self.children: list[Child] = []
-        self.broker = None
+        self.broker = LocalBroker(plan.broker)
         self.started_broker = False
-        self.log_dir = settings.log_dir or Path(settings.data_dir).expanduser().resolve().parent / "demo"
+        self.log_dir = self.settings.log_dir or self.broker.data_dir.parent / "demo"
 
     def run(self) -> int:
         """Everything up, then wait for Ctrl-C, `duration`, or a child that dies; always clean up."""
@@ -150,13 +166,13 @@ class Demo:
         self._refuse_busy_ports()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         broker_url = self._start_broker()
-        worker_url = f"http://127.0.0.1:{self.settings.worker_port}"
+        worker_url = f"http://127.0.0.1:{self.plan.worker_port}"
         self._spawn("worker", self._worker_args(broker_url))
         _wait_http(f"{worker_url}/health", 180, "the worker", self.children[-1], need_ok=True)
         sample = files("stream") / "data" / "sample_tweets.csv"
         replay = ["replay", str(sample), "--loop", "--rate", str(self.settings.rate), "--broker", broker_url]
         self._spawn("replay", replay)
-        port = str(self.settings.dashboard_port)
+        port = str(self.plan.dashboard_port)
         self._spawn(
             "dashboard", ["dashboard", "--port", port, "--broker", broker_url, "--worker-url", worker_url]
         )
@@ -166,18 +182,13 @@ class Demo:
 
     def _refuse_busy_ports(self) -> None:
         for what, port, flag in (
-            ("dashboard", self.settings.dashboard_port, "--dashboard-port"),
-            ("worker", self.settings.worker_port, "--worker-port"),
+            ("dashboard", self.plan.dashboard_port, DASHBOARD_FLAGS["port"]),
+            ("worker", self.plan.worker_port, WORKER_FLAGS["web_port"]),
         ):
-            if _port_in_use(port):
+            if port_open(f"127.0.0.1:{port}"):
                 raise UsageError(f"port {port} for the {what} is already in use; pick another with {flag}")
 
     def _start_broker(self) -> str:
-        from infra.broker import BrokerSettings, LocalBroker, answers_metadata
-
-        self.broker = LocalBroker(
-            BrokerSettings(port=self.settings.kafka_port, data_dir=self.settings.data_dir)
-        )
         if answers_metadata(self.broker.address):
             print(
                 f"Kafka: using the broker already running at {self.broker.address} (left running)", flush=True
@@ -191,7 +202,7 @@ class Demo:
         return self.broker.url
 
     def _worker_args(self, broker_url: str) -> list[str]:
-        args = ["worker", "--broker", broker_url, "--web-port", str(self.settings.worker_port)]
+        args = ["worker", "--broker", broker_url, "--web-port", str(self.plan.worker_port)]
         args += ["--backend", self.choice.backend]
         return args + (["--model", self.choice.model] if self.choice.model else [])
 
@@ -236,7 +247,7 @@ class Demo:
     def _stop_all(self) -> None:
         for child in reversed(self.children):
             _stop_child(child)
-        if self.started_broker and self.broker is not None:
+        if self.started_broker:
             print(f"Stopping the Kafka broker the demo started at {self.broker.address}", flush=True)
             self.broker.stop()
         print("Demo stopped.", flush=True)
@@ -244,8 +255,6 @@ class Demo:
 
 def _stop_child(child: Child, grace: float = 15.0) -> None:
     """SIGTERM the child's session (Streamlit, Faust helpers), SIGKILL after `grace`, then reap leftovers."""
-    import psutil
-
     try:
         descendants = psutil.Process(child.process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -267,14 +276,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _port_in_use(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)  # the child leads its own session, so its group id is its pid
@@ -282,8 +283,6 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _wait_http(url: str, timeout: float, what: str, child: Child, need_ok: bool = False) -> None:
     """Wait until `url` answers (200 when `need_ok`); fail early with the log when the child dies."""
-    import requests
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.process.poll() is not None:
@@ -305,4 +304,4 @@ def _tail(log: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-COMMANDS = {"demo": (HELP, add_arguments, run)}
+COMMANDS = {"demo": (add_arguments, run)}

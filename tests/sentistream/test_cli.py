@@ -1,0 +1,116 @@
+"""The command line's shared contracts: one list of Kafka connection flags, no password flag, lazy imports."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from dashboard.cli import KAFKA_FLAGS as DASHBOARD_KAFKA_FLAGS
+from dashboard.cli import settings_env
+from sentistream.cli import SUBCOMMANDS, build_parser, main
+from sentistream.settings import settings_from_args
+from stream.produce_cli import connection_settings
+from stream.settings import KafkaSettings
+
+KAFKA_COMMANDS = ["worker", "produce", "replay", "dashboard"]
+CONNECTION = {
+    "--broker",
+    "--security-protocol",
+    "--sasl-mechanism",
+    "--sasl-username",
+    "--sasl-password-file",
+    "--ssl-cafile",
+}
+SASL = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", "ann"]
+
+
+def flags_of(command: str) -> set[str]:
+    """Every option string `sentistream COMMAND` accepts."""
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {flag for action in sub.choices[command]._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command", KAFKA_COMMANDS)
+def test_every_command_that_talks_to_kafka_takes_the_same_connection_flags(command: str) -> None:
+    assert flags_of(command) >= CONNECTION
+
+
+@pytest.mark.parametrize("command", list(SUBCOMMANDS))
+def test_no_command_takes_the_password_as_a_flag(command: str) -> None:
+    assert not {flag for flag in flags_of(command) if flag.startswith("--sasl-password")} - {
+        "--sasl-password-file"
+    }
+
+
+@pytest.mark.parametrize("command", KAFKA_COMMANDS)
+def test_a_password_flag_is_refused_not_taken_for_an_abbreviation(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        build_parser(command).parse_args([command, "--sasl-password", "hunter2"])
+    assert caught.value.code == 2
+    assert "--sasl-password" in capsys.readouterr().err
+
+
+def test_the_password_file_is_read_once_and_reaches_the_kafka_clients(tmp_path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret pass\n")
+    args = build_parser("produce").parse_args(["produce", "hi", *SASL, "--sasl-password-file", str(secret)])
+    kafka, _ = connection_settings(args)
+    secret.write_text("changed later")  # read when the settings are built, not on every connection
+    security = kafka.aiokafka_security()
+    assert security["sasl_plain_password"] == "s3cret pass"
+    assert security["sasl_plain_username"] == "ann"
+    assert "s3cret" not in repr(kafka) and "s3cret" not in str(kafka.model_dump())
+
+
+def test_the_password_file_can_come_from_the_environment(tmp_path, monkeypatch) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-a-mounted-secret")
+    monkeypatch.setenv("SENTISTREAM_SASL_PASSWORD_FILE", str(secret))
+    kafka = settings_from_args(KafkaSettings, argparse.Namespace(sasl_mechanism="PLAIN"))
+    assert kafka.aiokafka_security()["sasl_plain_password"] == "from-a-mounted-secret"
+
+
+def test_the_password_still_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SENTISTREAM_SASL_PASSWORD", "env-secret")
+    kafka = settings_from_args(KafkaSettings, argparse.Namespace(sasl_mechanism="PLAIN"))
+    assert kafka.aiokafka_security()["sasl_plain_password"] == "env-secret"
+
+
+def test_a_missing_password_file_is_one_line_naming_the_flag(tmp_path, capsys) -> None:
+    missing = tmp_path / "nope"
+    assert main(["produce", "hi", *SASL, "--sasl-password-file", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--sasl-password-file" in err and str(missing) in err
+
+
+def test_two_sources_of_the_password_are_refused(tmp_path, monkeypatch, capsys) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("a")
+    monkeypatch.setenv("SENTISTREAM_SASL_PASSWORD", "b")
+    assert main(["produce", "hi", *SASL, "--sasl-password-file", str(secret)]) == 2
+    assert "SASL password is set twice" in capsys.readouterr().err
+
+
+def test_the_dashboard_hands_the_password_file_not_the_password_to_streamlit(tmp_path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("never-in-env")
+    kafka = KafkaSettings(sasl_mechanism="PLAIN", sasl_password_file=secret)
+    env = settings_env(kafka, DASHBOARD_KAFKA_FLAGS)
+    assert env["SENTISTREAM_SASL_PASSWORD_FILE"] == str(secret)
+    assert "never-in-env" not in env.values() and "None" not in env.values()  # unset stays unset
+
+
+def test_kafka_status_does_not_import_torch(tmp_path) -> None:
+    code = (
+        "import sys; from sentistream.cli import main; "
+        f"main(['kafka', 'status', '--data-dir', {str(tmp_path)!r}]); "
+        "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'faust', 'streamlit') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
