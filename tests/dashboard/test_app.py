@@ -59,7 +59,10 @@ def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch):
 
 
 def test_broker_without_events_hints_at_replay(app_env):
-    at = run_until(AppTest.from_file(APP, default_timeout=30), lambda at: "no scored events" in str(at.info))
+    at = run_until(
+        AppTest.from_file(APP, default_timeout=30),
+        lambda at: any("no scored events" in i.value for i in at.info),
+    )
     hint = next(i.value for i in at.info if "no scored events" in i.value)
     assert app_env["SENTISTREAM_SCORED_TOPIC"] in hint and "sentistream replay" in hint
     assert not at.error
