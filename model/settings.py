@@ -59,8 +59,8 @@ class ModelSettings(BaseSettings):
         if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
             raise PydanticCustomError(
                 "model_not_found",
-                "{path} does not exist (a local path, so the Hugging Face Hub is not asked); train one "
-                "there with `sentistream train --output {path}`, or pass an existing model directory",
+                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); train "
+                "one there with `sentistream train --output {path}`, or pass an existing model directory",
                 {"path": value},
             )
         return value

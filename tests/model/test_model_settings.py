@@ -40,7 +40,9 @@ def test_missing_local_looking_model_exits_2_with_one_line_and_no_hub(ref, comma
     ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and ref in err and "does not exist" in err and "Hub is not asked" in err
+    assert (
+        len(err.splitlines()) == 1 and ref in err and "no such directory" in err and "Hub is not asked" in err
+    )
     assert hub_calls == []
 
 
