@@ -26,6 +26,7 @@ MAX_LABELS = len(LABEL_COLOURS) + len(FALLBACK_COLOURS)
 MAX_CLOUD_ROWS = 5_000
 MAX_VOCABULARY = 20_000
 MAX_WORD_CHARS = 30
+MAX_CLOUD_TEXT_CHARS = 280  # a tweet's length: a 1,000-character text counts no more than one
 # Words every tweet has that say nothing about its sentiment.
 EXTRA_STOPWORDS = {"http", "https", "co", "t", "rt", "amp", "user", "s", "im", "u"}
 TOKEN = re.compile(r"[#@]?\w[\w']+")
@@ -90,8 +91,9 @@ def word_frequencies_by_label(
 ) -> dict[str, dict[str, int]]:
     """The most frequent words of each wanted label's texts, in one pass over a bounded vocabulary.
 
-    Stop words, links, mentions, numbers and words over MAX_WORD_CHARS are left out; once
-    MAX_VOCABULARY distinct words are counted, new words are ignored (known ones still count).
+    Each text counts up to MAX_CLOUD_TEXT_CHARS characters. Stop words, links, mentions, numbers
+    and words over MAX_WORD_CHARS are left out; once MAX_VOCABULARY distinct words are counted,
+    new words are ignored (known ones still count).
     """
     from wordcloud import STOPWORDS
 
@@ -102,7 +104,7 @@ def word_frequencies_by_label(
         counter = counts.get(label)
         if counter is None:
             continue
-        for token in TOKEN.findall(text.lower()):
+        for token in TOKEN.findall(text[:MAX_CLOUD_TEXT_CHARS].lower()):
             if token.startswith("@") or token in stop or token.isdigit() or len(token) > MAX_WORD_CHARS:
                 continue
             if token not in vocabulary:
