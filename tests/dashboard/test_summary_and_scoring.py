@@ -172,6 +172,8 @@ def test_word_frequencies_count_every_label_in_one_pass_over_a_bounded_vocabular
     assert freqs["positive"] == {"great": 3, "trip": 1, "view": 1}
     assert freqs["negative"] == {"awful": 3, "delay": 1}
     assert len(freqs["neutral"]) == 5
+    tail = "x " * charts.MAX_CLOUD_TEXT_CHARS + "hidden"  # past the characters a text may count
+    assert "hidden" not in charts.word_frequencies_by_label([tail], ["p"], ["p"])["p"]
     long_word = "a" * (charts.MAX_WORD_CHARS + 1)
     assert charts.word_frequencies_by_label([long_word], ["p"], ["p"]) == {"p": {}}
     # Once the vocabulary is full, only words already counted still count.
