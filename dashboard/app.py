@@ -19,6 +19,7 @@ import streamlit as st
 from dashboard import charts, scoring, summary
 from dashboard.feed import Feed, Snapshot
 from dashboard.settings import DashboardSettings
+from sentistream.errors import SentistreamError
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 DEFAULT_WINDOW = "last 15 minutes"
@@ -31,12 +32,38 @@ def get_feed(key: str, _kafka: KafkaSettings, _settings: DashboardSettings) -> F
     return Feed(_kafka, _settings, ConsumerGroupSettings().group_id).start()
 
 
-@st.cache_resource(show_spinner="Loading the model for 'Try it'…")
-def get_local_engine():
-    """The engine `SENTISTREAM_MODEL`/`_BACKEND` describe, for scoring when no worker answers."""
+@st.cache_resource(show_spinner="Loading the model for 'Try it'…", max_entries=2)
+def get_local_engine(key: str, _settings):
+    """The engine these model settings describe (`key`, their JSON, is what the cache hashes)."""
+    return _settings.load_engine()
+
+
+def local_engine():
+    """The engine `SENTISTREAM_MODEL`/`_BACKEND`/... describe now, for scoring when no worker answers."""
     from model.settings import ModelSettings
 
-    return ModelSettings().load_engine()
+    settings = ModelSettings()
+    return get_local_engine(settings.model_dump_json(), settings)
+
+
+class TryItError(Exception):
+    """'Try it' cannot score: the worker refused, or the local model cannot be loaded (one line)."""
+
+
+def score(settings: DashboardSettings, texts: list[str]) -> scoring.Scored:
+    """`texts` scored by the worker or the local engine; TryItError with one line when neither can."""
+    from pydantic import ValidationError
+
+    try:
+        return scoring.score_texts(settings.worker_url, texts, local_engine)
+    except scoring.WorkerRefusedError as exc:
+        raise TryItError(str(exc)) from None
+    except ValidationError as exc:
+        raise TryItError(
+            f"no worker answers and the model settings are invalid: {exc.errors()[0]['msg']}"
+        ) from None
+    except SentistreamError as exc:
+        raise TryItError(f"no worker answers and the local model cannot be loaded: {exc}") from None
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -50,9 +77,14 @@ def worker_health(worker_url: str) -> dict | None:
         return None
 
 
-def plain(name: object) -> str:
-    """A topic-supplied name reduced to characters no markdown or HTML can be made of."""
-    return re.sub(r"[^\w\-.@/: ]", "", str(name))[:80] or "?"
+def plain(name: object, limit: int = 80) -> str:
+    """A topic-supplied name reduced to characters no markdown, HTML or link can be made of.
+
+    Letters, digits, `_ - . @ /` and single spaces survive (no `:`, so no `scheme://` link);
+    controls, format characters and every markup character go; long names are cut with "…".
+    """
+    text = " ".join(re.sub(r"[^\w\-.@/ ]", " ", str(name)[: limit * 4]).split())
+    return (text[: limit - 1] + "…" if len(text) > limit else text) or "?"
 
 
 # -- page parts ----------------------------------------------------------------------------------
@@ -103,7 +135,7 @@ def model_ui(snapshot: Snapshot, settings: DashboardSettings) -> None:
     if health and health.get("model"):
         st.caption(
             f"Scoring with **{plain(health['model'])}** on backend **{plain(health.get('backend'))}** "
-            f"(worker at {plain(settings.worker_url)})"
+            f"(worker at `{settings.worker_url.replace('`', '')}`)"
         )
     elif not snapshot.rows.empty:
         st.caption(
@@ -149,14 +181,13 @@ def charts_ui(rows: pd.DataFrame, filters: summary.Filters) -> None:
     right.altair_chart(charts.confidence_chart(rows), use_container_width=True)
 
 
-def latest_ui(rows: pd.DataFrame) -> None:
+def latest_ui(rows: pd.DataFrame, labels: list[str]) -> None:
     """The newest tweets with label and confidence, colour-coded by label; text shown as text only."""
     st.subheader("Latest tweets")
     table = summary.latest(rows)
     if table.empty:
         return
     st.text(f"Newest: {table['text'].iloc[0]}")
-    labels = sorted(table["label"].unique())
     styled = table.style.map(lambda v: f"color: {charts.label_colour(v, labels)}", subset=["label"])
     st.dataframe(
         styled,
@@ -175,22 +206,37 @@ def live_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings, settings
     model_ui(snapshot, settings)
     rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
     kpis_ui(summary.compute_kpis(snapshot, rows, filters))
-    charts_ui(rows, filters)
-    latest_ui(rows)
+    shown = charts.cap_labels(rows)  # a topic with thousands of labels still draws a few colours
+    charts_ui(shown, filters)
+    latest_ui(rows, sorted(shown["label"].unique()))
 
 
-def word_clouds_ui(feed: Feed, filters: summary.Filters) -> None:
-    """One word cloud per label, from the filtered events (refreshed less often: drawing is slow)."""
-    snapshot = feed.snapshot()
-    rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
-    st.subheader("Words per label")
+@st.cache_data(ttl=WORD_CLOUD_REFRESH_S * 3, max_entries=16, show_spinner=False)
+def word_clouds(
+    feed_key: str, keyword: str, window_s: float | None, refresh: int, _feed: Feed
+) -> list[tuple[str, object]]:
+    """(label, picture) of the most frequent labels: drawn once per `refresh` slot for every viewer."""
+    snapshot = _feed.snapshot()
+    rows = summary.filter_rows(snapshot.rows, summary.Filters(keyword, window_s), snapshot.taken_at)
+    rows = rows.tail(charts.MAX_CLOUD_ROWS)
     labels = rows["label"].value_counts().index[:4].tolist()
-    if not labels:
+    frequencies = charts.word_frequencies_by_label(rows["text"], rows["label"], labels)
+    colours = sorted(charts.cap_labels(rows)["label"].unique())
+    return [
+        (label, charts.word_cloud(frequencies[label], charts.label_colour(label, colours)))
+        for label in labels
+    ]
+
+
+def word_clouds_ui(feed: Feed, feed_key: str, filters: summary.Filters) -> None:
+    """One word cloud per label, from the filtered events (refreshed less often: drawing is slow)."""
+    st.subheader("Words per label")
+    refresh = summary.refresh_slot(WORD_CLOUD_REFRESH_S)
+    clouds = word_clouds(feed_key, filters.keyword, filters.window_s, refresh, feed)
+    if not clouds:
         st.caption("Word clouds appear once events arrive.")
         return
-    for col, label in zip(st.columns(len(labels)), labels, strict=True):
-        frequencies = charts.word_frequencies(rows.loc[rows["label"] == label, "text"])
-        image = charts.word_cloud(frequencies, charts.label_colour(label, labels))
+    for col, (label, image) in zip(st.columns(len(clouds)), clouds, strict=True):
         col.caption(plain(label))
         if image is not None:
             col.image(image, use_container_width=True)
@@ -201,17 +247,22 @@ def try_text_ui(settings: DashboardSettings) -> None:
     text = st.text_area("Text to score", key="try_text", max_chars=5_000)
     if not (st.button("Score", key="try_score") and text.strip()):
         return
-    scored = scoring.score_texts(settings.worker_url, [text], get_local_engine)
-    prediction = scored.predictions[0]
-    if "error" in prediction:
-        st.error("The model could not score this text:")
-        st.text(prediction["error"])
+    try:
+        scored = score(settings, [text])
+    except TryItError as exc:
+        st.error("Could not score this text:")
+        st.text(str(exc))
         return
-    st.metric("Label", plain(prediction["label"]), f"{prediction['score']:.0%} confidence", delta_color="off")
+    prediction = scored.predictions[0]
+    if not prediction.ok:
+        st.error("The model could not score this text:")
+        st.text(prediction.error)
+        return
+    st.metric("Label", plain(prediction.label), f"{prediction.score:.0%} confidence", delta_color="off")
     probs = scoring.probabilities_frame(prediction)
     st.bar_chart(probs, x="label", y="probability", horizontal=True)
     st.dataframe(probs, hide_index=True)
-    st.caption(f"Scored by {plain(scored.model)} ({plain(scored.source)})")
+    st.caption(f"Scored by {plain(scored.model)} ({scored.source})")  # source: our own words and URL
 
 
 def try_csv_ui(settings: DashboardSettings) -> None:
@@ -223,16 +274,33 @@ def try_csv_ui(settings: DashboardSettings) -> None:
     if upload is None:
         return
     try:
-        frame, cut = scoring.read_upload(upload.getvalue(), limit, settings.upload_max_rows)
+        upload = scoring.read_upload(
+            upload.getvalue(),
+            limit,
+            settings.upload_max_rows,
+            settings.upload_max_columns,
+            settings.upload_max_cells,
+            settings.upload_max_cell_chars,
+        )
     except ValueError as exc:
         st.error(str(exc))
         return
-    if cut:
-        st.warning(f"Only the first {settings.upload_max_rows:,} rows are scored.")
+    frame = upload.frame
+    if upload.rows_cut:
+        st.warning(
+            f"Only the first {len(frame):,} rows are scored (at most {settings.upload_max_cells:,} cells)."
+        )
+    if upload.cells_cut:
+        st.warning(f"{upload.cells_cut:,} cells were cut to {settings.upload_max_cell_chars:,} characters.")
     columns = list(frame.columns)
     text_col = st.selectbox("Text column", columns, index=columns.index("text") if "text" in columns else 0)
     if st.button("Score file", key="try_csv_score"):
-        st.session_state["scored_csv"] = _score_frame(frame, text_col, settings)
+        try:
+            st.session_state["scored_csv"] = _score_frame(frame, text_col, settings)
+        except TryItError as exc:
+            st.session_state.pop("scored_csv", None)
+            st.error("Could not score this file:")
+            st.text(str(exc))
     result = st.session_state.get("scored_csv")
     if result is not None:
         st.dataframe(result.head(200), hide_index=True)
@@ -242,28 +310,27 @@ def try_csv_ui(settings: DashboardSettings) -> None:
 def _score_frame(frame: pd.DataFrame, text_col: str, settings: DashboardSettings) -> pd.DataFrame:
     texts = frame[text_col].astype(str).tolist()
     progress = st.progress(0.0, text="Scoring…")
-    parts = []
-    for start in range(0, len(texts), scoring.PREDICT_CHUNK):
-        chunk = texts[start : start + scoring.PREDICT_CHUNK]
-        parts.append(scoring.score_texts(settings.worker_url, chunk, get_local_engine))
-        progress.progress(
-            min(1.0, (start + len(chunk)) / len(texts)), text=f"Scored {start + len(chunk):,} rows"
-        )
-    merged = scoring.Scored([p for s in parts for p in s.predictions], parts[-1].model, parts[-1].source)
-    return scoring.with_predictions(frame, text_col, merged)
+    parts: list[scoring.Scored] = []
+    done = 0
+    for chunk in scoring.chunks(texts):  # each within the worker's /predict count and byte limits
+        parts.append(score(settings, chunk))
+        done += len(chunk)
+        progress.progress(done / len(texts), text=f"Scored {done:,} rows")
+    return scoring.scored_upload(frame, scoring.merge(parts))
 
 
 def main() -> None:
     """Render the page (Streamlit runs this script top to bottom on every interaction)."""
     st.set_page_config(page_title="Sentistream", page_icon="📈", layout="wide")
     kafka, settings = KafkaSettings(), DashboardSettings()
-    feed = get_feed(kafka.model_dump_json() + settings.model_dump_json(), kafka, settings)
+    feed_key = kafka.model_dump_json() + settings.model_dump_json()
+    feed = get_feed(feed_key, kafka, settings)
     st.title("Sentistream: what the stream is saying")
     filters = filters_ui()
     live, try_it = st.tabs(["Live", "Try it"])
     with live:
         st.fragment(live_ui, run_every=settings.refresh_s)(feed, filters, kafka, settings)
-        st.fragment(word_clouds_ui, run_every=WORD_CLOUD_REFRESH_S)(feed, filters)
+        st.fragment(word_clouds_ui, run_every=WORD_CLOUD_REFRESH_S)(feed, feed_key, filters)
     with try_it:
         try_text_ui(settings)
         try_csv_ui(settings)

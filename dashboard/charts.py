@@ -7,29 +7,52 @@ word clouds are pictures.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 import altair as alt
 import pandas as pd
 
+from dashboard.feed import OTHER
+
 # Fixed colours so a label keeps its colour across charts, the table and page refreshes.
 LABEL_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 FALLBACK_COLOURS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+OTHER_COLOUR = "#bdbdbd"
+# Labels come from the topic: the charts draw the most frequent few, the rest as one "(other)".
+MAX_LABELS = len(LABEL_COLOURS) + len(FALLBACK_COLOURS)
+# Word clouds read the newest rows only and count a bounded vocabulary of bounded words, so a
+# stream of random tokens costs the same as a stream of real ones.
+MAX_CLOUD_ROWS = 5_000
+MAX_VOCABULARY = 20_000
+MAX_WORD_CHARS = 30
+MAX_CLOUD_TEXT_CHARS = 280  # a tweet's length: a 1,000-character text counts no more than one
 # Words every tweet has that say nothing about its sentiment.
 EXTRA_STOPWORDS = {"http", "https", "co", "t", "rt", "amp", "user", "s", "im", "u"}
 TOKEN = re.compile(r"[#@]?\w[\w']+")
 
 
 def label_colour(label: str, labels: list[str]) -> str:
-    """The colour of `label` (known sentiment names keep theirs; others take the next free one)."""
+    """The colour of `label` (known sentiment names keep theirs; others take the next free one).
+
+    Only the first MAX_LABELS of `labels` get a colour of their own; the rest share OTHER_COLOUR.
+    """
     if label.lower() in LABEL_COLOURS:
         return LABEL_COLOURS[label.lower()]
-    others = [name for name in labels if name.lower() not in LABEL_COLOURS]
-    return FALLBACK_COLOURS[others.index(label) % len(FALLBACK_COLOURS)] if label in others else "#000000"
+    others = [n for n in labels[:MAX_LABELS] if n.lower() not in LABEL_COLOURS and n != OTHER]
+    return FALLBACK_COLOURS[others.index(label) % len(FALLBACK_COLOURS)] if label in others else OTHER_COLOUR
+
+
+def cap_labels(rows: pd.DataFrame, max_labels: int = MAX_LABELS) -> pd.DataFrame:
+    """`rows` with every label but the `max_labels` most frequent renamed OTHER (for the charts)."""
+    top = rows["label"].value_counts().index[:max_labels]
+    if rows["label"].isin(top).all():
+        return rows
+    return rows.assign(label=rows["label"].where(rows["label"].isin(top), OTHER))
 
 
 def _colour_scale(labels: Iterable[str]) -> alt.Scale:
-    names = sorted(set(labels))
+    names = sorted(set(labels))[: MAX_LABELS + 1]
     return alt.Scale(domain=names, range=[label_colour(n, names) for n in names])
 
 
@@ -63,18 +86,33 @@ def confidence_chart(rows: pd.DataFrame) -> alt.Chart:
     )
 
 
-def word_frequencies(texts: Iterable[str], limit: int = 150) -> dict[str, int]:
-    """The most frequent words of `texts`, without stop words, links and mentions."""
+def word_frequencies_by_label(
+    texts: Iterable[str], labels: Iterable[str], wanted: Iterable[str], limit: int = 150
+) -> dict[str, dict[str, int]]:
+    """The most frequent words of each wanted label's texts, in one pass over a bounded vocabulary.
+
+    Each text counts up to MAX_CLOUD_TEXT_CHARS characters. Stop words, links, mentions, numbers
+    and words over MAX_WORD_CHARS are left out; once MAX_VOCABULARY distinct words are counted,
+    new words are ignored (known ones still count).
+    """
     from wordcloud import STOPWORDS
 
     stop = STOPWORDS | EXTRA_STOPWORDS
-    counts: dict[str, int] = {}
-    for text in texts:
-        for token in TOKEN.findall(text.lower()):
-            if token.startswith("@") or token in stop or token.isdigit():
+    counts: dict[str, Counter[str]] = {label: Counter() for label in wanted}
+    vocabulary: set[str] = set()
+    for text, label in zip(texts, labels, strict=True):
+        counter = counts.get(label)
+        if counter is None:
+            continue
+        for token in TOKEN.findall(text[:MAX_CLOUD_TEXT_CHARS].lower()):
+            if token.startswith("@") or token in stop or token.isdigit() or len(token) > MAX_WORD_CHARS:
                 continue
-            counts[token] = counts.get(token, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:limit])
+            if token not in vocabulary:
+                if len(vocabulary) >= MAX_VOCABULARY:
+                    continue
+                vocabulary.add(token)
+            counter[token] += 1
+    return {label: dict(counter.most_common(limit)) for label, counter in counts.items()}
 
 
 def word_cloud(frequencies: dict[str, int], colour: str):

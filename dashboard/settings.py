@@ -31,4 +31,11 @@ class DashboardSettings(BaseSettings):
     retry_s: float = Field(default=2.0, gt=0, description="seconds between attempts to reach the broker")
     upload_limit_mb: int = Field(default=10, ge=1, le=200, description="largest CSV upload, in MB")
     upload_max_rows: int = Field(default=20_000, ge=1, description="most rows of an uploaded CSV scored")
+    upload_max_columns: int = Field(default=100, ge=1, description="most columns an uploaded CSV may have")
+    upload_max_cells: int = Field(
+        default=1_000_000, ge=1, description="most cells (rows x columns) of an uploaded CSV kept"
+    )
+    upload_max_cell_chars: int = Field(
+        default=10_000, ge=10, description="characters kept per cell of an uploaded CSV (longer is cut)"
+    )
     max_text_chars: int = Field(default=1_000, ge=50, description="tweet text kept per event (longer is cut)")

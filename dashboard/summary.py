@@ -6,6 +6,7 @@ Pure pandas, no Streamlit: the app renders these numbers, the tests check them d
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -137,3 +138,8 @@ def latest(rows: pd.DataFrame, n: int = 50) -> pd.DataFrame:
             "user": out["user"],
         }
     ).reset_index(drop=True)
+
+
+def refresh_slot(period_s: float) -> int:
+    """Which `period_s`-long slot of the clock this is: viewers in the same slot share a drawing."""
+    return int(time.time() // period_s)

@@ -8,6 +8,8 @@ its own process session, and returns only when the broker answers a metadata req
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -87,6 +89,8 @@ class LocalBroker:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).expanduser().resolve()
         self.pid_file = self.data_dir / "broker.pid"
+        self.lock_file = self.data_dir / "broker.lock"
+        self.properties_file = self.data_dir / "server.properties"
         self.log_file = self.data_dir / "logs" / "server.log"
         self.console_file = self.data_dir / "logs" / "console.out"
 
@@ -106,20 +110,42 @@ class LocalBroker:
         return BrokerStatus(pid is not None, pid, self.address, self.data_dir, self.log_file)
 
     def start(self) -> tuple[bool, float]:
-        """Start the broker; returns (already_running, seconds it took to answer)."""
+        """Start the broker; returns (already_running, seconds it took to answer).
+
+        Holds the data dir's lock throughout, so a second `start` waits for the first and then
+        finds its broker running, instead of launching another that orphans one of them.
+        """
         began = time.monotonic()
-        if self._running_pid() is not None:
-            return True, 0.0
-        _require_tools()
-        self._refuse_busy_port()
-        classpath = resolve_classpath()
-        self._format_once(classpath)
-        process = self._launch(classpath)
-        self._wait_until_ready(process, began)
+        with self._locked():
+            if self._running_pid() is not None:
+                return True, 0.0
+            _require_tools()
+            self._refuse_busy_port()
+            classpath = resolve_classpath()
+            self._format_once(classpath)
+            process = self._launch(classpath)
+            self._wait_until_ready(process, began)
         return False, time.monotonic() - began
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after `timeout`); False if none ran."""
+        if not self.data_dir.is_dir():
+            return False
+        with self._locked():
+            return self._stop(timeout)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive `flock` on the data dir's lock file (released by the kernel if we die)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _stop(self, timeout: float) -> bool:
         pid = self._running_pid()
         if pid is None:
             return False
@@ -142,7 +168,8 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
             proc = psutil.Process(pid)
             cmdline = proc.cmdline()
-            ours = MAIN_CLASS in cmdline and str(self.data_dir) in " ".join(cmdline)
+            # Exact arguments: a broker of /data/kafka2 must not pass for the one of /data/kafka.
+            ours = MAIN_CLASS in cmdline and str(self.properties_file) in cmdline
             if ours and proc.status() != psutil.STATUS_ZOMBIE:
                 return pid
         except (FileNotFoundError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
@@ -190,9 +217,8 @@ class LocalBroker:
         )
 
     def _write_properties(self) -> Path:
-        path = self.data_dir / "server.properties"
-        path.write_text(self._properties(free_port()))
-        return path
+        self.properties_file.write_text(self._properties(free_port()))
+        return self.properties_file
 
     def _format_once(self, classpath: str) -> None:
         """Format the KRaft log dir the first time only; data then survives stop/start."""
@@ -253,7 +279,7 @@ class LocalBroker:
             if answers_metadata(self.address):
                 return
             time.sleep(0.25)
-        self.stop()
+        self._stop(30.0)  # the lock is already held by start()
         raise SentistreamError(
             f"the Kafka broker did not answer on {self.address} within {self.settings.start_timeout:.0f}s; "
             f"see {self.log_file}"

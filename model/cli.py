@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from model.predictions import with_predictions
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
@@ -78,7 +79,7 @@ def _score_csv(engine: Any, frame: Any, text_col: str, output: Path | None) -> N
             chunk = texts[start : start + CSV_CHUNK_ROWS]
             predictions.extend(engine.predict(chunk))
             bar.update(len(chunk))
-    scored = _with_predictions(frame, predictions, engine)
+    scored = with_predictions(frame, predictions, engine.labels, engine.name)
     scored.to_csv(output if output else sys.stdout, index=False)
     failed = sum(p.error is not None for p in predictions)
     where = output or "stdout"
@@ -86,19 +87,6 @@ def _score_csv(engine: Any, frame: Any, text_col: str, output: Path | None) -> N
         f"scored {len(predictions) - failed} of {len(predictions)} rows with {engine.name} -> {where}",
         file=sys.stderr,
     )
-
-
-def _with_predictions(frame: Any, predictions: Sequence[Any], engine: Any):  # -> pandas.DataFrame
-    # "predicted_" so a labelled input keeps its own `label` column next to the model's verdict.
-    scored = frame.copy()
-    scored["predicted_label"] = [p.label for p in predictions]
-    scored["predicted_score"] = [p.score for p in predictions]
-    for label in engine.labels:
-        scored[f"score_{label}"] = [p.scores.get(label) for p in predictions]
-    scored["truncated"] = [p.truncated for p in predictions]
-    scored["error"] = [p.error or "" for p in predictions]
-    scored["model"] = engine.name
-    return scored
 
 
 COMMANDS = {"predict": (add_arguments, run)}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.engines.batching import DEFAULT_BATCH_SIZE
@@ -15,6 +18,9 @@ if TYPE_CHECKING:
 
 # The flags every command that scores text offers (predict, worker); dtype stays env-only.
 MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_pass"]
+# First parts of huggingface.co paths that are site pages, never an organisation: `models/latest`
+# can only be a local directory.
+HUB_RESERVED = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "new", "collections"})
 
 
 class ModelSettings(BaseSettings):
@@ -46,6 +52,19 @@ class ModelSettings(BaseSettings):
         description="ONNX int8 on/off; unset: on a CPU when the export measured it keeps >= 99%% of labels",
     )
 
+    @field_validator("model")
+    @classmethod
+    def _local_path_exists(cls, value: str | None) -> str | None:
+        # Checked here, not at load time, so a typo fails in a second instead of asking the Hub.
+        if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
+            raise PydanticCustomError(
+                "model_not_found",
+                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); train "
+                "one there with `sentistream train --output {path}`, or pass an existing model directory",
+                {"path": value},
+            )
+        return value
+
     def load_engine(self, **kwargs: Any) -> Engine:
         """The engine these settings describe (imports the heavy libraries only now)."""
         from model.engines import load_engine
@@ -59,3 +78,23 @@ class ModelSettings(BaseSettings):
             dtype=self.dtype,
             **{"int8": self.int8, **kwargs},
         )
+
+
+def looks_like_local_path(ref: str) -> bool:
+    """True when `ref` can only mean a directory: `./x`, `/abs`, `~/x`, `models/latest`, `a/b/c`.
+
+    A bare name (`distilbert-base-uncased`) or a plausible `org/name` stays a Hub id, unless its
+    first part is a local directory or a huggingface.co page (`models/...`).
+    """
+    if ref.startswith((".", "/", "~")) or (os.altsep and os.altsep in ref) or "\\" in ref:
+        return True
+    if "/" not in ref:
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return True
+    first = ref.split("/", 1)[0]
+    return first.lower() in HUB_RESERVED or Path(first).is_dir()

@@ -8,9 +8,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+import regex
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+
+from model.cleaning import CleaningOptions, clean_text
+
+# Characters that draw nothing: controls, format characters (zero-width space/joiners, U+2060, the
+# BOM), every Unicode space, and the blank-looking letters spammers use to pass "non-empty" checks
+# (Hangul fillers U+115F/U+1160/U+3164/U+FFA0, braille blank U+2800, combining grapheme joiner,
+# Khmer inherent vowels, variation selectors).
+_INVISIBLE = regex.compile(
+    r"[\p{Cc}\p{Cf}\p{Z}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u2800\u3164"
+    r"\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]*+"
+)
+# What the model would read, with the project's one cleaner (tags and entities removed).
+_MARKUP_CHECK = CleaningOptions(strip_html=True, emoji="keep")
+_TWITTER_KEYS = frozenset({"data", "full_text", "extended_tweet", "id_str", "user", "author_id"})
+# v1.1 (and Sentiment140) times: "Wed Oct 10 20:19:24 +0000 2018".
+TWITTER_TIME = "%a %b %d %H:%M:%S %z %Y"
 
 
 def utcnow() -> datetime:
@@ -36,11 +53,27 @@ class Tweet(BaseModel):
     source: str | None = None
     true_label: str | None = Field(default=None, description="known label (replayed datasets)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_twitter_api(cls, data: Any) -> Any:
+        return from_twitter_api(data) if isinstance(data, dict) else data
+
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _usable_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is empty or whitespace only; send at least one visible character")
+        # Where the first visible character is (printable ASCII, most texts, skips the regex).
+        visible = 0 if "!" <= value[0] <= "~" else _INVISIBLE.match(value).end()
+        if visible == len(value):
+            raise ValueError(
+                "text is only invisible characters (zero-width, format or blank-looking); "
+                "send at least one visible character"
+            )
+        # Cleaning keeps every visible character outside tags and entities, so only a text whose
+        # first visible character opens one can be markup only (and pay for the cleaner).
+        if value[visible] in "<&" and _INVISIBLE.fullmatch(clean_text(value, _MARKUP_CHECK)):
+            raise ValueError("text is only HTML markup, nothing is left once tags are removed; send words")
         return value
 
     @field_validator("id", mode="before")
@@ -48,6 +81,74 @@ class Tweet(BaseModel):
     def _id_as_text(cls, value: object) -> object:
         # Numeric ids (as many tweet exports have) are accepted and carried as strings.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _twitter_time(cls, value: object) -> object:
+        if isinstance(value, str) and value[:1].isalpha():
+            try:
+                return datetime.strptime(value, TWITTER_TIME)
+            except ValueError:
+                raise ValueError(
+                    "not an ISO-8601 time nor Twitter's 'Wed Oct 10 20:19:24 +0000 2018'"
+                ) from None
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # a time without an offset is taken as UTC
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # year 1 at +01:00 has no UTC form; a ValueError becomes a dead letter
+            raise ValueError("time is out of range once converted to UTC") from None
+
+
+def from_twitter_api(data: dict[str, Any]) -> dict[str, Any]:
+    """A Twitter API v1.1 or v2 tweet mapped onto the `tweets` fields; other mappings unchanged.
+
+    v2 (`{"data": {...}, "includes": {...}}`) is unwrapped; `full_text` (v1.1 extended mode) is the
+    text; `id_str` is the id (exact, where a JSON number may have been rounded); a v1.1 `user`
+    object gives its `screen_name` as `user` and is carried whole as `user_profile`; a v2
+    `author_id` gives the author's username (from `includes.users`) or the id itself.
+    """
+    if _TWITTER_KEYS.isdisjoint(data):  # the `tweets` schema already: most messages
+        return data
+    inner = data.get("data")
+    if "text" not in data and isinstance(inner, dict) and "text" in inner:
+        data = {k: v for k, v in data.items() if k != "data"} | inner
+    data = dict(data)  # never change the caller's mapping
+    extended = data.get("extended_tweet")
+    if data.get("truncated") is True and isinstance(extended, dict) and "full_text" in extended:
+        data["text"] = extended["full_text"]
+    elif "text" not in data and "full_text" in data:
+        data["text"] = data.pop("full_text")
+    if isinstance(data.get("id_str"), str) and (data.get("id") is None or isinstance(data["id"], int)):
+        data["id"] = data["id_str"]
+    user = data.get("user")
+    if isinstance(user, dict):
+        data["user_profile"] = user
+        data["user"] = _text_or_none(user.get("screen_name") or user.get("username"))
+    elif user is None and isinstance(data.get("author_id"), str | int):
+        data["user"] = _author_name(data)
+    return data
+
+
+def _author_name(data: dict[str, Any]) -> str | None:
+    author = str(data["author_id"])
+    includes = data.get("includes")
+    users = includes.get("users") if isinstance(includes, dict) else None
+    for user in users if isinstance(users, list) else []:
+        if isinstance(user, dict) and str(user.get("id")) == author and isinstance(user.get("username"), str):
+            return user["username"]
+    return author
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class ScoredTweet(Tweet):
@@ -61,6 +162,13 @@ class ScoredTweet(Tweet):
     scored_at: datetime
     latency_ms: float = Field(description="broker timestamp of the input -> scoring, in ms")
     truncated: bool = Field(default=False, description="text was cut to the cleaning cap")
+
+    @field_validator("text")
+    @classmethod
+    def _usable_text(cls, value: str) -> str:
+        # Overrides the input check: the worker accepted this text, and cutting it to fit Kafka may
+        # leave a prefix that is blank; refusing the output then would lose the message.
+        return value
 
 
 Stage = Literal["decode", "validate", "inference"]

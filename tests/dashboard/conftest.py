@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -81,3 +82,123 @@ def stop_feeds_afterwards():
         feed = getattr(getattr(thread, "_target", None), "__self__", None)
         if thread.name == "dashboard-feed" and feed is not None:
             feed.stop(timeout=5)
+
+
+class WorkerStub:
+    """A real HTTP server answering GET /health and POST /predict as the worker does, limits included.
+
+    It labels a text "positive" when it contains "good", else "negative", and records every
+    /predict body it receives; `refuse` makes it answer (status, body) to every /predict instead.
+    """
+
+    def __init__(self, max_texts: int = 256, max_bytes: int = 1_048_576) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.max_texts, self.max_bytes = max_texts, max_bytes
+        self.bodies: list[bytes] = []
+        self.refuse: tuple[int, bytes] | None = None
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet: the test output is about the dashboard
+                pass
+
+            def do_GET(self) -> None:
+                self._answer(200, {"status": "ok", "model": "stub@1", "backend": "stub"})
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stub.bodies.append(body)
+                if stub.refuse:
+                    self._raw(*stub.refuse)
+                elif len(body) > stub.max_bytes:
+                    self._answer(413, {"error": f"body is {len(body)} bytes; send at most {stub.max_bytes}"})
+                elif len(texts := json.loads(body)["texts"]) > stub.max_texts:
+                    self._answer(
+                        413, {"error": f"{len(texts)} texts in one request; send at most {stub.max_texts}"}
+                    )
+                else:
+                    self._answer(200, {"model": "stub@1", "predictions": [stub.predict(t) for t in texts]})
+
+            def _answer(self, status: int, payload: dict) -> None:
+                self._raw(status, json.dumps(payload).encode())
+
+            def _raw(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: bound here, no race
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def predict(text: str) -> dict:
+        label = "positive" if "good" in text.lower() else "negative"
+        scores = (
+            {"negative": 0.2, "positive": 0.8} if label == "positive" else {"negative": 0.7, "positive": 0.3}
+        )
+        return {"label": label, "score": scores[label], "scores": scores, "truncated": False}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def worker_stub():
+    stub = WorkerStub()
+    yield stub
+    stub.close()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target`; `close()` makes the address refuse connections.
+
+    Kafka clients bootstrap through it, then read from the broker's advertised address; the
+    dashboard's liveness check dials the bootstrap address, so closing the proxy is a lost broker.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        import socket
+
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

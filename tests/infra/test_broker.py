@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
+import time
 
 import psutil
 import pytest
@@ -56,7 +59,7 @@ def _java_pids(data_dir) -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"]
         and "kafka.Kafka" in p.info["cmdline"]
-        and str(data_dir) in " ".join(p.info["cmdline"])
+        and str(data_dir / "server.properties") in p.info["cmdline"]
     ]
 
 
@@ -96,16 +99,81 @@ def test_status_reports_stopped_broker(tmp_path, capsys):
     assert "stopped" in out and str(tmp_path) in out and "server.log" in out
 
 
+SQUATTER = """
+import socket, sys
+with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    print(server.getsockname()[1], flush=True)
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"still mine " + conn.recv(16))
+"""
+
+
+def _ask(port: int, word: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(word)
+        return conn.recv(64)
+
+
 def test_port_in_use_by_a_foreign_process_is_refused_not_killed(tmp_path):
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
+    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(squatter.stdout.readline())
         broker = LocalBroker(BrokerSettings(port=port, data_dir=tmp_path))
         with pytest.raises(UsageError, match=f"port {port} .*--port"):
             broker.start()
-        # The foreign listener is still alive and still ours.
-        assert squatter.fileno() != -1
+        # The foreign process is alive, still owns the port, and still answers on it.
+        assert squatter.poll() is None
+        assert _ask(port, b"ping") == b"still mine ping"
+        assert not broker.pid_file.exists()
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def test_pid_check_matches_the_exact_data_dir_not_a_prefix(tmp_path):
+    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka"))
+    # A broker of the neighbouring data dir `kafka2`: its arguments contain `.../kafka` as a prefix.
+    neighbour = tmp_path / "kafka2" / "server.properties"
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", broker_mod.MAIN_CLASS, str(neighbour)]
+    )
+    try:
+        broker.data_dir.mkdir()
+        broker.pid_file.write_text(f"{other.pid}\n")
+        assert broker.status().running is False
+        assert broker.stop() is False
+        assert other.poll() is None  # never signalled: it is not ours
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.slow
+def test_two_concurrent_starts_leave_one_broker_that_stop_stops(tmp_path):
+    data_dir = tmp_path / "kafka"
+    cmd = [sys.executable, "-m", "sentistream.cli", "kafka", "start", "--port", str(free_port())]
+    cmd += ["--data-dir", str(data_dir)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The second start begins while the first is still formatting and launching.
+        while not data_dir.exists() and first.poll() is None:
+            time.sleep(0.01)
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        outputs = [p.communicate(timeout=240)[0] for p in (first, second)]
+        assert [first.returncode, second.returncode] == [0, 0], outputs
+        assert sorted("already running" in out for out in outputs) == [False, True], outputs
+        pids = _java_pids(data_dir)
+        assert (
+            len(pids) == 1
+            and broker_mod.LocalBroker(BrokerSettings(data_dir=data_dir)).status().pid == pids[0]
+        )
+    finally:
+        LocalBroker(BrokerSettings(data_dir=data_dir)).stop()
+    assert _java_pids(data_dir) == []
 
 
 def test_stale_pid_file_is_detected_and_cleared(tmp_path):
