@@ -205,7 +205,7 @@ def test_a_lost_broker_shows_the_banner_and_keeps_the_last_data(monkeypatch, bro
 
 def test_lag_kpi_counts_what_the_worker_group_has_not_committed(app_env, broker_url, monkeypatch):
     group = f"workers-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_GROUP", group)
+    monkeypatch.setenv("SENTISTREAM_GROUP_ID", group)
     monkeypatch.setenv("SENTISTREAM_DASHBOARD_RETRY_S", "0.3")
     source = app_env["SENTISTREAM_TOPIC"]
     produce(broker_url, source, [Tweet(text=f"t{i}", id=str(i)) for i in range(10)])
