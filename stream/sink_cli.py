@@ -1,0 +1,36 @@
+"""`sentistream sink --output DIR`: write `tweets-scored` to hourly Parquet files, exactly once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from sentistream.settings import add_settings_arguments, settings_from_args
+
+HELP = "write the scored topic to hourly Parquet files (exactly once, resumable)"
+KAFKA_FIELDS = ("broker", "scored_topic", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile")  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--output DIR`, the broker and topic flags, and how often to write."""
+    from stream.settings import KafkaSettings
+    from stream.sink import SinkSettings
+
+    add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
+    add_settings_arguments(parser, SinkSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Consume and write until SIGTERM; the buffered rows are written before exit."""
+    from stream.settings import KafkaSettings
+    from stream.sink import SinkSettings, run_sink
+
+    kafka = settings_from_args(KafkaSettings, args)
+    settings = settings_from_args(SinkSettings, args)
+    if not getattr(args, "verbose", False):
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    return asyncio.run(run_sink(kafka, settings))
+
+
+COMMANDS = {"sink": (HELP, add_arguments, run)}
