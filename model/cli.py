@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", type=Path, help="where to write the scored CSV (default: stdout)")
     parser.add_argument("--explain", action="store_true", help="show each word's weight towards the label")
-    parser.add_argument("--json", action="store_true", help="with --explain: one JSON object per text and line")
+    parser.add_argument(
+        "--json", action="store_true", help="with --explain: one JSON object per text and line"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -57,11 +58,18 @@ class SinkSettings(BaseSettings):
 
     output: Path = Field(description="directory of the Parquet files")
     group_id: str = Field(
-        default="sentistream-sink", description="consumer group (for lag monitoring only; offsets come from the files)"
+        default="sentistream-sink",
+        description="consumer group (for lag monitoring only; offsets come from the files)",
     )
-    flush_rows: int = Field(default=50_000, ge=1, description="write a partition's file once it buffers this many rows")
-    flush_interval_s: float = Field(default=60.0, gt=0, description="write buffered rows at least this often, seconds")
-    startup_timeout_s: float = Field(default=10.0, gt=0, description="seconds to wait for the broker at start")
+    flush_rows: int = Field(
+        default=50_000, ge=1, description="write a partition's file once it buffers this many rows"
+    )
+    flush_interval_s: float = Field(
+        default=60.0, gt=0, description="write buffered rows at least this often, seconds"
+    )
+    startup_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds to wait for the broker at start"
+    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,9 @@ def to_row(record) -> dict:
     except ValidationError as exc:
         first = exc.errors()[0]
         reason = f"not a scored event: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}"
-        log.warning("%s[%d]@%d: %s (kept with error set)", record.topic, record.partition, record.offset, reason)
+        log.warning(
+            "%s[%d]@%d: %s (kept with error set)", record.topic, record.partition, record.offset, reason
+        )
         text = value.decode("utf-8", errors="replace")
         row_id = key.decode("utf-8", errors="replace") if key else None
         return {**base, "id": row_id, "text": text, "error": reason, "scored_at": kafka_ts}
@@ -291,7 +301,9 @@ class ParquetSink:
         try:
             await self.consumer.commit({TopicPartition(self.topic, partition): offset})
         except KafkaError as exc:
-            log.info("could not commit %s[%d]@%d to the group (%r); harmless", self.topic, partition, offset, exc)
+            log.info(
+                "could not commit %s[%d]@%d to the group (%r); harmless", self.topic, partition, offset, exc
+            )
 
     async def on_assigned(self, assigned) -> None:
         """Seek each new partition to the offset after its last complete batch in the files."""

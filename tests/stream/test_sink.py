@@ -41,7 +41,12 @@ def scored_value(i: int, minutes: float = 0.0) -> bytes:
 def record(i: int, offset: int, value: bytes, partition: int = 0) -> SimpleNamespace:
     """What aiokafka hands the sink for one message."""
     return SimpleNamespace(
-        topic="t", partition=partition, offset=offset, timestamp=1_700_000_000_000, key=f"e-{i}".encode(), value=value
+        topic="t",
+        partition=partition,
+        offset=offset,
+        timestamp=1_700_000_000_000,
+        key=f"e-{i}".encode(),
+        value=value,
     )
 
 
@@ -80,7 +85,9 @@ def read_ids(output: Path) -> list[str]:
 
     if not any(output.rglob("*.parquet")):
         return []
-    return ds.dataset(output, format="parquet", partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
+    return (
+        ds.dataset(output, format="parquet", partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
+    )
 
 
 def count_rows(output: Path) -> int:
@@ -119,7 +126,9 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen, lo
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(broker_url, topic_name, tmp_path) -> None:
+def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(
+    broker_url, topic_name, tmp_path
+) -> None:
     total = 50_000
     create_topics(broker_url, [topic_name], partitions=2)
     # scored_at spans three hours, so batches are split into several files (several renames each).
