@@ -9,6 +9,8 @@ which never interprets markup.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,9 +130,11 @@ def share_chart(shares: pd.DataFrame):  # -> altair.Chart
     )
 
 
-def history_ui(output: Path | None) -> None:
-    """The History tab: range picker, share over time, top hashtags per label, search."""
+def history_ui(output: Path | None, alerts: Sequence = ()) -> None:
+    """The History tab: range picker, share over time (with `alerts` as markers), top hashtags, search."""
     import streamlit as st
+
+    from dashboard.alerts import with_alert_markers
 
     if output is None or not History(output).has_files():
         where = output or "DIR"
@@ -149,7 +153,9 @@ def history_ui(output: Path | None) -> None:
         st.info("No events in this range; pick a longer one.")
         return
     st.subheader("Sentiment over time")
-    st.altair_chart(share_chart(history.share_over_time(span)), use_container_width=True)
+    in_span = [a for a in alerts if span.since <= a.since < span.until]
+    chart = with_alert_markers(share_chart(history.share_over_time(span)), in_span)
+    st.altair_chart(chart, use_container_width=True)
     hashtags_ui(history, span)
     search_ui(history, span)
 
@@ -168,7 +174,7 @@ def hashtags_ui(history: History, span: Span) -> None:
         column.dataframe(
             tags.loc[tags["label"] == label, ["hashtag", "count"]], hide_index=True, use_container_width=True
         )
-        column.caption(_plain(label))
+        column.caption(plain_name(label))
 
 
 def search_ui(history: History, span: Span) -> None:
@@ -184,8 +190,6 @@ def search_ui(history: History, span: Span) -> None:
     st.dataframe(found, hide_index=True, use_container_width=True)
 
 
-def _plain(name: object) -> str:
-    """A label reduced to characters no markdown can be made of (labels come from the topic)."""
-    import re
-
+def plain_name(name: object) -> str:
+    """A name from a topic (label, model) reduced to characters no markdown or HTML can be made of."""
     return re.sub(r"[^\w\-.@/: ]", "", str(name))[:80] or "?"
