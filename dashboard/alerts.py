@@ -103,6 +103,25 @@ async def _assign_tail(consumer, topic: str, keep: int) -> list:
     return partitions
 
 
+def shared_alert_feed(kafka: KafkaSettings) -> AlertFeed:
+    """The one alert feed of this server process (cached like the page's main feed)."""
+    import streamlit as st
+
+    @st.cache_resource(show_spinner=False)
+    def _feed(key: str, _kafka: KafkaSettings, topic: str) -> AlertFeed:
+        return AlertFeed(_kafka, topic).start()
+
+    from stream.monitor import MonitorSettings
+
+    topic = MonitorSettings().alerts_topic  # SENTISTREAM_MONITOR_ALERTS_TOPIC, the monitor's own setting
+    return _feed(kafka.model_dump_json() + topic, kafka, topic)
+
+
+def live_banner_ui(kafka: KafkaSettings) -> None:
+    """The banner as app.py calls it (inside the live fragment, so it appears without a reload)."""
+    alert_banner_ui(shared_alert_feed(kafka).recent())
+
+
 # ---- rendering -----------------------------------------------------------------------------------
 
 

@@ -83,6 +83,18 @@ def explanation_ui(explanation: dict) -> None:
     st.dataframe(styled, hide_index=True, use_container_width=True)
 
 
+def try_it_ui(worker_url: str, local_engine: Callable[[], object]) -> None:
+    """'Explain' for the text of the 'Try it' box (`try_text`), as app.py calls it after try_text_ui."""
+    import streamlit as st
+
+    from model.settings import ModelSettings
+
+    def local(texts: Sequence[str]) -> dict:
+        return explain_locally(local_engine(), ModelSettings().model, texts)
+
+    explain_ui(worker_url, st.session_state.get("try_text") or "", local)
+
+
 def explain_ui(worker_url: str, text: str, local: Callable[[Sequence[str]], dict]) -> None:
     """An 'Explain' button under 'Try it': why the model chose its label for `text`."""
     import streamlit as st

@@ -16,10 +16,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
 DEFAULT_RANGE = "last 24 hours"
 SEARCH_LIMIT = 200
+
+
+class HistorySettings(BaseSettings):
+    """Where the History tab finds the sink's files (env prefix SENTISTREAM_DASHBOARD_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DASHBOARD_", frozen=True, extra="ignore")
+
+    history_dir: Path | None = Field(
+        default=None, description="the folder `sentistream sink --output` writes"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,13 @@ def share_chart(shares: pd.DataFrame):  # -> altair.Chart
         )
         .properties(height=260)
     )
+
+
+def history_tab_ui(kafka) -> None:
+    """The whole tab as app.py calls it: settings from the environment, alerts from the alert feed."""
+    from dashboard.alerts import shared_alert_feed
+
+    history_ui(HistorySettings().history_dir, shared_alert_feed(kafka).recent())
 
 
 def history_ui(output: Path | None, alerts: Sequence = ()) -> None:
