@@ -190,10 +190,9 @@ def hashtags_ui(history: History, span: Span) -> None:
         return
     labels = sorted(tags["label"].unique())[:4]
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
-        column.dataframe(
-            tags.loc[tags["label"] == label, ["hashtag", "count"]], hide_index=True, use_container_width=True
-        )
         column.caption(plain_name(label))
+        frame = tags.loc[tags["label"] == label, ["hashtag", "count"]]
+        column.dataframe(frame, hide_index=True, use_container_width=True)
 
 
 def search_ui(history: History, span: Span) -> None:
