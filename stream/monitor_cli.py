@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(MonitorSettings, args)
+    if not getattr(args, "verbose", False):
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # until Faust configures logging
     partitions = asyncio.run(prepare_topics(kafka, settings))
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the broker answered: its warnings matter now
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-monitor-") as datadir:
         app, _ = create_monitor(kafka, settings, partitions, Path(datadir))

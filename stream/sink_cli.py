@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(SinkSettings, args)
     if not getattr(args, "verbose", False):
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one-line error says it better
     return asyncio.run(run_sink(kafka, settings))
 
 

@@ -125,6 +125,7 @@ def test_weights_of_cleaned_pieces_land_on_the_input_words() -> None:
     assert [round(t.weight, 3) for t in weights] == [0.1, 0.5, 0.0, 0.2, 0.2]
 
 
+@pytest.mark.slow
 def test_predict_explain_json_is_one_object_per_text(trained_bundle: Path) -> None:
     texts = ["my new phone wonderful", "awful week"]
     done = subprocess.run(
