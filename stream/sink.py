@@ -111,11 +111,14 @@ def resume_offsets(output: Path, topic: str, partitions: Iterable[int] | None = 
     owned = None if partitions is None else set(partitions)
     batches: dict[tuple[int, int, int], list[tuple[Path, FileName]]] = defaultdict(list)
     for path in output.rglob("*"):
-        if path.name.startswith(_TMP_PREFIX) and path.is_file():
-            path.unlink(missing_ok=True)
-            continue
-        name = parse_file_name(path.name)
-        if name and name.topic == topic and (owned is None or name.partition in owned):
+        temporary = path.name.startswith(_TMP_PREFIX)
+        # A temporary file is named _TMP_PREFIX + 32 hex digits + "-" + the final name.
+        name = parse_file_name(path.name[len(_TMP_PREFIX) + 33 :] if temporary else path.name)
+        if not name or name.topic != topic or (owned is not None and name.partition not in owned):
+            continue  # not ours: another topic, or a partition another sink replica writes
+        if temporary:
+            path.unlink(missing_ok=True)  # a write the crash interrupted before its rename
+        else:
             batches[name.batch].append((path, name))
     resume: dict[int, int] = {}
     for (partition, _, last), files in sorted(batches.items()):
@@ -240,6 +243,8 @@ class ParquetSink:
         self.buffers: dict[int, _Buffer] = defaultdict(_Buffer)
         self.rows_written = 0
         self.consumer = None
+        # One write at a time: a revocation waits for the write in flight before the partition moves.
+        self._writing = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and write until `stop` is set, then write what is buffered."""
@@ -290,7 +295,8 @@ class ParquetSink:
             if due_only and not (full or old):
                 continue
             rows, buffer.rows = buffer.rows, []
-            await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
+            async with self._writing:
+                await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
             self.rows_written += len(rows)
             log.info("%s[%d]: wrote offsets %d..%d (%d rows)", self.topic, partition,
                      rows[0]["kafka_offset"], rows[-1]["kafka_offset"], len(rows))  # fmt: skip

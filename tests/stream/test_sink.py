@@ -74,10 +74,14 @@ def test_a_batch_cut_short_by_a_crash_is_deleted_and_read_again(tmp_path: Path) 
     second = write_batch(tmp_path, "t", 0, later)
     assert len(second) == 2
     second[1].unlink()  # the crash came between the two renames of the second batch
-    (tmp_path / ".inprogress-x-t+0+1+2+1of1.parquet").write_bytes(b"half a file")
-    assert resume_offsets(tmp_path, "t") == {0: 103}  # back to the end of the first batch
+    (tmp_path / f".inprogress-{'a' * 32}-t+0+1+2+1of1.parquet").write_bytes(b"half a file")
+    other = tmp_path / f".inprogress-{'b' * 32}-t+1+5+9+1of1.parquet"  # partition 1: not ours below
+    other.write_bytes(b"another replica's write")
+    assert resume_offsets(tmp_path, "t", partitions=[0]) == {0: 103}  # back to the end of the first batch
     assert not second[0].exists()
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(p.name for p in first)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [other.name, *(p.name for p in first)]
+    )
 
 
 def read_ids(output: Path) -> list[str]:
