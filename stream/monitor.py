@@ -46,7 +46,7 @@ from stream.events import ScoredTweet, SentimentStats
 
 log = logging.getLogger(__name__)
 
-TOTAL = "__events__"  # table key of a window's event count
+MAX_LABELS = 64  # distinct labels the monitor tracks
 
 
 class MonitorSettings(BaseSettings):
@@ -317,7 +317,7 @@ class Examples:
         """Remember `event` (the oldest of its label is forgotten)."""
         if self.per_label == 0:
             return
-        if event.label not in self.by_label and len(self.by_label) >= 64:
+        if event.label not in self.by_label and len(self.by_label) >= MAX_LABELS:
             return  # labels come from the topic: bound how many distinct ones are kept
         queue = self.by_label.setdefault(event.label, deque(maxlen=self.per_label))
         queue.append(Example(id=event.id, text=event.text[:500], label=event.label))
@@ -388,7 +388,7 @@ class Monitor:
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
         self.last_stats_at = time.time()
         self.stalled = False
-        self.published: list[SentimentAlert] = []
+        self.published = 0
 
     async def consume_stats(self, stream) -> None:
         """Agent body: merge each stats event into the table, then evaluate the windows it completes."""
@@ -416,6 +416,8 @@ class Monitor:
             return
         self.at = stats.window_start.timestamp() + self.settings.window_s / 2
         for label, count in stats.counts.items():
+            if label not in self.labels and len(self.labels) >= MAX_LABELS:
+                continue  # labels come from the topic: a misbehaving producer must not grow them forever
             self.labels.add(label)
             self.table[label] += count
         for index in self.clock.complete(max_gap=self.settings.baseline_windows):
@@ -438,7 +440,7 @@ class Monitor:
     async def publish(self, alert: SentimentAlert) -> None:
         """Send `alert` to the alerts topic and count it."""
         log.warning("ALERT %s: %s", alert.kind, alert.summary)
-        self.published.append(alert)
+        self.published += 1
         self.metrics.alerts.labels(alert.kind).inc()
         await self.app.producer.send_and_wait(
             self.settings.alerts_topic,
@@ -527,7 +529,7 @@ def _register_views(app, monitor: Monitor) -> None:
     class Health(View):
         async def get(self, request):
             ready = app.sentistream_assigned and not app.rebalancing
-            body = {"status": "ready" if ready else "starting", "alerts": len(monitor.published)}
+            body = {"status": "ready" if ready else "starting", "alerts": monitor.published}
             return self.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
