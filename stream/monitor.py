@@ -24,7 +24,9 @@ their counts per label. Window W is complete once a stats event for window W + `
 arrives (every worker closes windows on the same clock, so by then all have published W). Empty
 windows between complete ones count as zero events. If no stats arrive for `stall_after_s`, a
 `stalled` alert says the stream (or every worker) stopped. One replica: the app holds all
-partitions of the stats topic.
+partitions of the stats topic. After a restart the table's open windows come back from its
+changelog, but the baseline is rebuilt from the windows that follow (`min_baseline_windows`
+before the first alert can fire).
 """
 
 from __future__ import annotations
