@@ -16,7 +16,7 @@ from importlib.resources import files
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, scoring, summary
+from dashboard import alerts, charts, explanations, history, scoring, summary
 from dashboard.feed import Feed, Snapshot
 from dashboard.settings import DashboardSettings
 from sentistream.errors import SentistreamError
@@ -202,6 +202,7 @@ def latest_ui(rows: pd.DataFrame, labels: list[str]) -> None:
 def live_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings, settings: DashboardSettings) -> None:
     """Everything that changes every second."""
     snapshot = feed.snapshot()
+    alerts.live_banner_ui(kafka)
     status_ui(snapshot, kafka, settings)
     model_ui(snapshot, settings)
     rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
@@ -327,13 +328,16 @@ def main() -> None:
     feed = get_feed(feed_key, kafka, settings)
     st.title("Sentistream: what the stream is saying")
     filters = filters_ui()
-    live, try_it = st.tabs(["Live", "Try it"])
+    live, try_it, past = st.tabs(["Live", "Try it", "History"])
     with live:
         st.fragment(live_ui, run_every=settings.refresh_s)(feed, filters, kafka, settings)
         st.fragment(word_clouds_ui, run_every=WORD_CLOUD_REFRESH_S)(feed, feed_key, filters)
     with try_it:
         try_text_ui(settings)
+        explanations.try_it_ui(settings.worker_url, local_engine)
         try_csv_ui(settings)
+    with past:
+        history.history_tab_ui(kafka)
 
 
 if __name__ == "__main__":

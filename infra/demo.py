@@ -172,6 +172,14 @@ class Demo:
         sample = files("stream") / "data" / "sample_tweets.csv"
         replay = ["replay", str(sample), "--loop", "--rate", str(self.settings.rate), "--broker", broker_url]
         self._spawn("replay", replay)
+        # History and shift alerts: the sink writes the scored topic to Parquet (flushed every 10 s so a
+        # newcomer sees history within seconds), the monitor watches sentiment-stats.
+        history = self.log_dir.parent / "history"
+        self._spawn(
+            "sink", ["sink", "--output", str(history), "--broker", broker_url, "--flush-interval-s", "10"]
+        )
+        self._spawn("monitor", ["monitor", "--broker", broker_url, "--from-beginning"])
+        os.environ["SENTISTREAM_DASHBOARD_HISTORY_DIR"] = str(history)  # the dashboard child inherits it
         port = str(self.plan.dashboard_port)
         self._spawn(
             "dashboard", ["dashboard", "--port", port, "--broker", broker_url, "--worker-url", worker_url]

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--text-col", default="text", help="column of --input holding the text (default: text)"
     )
     parser.add_argument("--output", type=Path, help="where to write the scored CSV (default: stdout)")
+    parser.add_argument("--explain", action="store_true", help="show each word's weight towards the label")
+    parser.add_argument(
+        "--json", action="store_true", help="with --explain: one JSON object per text and line"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to score as arguments, or one --input file.csv (not both)")
     settings = settings_from_args(ModelSettings, args)
+    if args.explain:
+        from model.explain import run_explain
+
+        return run_explain(args.texts, settings, args.json, csv_input=args.input)
     frame = _read_csv(args.input, args.text_col) if args.input else None
     engine = settings.load_engine()
     try:

@@ -15,7 +15,7 @@ from sentistream.settings import settings_from_args
 from stream.produce_cli import connection_settings
 from stream.settings import KafkaSettings
 
-KAFKA_COMMANDS = ["worker", "produce", "replay", "dashboard"]
+KAFKA_COMMANDS = ["worker", "produce", "replay", "dashboard", "sink", "monitor"]
 CONNECTION = {
     "--broker",
     "--security-protocol",

@@ -1,0 +1,90 @@
+"""POST /explain on the worker: word weights for a few texts, off the stream's inference path.
+
+Bounded like /predict (the same body limit, at most `ExplainSettings.max_texts` texts, and at most
+`MAX_WAITING` requests queued), and run on a thread of its own with a model of its own (loaded on
+the first request), so explanations never wait behind, or hold up, the scoring of the stream.
+
+Register it with one line after `create_app` (stream/cli.py):
+    register_explain_view(app, scorer, settings_from_args(ModelSettings, args))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from model.explain import Explainer, ExplainSettings, explainer_for
+from stream.web import HttpError, parse_predict, read_body
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING = 4  # requests beyond this many in flight get 429 at once
+
+
+class ExplainService:
+    """Loads the explainer on first use and runs every explanation on its own thread."""
+
+    def __init__(self, engine, model_settings, settings: ExplainSettings | None = None) -> None:
+        # `engine`: the worker's, read only for its backend and device; never called from here.
+        self.engine, self.model_settings = engine, model_settings
+        self.settings = settings or ExplainSettings()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+        self.explainer: Explainer | None = None
+        self.in_flight = 0
+
+    def _load(self) -> Explainer:
+        if self.explainer is None:
+            own = self.engine
+            if self.engine.backend != "torch":
+                own = (
+                    self.model_settings.load_engine()
+                )  # occlusion calls it: a second engine, not the stream's
+            self.explainer = explainer_for(own, self.model_settings.model, self.settings)
+            log.info("explanations by %s for %s", self.explainer.method, self.engine.name)
+        return self.explainer
+
+    def _explain(self, texts: list[str]) -> dict:
+        explainer = self._load()
+        return {
+            "model": self.engine.name,
+            "method": explainer.method,
+            "explanations": [e.to_json() for e in explainer.explain(texts)],
+        }
+
+    async def answer(self, body: bytes) -> dict:
+        """The JSON answer for a request body, or HttpError."""
+        texts = parse_predict(body, self.settings.max_texts)
+        if self.in_flight >= MAX_WAITING:
+            raise HttpError(429, f"{self.in_flight} explanations in progress; retry in a few seconds")
+        self.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._explain, texts)
+        finally:
+            self.in_flight -= 1
+
+    def close(self) -> None:
+        """Stop the thread and drop the model."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.explainer is not None:
+            self.explainer.close()
+
+
+def register_explain_view(
+    app, scorer, model_settings, settings: ExplainSettings | None = None
+) -> ExplainService:
+    """Add POST /explain to `app` (a faust.App) next to /predict."""
+    from faust.web import View
+
+    service = ExplainService(scorer.engine, model_settings, settings)
+    limit = scorer.settings.max_predict_bytes
+
+    @app.page("/explain")
+    class Explain(View):
+        async def post(self, request):
+            try:
+                return self.json(await service.answer(await read_body(request, limit)))
+            except HttpError as exc:
+                return self.json({"error": exc.error}, status=exc.status)
+
+    return service

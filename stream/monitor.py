@@ -1,0 +1,540 @@
+"""Shift alerts: merge every worker's windows from `sentiment-stats`, compare each closed window with
+a rolling baseline, publish a `SentimentAlert` to `sentiment-alerts` when the mix or volume moves.
+
+Method: a z-score against the rolling baseline, not CUSUM. Why:
+- A label's share in a window of n events is a binomial proportion, so its noise is known:
+  sd = sqrt(p0 (1 - p0) / n) around the baseline share p0. z = (p - p0) / sd is therefore a
+  number of standard errors that already accounts for volume: 60% of 20 events is weak evidence,
+  60% of 2,000 is overwhelming. Thresholds read in sigmas, the same at any traffic level.
+- The question is "when should someone look": a sudden shift (a news event, an outage) must be
+  reported in the window it appears. A z-score does that; CUSUM accumulates evidence over windows,
+  which finds slow drifts but reports sudden jumps later, and its state needs resetting rules.
+- A minimum absolute change (`min_share_change`) keeps huge volumes from alerting on shifts of a
+  fraction of a point that are significant but uninteresting.
+Volume uses the same idea with the baseline windows' mean and standard deviation (floored at the
+Poisson sqrt(mean), so a very regular baseline does not make every wobble significant).
+
+One alert per episode: an alert is raised when a window first crosses the threshold and the
+episode stays open (no further alerts) until every label is back within half the threshold
+(hysteresis). The baseline is rolling (the last `baseline_windows` windows, shifted ones
+included), so a lasting shift becomes the new normal and closes its episode by itself.
+
+Windows: workers publish each closed window once, named by worker; the Faust windowed table sums
+their counts per label. Window W is complete once a stats event for window W + `grace_windows`
+arrives (every worker closes windows on the same clock, so by then all have published W). Empty
+windows between complete ones count as zero events. If no stats arrive for `stall_after_s`, a
+`stalled` alert says the stream (or every worker) stopped. One replica: the app holds all
+partitions of the stats topic. After a restart the table's open windows come back from its
+changelog, but the baseline is rebuilt from the windows that follow (`min_baseline_windows`
+before the first alert can fire).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.events import ScoredTweet, SentimentStats
+
+log = logging.getLogger(__name__)
+
+MAX_LABELS = 64  # distinct labels the monitor tracks
+
+
+class MonitorSettings(BaseSettings):
+    """How the monitor windows and when it alerts (`sentistream monitor`; env prefix SENTISTREAM_MONITOR_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_MONITOR_", frozen=True)
+
+    app_id: str = Field(
+        default="sentistream-monitor", description="Faust app id (consumer group, table topics)"
+    )
+    alerts_topic: str = Field(default="sentiment-alerts", description="topic the alerts go to")
+    window_s: float = Field(
+        default=10.0, gt=0, description="window size; must equal the workers' stats window"
+    )
+    baseline_windows: int = Field(default=30, ge=3, description="windows in the rolling baseline")
+    min_baseline_windows: int = Field(
+        default=6, ge=2, description="windows of history needed before alerting"
+    )
+    grace_windows: int = Field(
+        default=1, ge=1, description="a window is complete once stats this many windows later arrive"
+    )
+    z_threshold: float = Field(
+        default=4.0, gt=0, description="share shift alert: |z| of a label's share at least this"
+    )
+    min_share_change: float = Field(
+        default=0.10, ge=0, le=1, description="share shift alert: and its share moved at least this much"
+    )
+    min_window_events: int = Field(
+        default=20, ge=1, description="windows with fewer events are not checked for share shifts"
+    )
+    volume_z_threshold: float = Field(
+        default=4.0, gt=0, description="volume alert: |z| of the event count at least this"
+    )
+    min_volume_change: float = Field(
+        default=0.5, ge=0, description="volume alert: and the count moved at least this fraction"
+    )
+    stall_after_s: float = Field(
+        default=60.0, gt=0, description="stalled alert when no stats arrive for this long"
+    )
+    examples: int = Field(
+        default=3, ge=0, description="example tweets per label kept for alerts (0: do not read tweets-scored)"
+    )
+    web_port: int = Field(
+        default=6067, ge=1, le=65535, description="port of the monitor's /health and /metrics"
+    )
+    web_host: str = Field(
+        default="127.0.0.1", description="interface the web views bind (0.0.0.0 in containers)"
+    )
+    from_beginning: bool = Field(
+        default=False, description="on first start, read the stats topic from its beginning"
+    )
+
+
+# ---- the alert event ---------------------------------------------------------------------------
+
+
+class Change(BaseModel):
+    """One quantity that moved: a label's share, or the event count ("volume")."""
+
+    what: str = Field(description="the label whose share moved, or 'volume'")
+    baseline: float = Field(description="its rolling-baseline value (share 0..1, or events per window)")
+    value: float = Field(description="its value in the window that raised the alert")
+    change: float = Field(description="value - baseline")
+    z: float = Field(description="standard errors away from the baseline")
+
+
+class Example(BaseModel):
+    """A recent scored tweet with the label that moved."""
+
+    id: str
+    text: str
+    label: str
+
+
+class SentimentAlert(BaseModel):
+    """One event on `sentiment-alerts` per shift episode: what moved, how much, since when."""
+
+    alert_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    kind: Literal["share", "volume", "stalled"]
+    since: datetime = Field(description="start of the first window of the shift")
+    window_start: datetime
+    window_end: datetime
+    events: int = Field(description="events in the window that raised it")
+    changes: list[Change]
+    summary: str = Field(description="one line a person can read")
+    examples: list[Example] = Field(default_factory=list)
+    raised_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+# ---- detection (pure: no Kafka, no clock) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """A complete window, merged over workers."""
+
+    start: datetime
+    end: datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Events in the window."""
+        return sum(self.counts.values())
+
+
+@dataclass
+class Scores:
+    """What the last window looked like against the baseline (also exported as metrics)."""
+
+    shares: dict[str, float]
+    baselines: dict[str, float]
+    z: dict[str, float]
+    volume_z: float
+    events: int
+
+
+class ShiftDetector:
+    """Feeds complete windows in time order; returns the alerts each one raises (no examples yet)."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.history: deque[WindowCounts] = deque(maxlen=settings.baseline_windows)
+        self.share_since: datetime | None = None  # open share episode
+        self.volume_since: datetime | None = None  # open volume episode
+        self.last: Scores | None = None
+
+    def observe(self, window: WindowCounts) -> list[SentimentAlert]:
+        """Check `window` against the baseline, then add it to the baseline."""
+        alerts = []
+        if len(self.history) >= self.settings.min_baseline_windows:
+            share, volume = self._share_changes(window), self._volume_change(window)
+            alerts += self._episode("share", window, share, open_=bool(share.moved), calm=share.calm)
+            alerts += self._episode("volume", window, volume, open_=bool(volume.moved), calm=volume.calm)
+        self.history.append(window)
+        return alerts
+
+    def _share_changes(self, window: WindowCounts) -> _Verdict:
+        s = self.settings
+        base_total = sum(w.total for w in self.history)
+        labels = sorted({label for w in [*self.history, window] for label in w.counts})
+        n = window.total
+        changes, calm = [], True
+        shares, baselines, zs = {}, {}, {}
+        for label in labels:
+            # Add-half smoothing: a label never seen in the baseline still has a finite standard error.
+            p0 = (sum(w.counts.get(label, 0) for w in self.history) + 0.5) / (base_total + 1)
+            p = window.counts.get(label, 0) / n if n else p0
+            z = (p - p0) / math.sqrt(p0 * (1 - p0) / n) if n else 0.0
+            shares[label], baselines[label], zs[label] = p, p0, z
+            if n >= s.min_window_events and abs(z) >= s.z_threshold and abs(p - p0) >= s.min_share_change:
+                changes.append(Change(what=label, baseline=p0, value=p, change=p - p0, z=z))
+            if abs(z) >= s.z_threshold / 2 and abs(p - p0) >= s.min_share_change / 2:
+                calm = False
+        self.last = Scores(shares, baselines, zs, self._volume_z(window), n)
+        return _Verdict(changes, calm)
+
+    def _volume_z(self, window: WindowCounts) -> float:
+        totals = [w.total for w in self.history]
+        mean = sum(totals) / len(totals)
+        sd = math.sqrt(sum((t - mean) ** 2 for t in totals) / len(totals))
+        return (window.total - mean) / max(sd, math.sqrt(mean), 1.0)
+
+    def _volume_change(self, window: WindowCounts) -> _Verdict:
+        s = self.settings
+        mean = sum(w.total for w in self.history) / len(self.history)
+        z = self._volume_z(window)
+        relative = abs(window.total - mean) / max(mean, 1.0)
+        moved = abs(z) >= s.volume_z_threshold and relative >= s.min_volume_change
+        change = Change(what="volume", baseline=mean, value=window.total, change=window.total - mean, z=z)
+        calm = abs(z) < s.volume_z_threshold / 2 or relative < s.min_volume_change / 2
+        return _Verdict([change] if moved else [], calm)
+
+    def _episode(self, kind: str, window: WindowCounts, verdict: _Verdict, open_: bool, calm: bool) -> list:
+        attr = f"{kind}_since"
+        since = getattr(self, attr)
+        if since is None and open_:
+            setattr(self, attr, window.start)
+            return [_alert(kind, window, window.start, verdict.moved)]
+        if since is not None and calm:
+            log.info("%s shift that began %s is over", kind, since.isoformat())
+            setattr(self, attr, None)
+        return []
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    moved: list[Change]
+    calm: bool
+
+
+def _alert(kind: str, window: WindowCounts, since: datetime, changes: list[Change]) -> SentimentAlert:
+    return SentimentAlert(
+        kind=kind,  # type: ignore[arg-type]
+        since=since,
+        window_start=window.start,
+        window_end=window.end,
+        events=window.total,
+        changes=sorted(changes, key=lambda c: -abs(c.z)),
+        summary=summarise(kind, changes, since),
+    )
+
+
+def summarise(kind: str, changes: Iterable[Change], since: datetime) -> str:
+    """'negative share 60% (baseline 20%, +40 pts, z=+9.8); ... since 06:00:10 UTC'."""
+    at = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if kind == "stalled":
+        return f"no sentiment-stats since {at}: every worker stopped, or the stream is empty"
+    parts = []
+    for c in changes:
+        if c.what == "volume":
+            parts.append(
+                f"volume {c.value:.0f} events/window (baseline {c.baseline:.0f}, {c.change:+.0f}, z={c.z:+.1f})"
+            )
+        else:
+            parts.append(f"{c.what} share {c.value:.0%} (baseline {c.baseline:.0%}, {100 * c.change:+.0f} pts, z={c.z:+.1f})")  # fmt: skip
+    return "; ".join(parts) + f" since {at}"
+
+
+# ---- merging windows (Faust-independent state, fed by the agent) ---------------------------------
+
+
+class WindowClock:
+    """Which windows are complete, from the window starts seen so far (event time, not wall time)."""
+
+    def __init__(self, window_s: float, grace_windows: int) -> None:
+        self.window_s, self.grace = window_s, grace_windows
+        self.next_index: int | None = None  # first window not evaluated yet
+        self.newest: int | None = None
+
+    def index(self, start: datetime) -> int:
+        """The window number of a window start."""
+        return int(start.timestamp() // self.window_s)
+
+    def start_of(self, index: int) -> datetime:
+        """The start of window number `index`."""
+        return datetime.fromtimestamp(index * self.window_s, UTC)
+
+    def see(self, start: datetime) -> bool:
+        """Note a window start; False when that window was already evaluated (too late to count)."""
+        index = self.index(start)
+        if self.next_index is None:
+            self.next_index = index
+        self.newest = index if self.newest is None else max(self.newest, index)
+        return index >= self.next_index
+
+    def complete(self, max_gap: int) -> list[int]:
+        """Window numbers now complete, oldest first; after a gap longer than `max_gap`, only the recent ones."""
+        if self.next_index is None or self.newest is None:
+            return []
+        last = self.newest - self.grace
+        if last - self.next_index >= max_gap:
+            self.next_index = last - max_gap + 1  # a long outage: do not replay hours of empty windows
+        due = list(range(self.next_index, last + 1))
+        if due:
+            self.next_index = last + 1
+        return due
+
+
+class Examples:
+    """The last few scored tweets per label, for alerts."""
+
+    def __init__(self, per_label: int) -> None:
+        self.per_label = per_label
+        self.by_label: dict[str, deque[Example]] = {}
+
+    def add(self, event: ScoredTweet) -> None:
+        """Remember `event` (the oldest of its label is forgotten)."""
+        if self.per_label == 0:
+            return
+        if event.label not in self.by_label and len(self.by_label) >= MAX_LABELS:
+            return  # labels come from the topic: bound how many distinct ones are kept
+        queue = self.by_label.setdefault(event.label, deque(maxlen=self.per_label))
+        queue.append(Example(id=event.id, text=event.text[:500], label=event.label))
+
+    def for_alert(self, alert: SentimentAlert) -> list[Example]:
+        """Examples of the labels whose share went up (or of every label, for volume)."""
+        labels = [c.what for c in alert.changes if c.what != "volume" and c.change > 0] or list(self.by_label)
+        return [e for label in labels for e in self.by_label.get(label, ())]
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+
+class MonitorMetrics:
+    """Prometheus gauges the alert rules in infra/prometheus/alerts.yml read."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.share = Gauge("sentistream_monitor_label_share", "share of the label in the last complete window", ["label"], registry=r)  # fmt: skip
+        self.baseline = Gauge("sentistream_monitor_label_share_baseline", "rolling-baseline share of the label", ["label"], registry=r)  # fmt: skip
+        self.z = Gauge("sentistream_monitor_label_share_zscore", "z-score of the label's share against the baseline", ["label"], registry=r)  # fmt: skip
+        self.events = Gauge(
+            "sentistream_monitor_window_events", "events in the last complete window", registry=r
+        )
+        self.volume_z = Gauge("sentistream_monitor_volume_zscore", "z-score of the event count against the baseline", registry=r)  # fmt: skip
+        self.window_end = Gauge("sentistream_monitor_last_window_end_seconds", "end of the last complete window (epoch s)", registry=r)  # fmt: skip
+        self.last_stats = Gauge("sentistream_monitor_last_stats_seconds", "when the last stats event arrived (epoch s)", registry=r)  # fmt: skip
+        self.alerts = Counter("sentistream_monitor_alerts", "alerts published", ["kind"], registry=r)
+        self.bad_stats = Counter(
+            "sentistream_monitor_bad_stats", "stats events that could not be read", registry=r
+        )
+
+    def record(self, scores: Scores | None, window: WindowCounts) -> None:
+        """Export the last window's numbers."""
+        self.events.set(window.total)
+        self.window_end.set(window.end.timestamp())
+        if scores is None:
+            return
+        self.volume_z.set(scores.volume_z)
+        for label, share in scores.shares.items():
+            self.share.labels(label).set(share)
+            self.baseline.labels(label).set(scores.baselines[label])
+            self.z.labels(label).set(scores.z[label])
+
+    def render(self) -> bytes:
+        """The Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# ---- the Faust app -----------------------------------------------------------------------------
+
+
+class Monitor:
+    """The monitor's state and agent bodies; `create_monitor` wires them into a faust.App."""
+
+    def __init__(self, app, table, kafka, settings: MonitorSettings) -> None:
+        self.app, self.table, self.kafka, self.settings = app, table, kafka, settings
+        self.detector = ShiftDetector(settings)
+        self.clock = WindowClock(settings.window_s, settings.grace_windows)
+        self.examples = Examples(settings.examples)
+        self.metrics = MonitorMetrics()
+        self.labels: set[str] = set()
+        self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
+        self.last_stats_at = time.time()
+        self.stalled = False
+        self.published = 0
+
+    async def consume_stats(self, stream) -> None:
+        """Agent body: merge each stats event into the table, then evaluate the windows it completes."""
+        async for event in stream.events():
+            try:
+                await self.handle_stats(event.value, event.message)
+            except Exception:  # an agent that raises stops consuming; log with the offset and go on
+                log.exception("%s[%d]@%d: could not process stats", event.message.topic,
+                              event.message.partition, event.message.offset)  # fmt: skip
+
+    async def handle_stats(self, value: bytes, message) -> None:
+        """Merge one stats event (raw JSON) and publish the alerts of the windows it completes."""
+        try:
+            stats = SentimentStats.model_validate_json(value)
+        except ValidationError as exc:
+            self.metrics.bad_stats.inc()
+            log.warning("%s[%d]@%d: not a SentimentStats event (%s); skipped", message.topic,
+                        message.partition, message.offset, exc.errors()[0]["msg"])  # fmt: skip
+            return
+        self.last_stats_at, self.stalled = time.time(), False
+        self.metrics.last_stats.set(self.last_stats_at)
+        if not self.clock.see(stats.window_start):
+            log.warning("stats of %s for window %s came after it was evaluated; not counted",
+                        stats.worker, stats.window_start.isoformat())  # fmt: skip
+            return
+        self.at = stats.window_start.timestamp() + self.settings.window_s / 2
+        for label, count in stats.counts.items():
+            if label not in self.labels and len(self.labels) >= MAX_LABELS:
+                continue  # labels come from the topic: a misbehaving producer must not grow them forever
+            self.labels.add(label)
+            self.table[label] += count
+        for index in self.clock.complete(max_gap=self.settings.baseline_windows):
+            await self.evaluate(self.window(index))
+
+    def window(self, index: int) -> WindowCounts:
+        """The merged counts of window `index`, read from the windowed table."""
+        start = self.clock.start_of(index)
+        self.at = start.timestamp() + self.settings.window_s / 2
+        counts = {label: int(self.table[label].value()) for label in sorted(self.labels)}
+        return WindowCounts(start, start + timedelta(seconds=self.settings.window_s), counts)
+
+    async def evaluate(self, window: WindowCounts) -> None:
+        """Run the detector on a complete window; publish what it raises."""
+        alerts = self.detector.observe(window)
+        self.metrics.record(self.detector.last, window)
+        for alert in alerts:
+            await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))
+
+    async def publish(self, alert: SentimentAlert) -> None:
+        """Send `alert` to the alerts topic and count it."""
+        log.warning("ALERT %s: %s", alert.kind, alert.summary)
+        self.published += 1
+        self.metrics.alerts.labels(alert.kind).inc()
+        await self.app.producer.send_and_wait(
+            self.settings.alerts_topic,
+            alert.kind.encode(),
+            alert.model_dump_json().encode(),
+            None,
+            None,
+            None,
+        )
+
+    async def consume_scored(self, stream) -> None:
+        """Agent body: keep the last few tweets per label, for the alerts' examples."""
+        async for value in stream:
+            try:
+                self.examples.add(ScoredTweet.model_validate_json(value))
+            except ValidationError:
+                continue  # not ours to judge: the scored topic's readers report bad events
+
+    async def check_stall(self) -> None:
+        """Timer body: a `stalled` alert once when no stats arrived for `stall_after_s`."""
+        quiet = time.time() - self.last_stats_at
+        if quiet < self.settings.stall_after_s or self.stalled:
+            return
+        self.stalled = True
+        since = datetime.fromtimestamp(self.last_stats_at, UTC)
+        now = datetime.now(UTC)
+        change = Change(what="volume", baseline=0.0, value=0.0, change=0.0, z=0.0)
+        await self.publish(
+            SentimentAlert(
+                kind="stalled",
+                since=since,
+                window_start=since,
+                window_end=now,
+                events=0,
+                changes=[change],
+                summary=summarise("stalled", [], since),
+            )
+        )
+
+
+def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
+    """A faust.App running the monitor; `partitions`: the stats topic's (the table must match)."""
+    import faust
+
+    app = faust.App(
+        settings.app_id, broker=kafka.broker, broker_credentials=_credentials(kafka), datadir=str(datadir),
+        store="memory://", autodiscover=False, topic_partitions=partitions,
+        consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
+    )  # fmt: skip
+    monitor_ref: list[Monitor] = []
+    expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3))
+    table = (
+        app.Table("sentiment-window-counts", default=int, partitions=partitions)
+        .tumbling(settings.window_s, expires=expires)
+        .relative_to(lambda event=None: monitor_ref[0].at)  # the window being merged or read
+    )
+    monitor = Monitor(app, table, kafka, settings)
+    monitor_ref.append(monitor)
+    stats_topic = app.topic(kafka.stats_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    app.agent(stats_topic, name="merge-sentiment-stats")(monitor.consume_stats)
+    if settings.examples:
+        scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
+        app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
+    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.check_stall)
+    _register_views(app, monitor)
+    return app, monitor
+
+
+def _credentials(kafka):
+    from stream.app import _credentials as worker_credentials
+
+    return worker_credentials(kafka)
+
+
+def _register_views(app, monitor: Monitor) -> None:
+    from faust.web import View
+
+    app.sentistream_assigned = False
+
+    @app.on_rebalance_complete.connect
+    async def _assigned(sender, **kwargs) -> None:
+        app.sentistream_assigned = True
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request):
+            ready = app.sentistream_assigned and not app.rebalancing
+            body = {"status": "ready" if ready else "starting", "alerts": monitor.published}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request):
+            return self.bytes(monitor.metrics.render(), content_type="text/plain; version=0.0.4")

@@ -1,0 +1,356 @@
+"""The history sink: `tweets-scored` into Parquet files partitioned by hour, exactly once.
+
+Layout: `OUTPUT/dt=YYYY-MM-DD/hour=HH/TOPIC+PARTITION+FIRST+LAST+IofN.parquet` (hour of `scored_at`,
+UTC; Hive-style folders, so DuckDB and pyarrow read `dt` and `hour` as columns).
+
+Exactly once into files, without a transaction coordinator: the offsets live in the data.
+- A *batch* is a run of consecutive records of one partition, offsets FIRST..LAST. Its rows are
+  split by hour into N files, each named with the batch's range and its part number I of N.
+- Each file is written under a hidden temporary name, fsynced, then `os.replace`d into place, so
+  a file either exists whole or not at all.
+- On start (and on every partition assignment) the sink scans OUTPUT: a batch with all N parts is
+  done; a batch with fewer parts was cut short by a crash, and its parts are deleted. Reading
+  resumes at the offset after the last complete batch of each partition. The consumer group's
+  committed offsets are written too, but only so that lag shows up in monitoring; they are never
+  read back. So a kill -9 at any instant neither loses nor repeats a row.
+
+A record that is not a valid scored event is kept, not dropped: its row has the raw text in
+`text` and the reason in `error` (readers filter `error IS NULL`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sentistream.errors import SentistreamError
+from stream.events import ScoredTweet
+from stream.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# TOPIC+PARTITION+FIRST+LAST+IofN.parquet; '+' cannot occur in a Kafka topic name.
+_FILE = re.compile(r"^(?P<topic>[\w.-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)\+(?P<part>\d+)of(?P<parts>\d+)\.parquet$")  # fmt: skip
+_TMP_PREFIX = ".inprogress-"
+KNOWN_FIELDS = set(ScoredTweet.model_fields)
+
+
+class SinkSettings(BaseSettings):
+    """Where and how often the sink writes (`sentistream sink`; env prefix SENTISTREAM_SINK_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_SINK_", frozen=True)
+
+    output: Path = Field(description="directory of the Parquet files")
+    group_id: str = Field(
+        default="sentistream-sink",
+        description="consumer group (for lag monitoring only; offsets come from the files)",
+    )
+    flush_rows: int = Field(
+        default=50_000, ge=1, description="write a partition's file once it buffers this many rows"
+    )
+    flush_interval_s: float = Field(
+        default=60.0, gt=0, description="write buffered rows at least this often, seconds"
+    )
+    startup_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds to wait for the broker at start"
+    )
+
+
+@dataclass(frozen=True)
+class FileName:
+    """What a sink file's name records: its batch (partition, offset range) and its part number."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+    part: int
+    parts: int
+
+    def render(self) -> str:
+        """The file name (zero-padded offsets, so names sort in offset order)."""
+        return f"{self.topic}+{self.partition}+{self.first:020d}+{self.last:020d}+{self.part}of{self.parts}.parquet"
+
+    @property
+    def batch(self) -> tuple[int, int, int]:
+        """(partition, first, last): the batch this file is part of."""
+        return self.partition, self.first, self.last
+
+
+def parse_file_name(name: str) -> FileName | None:
+    """The fields of a sink file name, or None for any other file."""
+    match = None if name.startswith(_TMP_PREFIX) else _FILE.match(name)
+    if not match:
+        return None
+    g = match.groupdict()
+    return FileName(g["topic"], *(int(g[k]) for k in ("partition", "first", "last", "part", "parts")))
+
+
+def resume_offsets(output: Path, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """Next offset to read per partition, from the complete batches in `output`.
+
+    Deletes leftover temporary files and the parts of batches a crash left incomplete (only for
+    `partitions`, the ones this sink owns now; all when None).
+    """
+    owned = None if partitions is None else set(partitions)
+    batches: dict[tuple[int, int, int], list[tuple[Path, FileName]]] = defaultdict(list)
+    for path in output.rglob("*"):
+        temporary = path.name.startswith(_TMP_PREFIX)
+        # A temporary file is named _TMP_PREFIX + 32 hex digits + "-" + the final name.
+        name = parse_file_name(path.name[len(_TMP_PREFIX) + 33 :] if temporary else path.name)
+        if not name or name.topic != topic or (owned is not None and name.partition not in owned):
+            continue  # not ours: another topic, or a partition another sink replica writes
+        if temporary:
+            path.unlink(missing_ok=True)  # a write the crash interrupted before its rename
+        else:
+            batches[name.batch].append((path, name))
+    resume: dict[int, int] = {}
+    for (partition, _, last), files in sorted(batches.items()):
+        if len({n.part for _, n in files}) < files[0][1].parts:
+            log.warning(
+                "%s[%d]: batch %s..%s has %d of %d files (a crash cut it short); deleting them and re-reading it",
+                topic, partition, files[0][1].first, last, len(files), files[0][1].parts,
+            )  # fmt: skip
+            for path, _ in files:
+                path.unlink(missing_ok=True)
+            continue
+        resume[partition] = max(resume.get(partition, 0), last + 1)
+    return resume
+
+
+# ---- rows and files --------------------------------------------------------------------------
+
+
+def schema():  # -> pyarrow.Schema
+    """The columns of every sink file (fixed, so files from any day read as one table)."""
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.schema([
+        ("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("score", pa.float64()),
+        ("scores", pa.map_(pa.string(), pa.float64())), ("model", pa.string()), ("scored_at", ts),
+        ("latency_ms", pa.float64()), ("truncated", pa.bool_()), ("created_at", ts), ("user", pa.string()),
+        ("lang", pa.string()), ("source", pa.string()), ("true_label", pa.string()),
+        ("extra", pa.string()), ("error", pa.string()), ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()), ("kafka_timestamp", ts),
+    ])  # fmt: skip
+
+
+def to_row(record) -> dict:
+    """One file row from one aiokafka record of the scored topic; an invalid one keeps its text and gets `error`."""
+    kafka_ts = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    base = {"kafka_partition": record.partition, "kafka_offset": record.offset, "kafka_timestamp": kafka_ts}
+    value, key = record.value or b"", record.key
+    try:
+        event = ScoredTweet.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = f"not a scored event: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}"
+        log.warning(
+            "%s[%d]@%d: %s (kept with error set)", record.topic, record.partition, record.offset, reason
+        )
+        text = value.decode("utf-8", errors="replace")
+        row_id = key.decode("utf-8", errors="replace") if key else None
+        return {**base, "id": row_id, "text": text, "error": reason, "scored_at": kafka_ts}
+    extra = event.model_extra or {}
+    row = event.model_dump(include=KNOWN_FIELDS)
+    return {**row, **base, "extra": orjson.dumps(extra).decode() if extra else None, "error": None}
+
+
+def hour_of(row: dict) -> tuple[str, str]:
+    """(dt, hour) folder values of a row: the UTC hour of its `scored_at`."""
+    at = row["scored_at"].astimezone(UTC)
+    return at.strftime("%Y-%m-%d"), at.strftime("%H")
+
+
+def write_batch(output: Path, topic: str, partition: int, rows: Sequence[dict]) -> list[Path]:
+    """Write one partition's consecutive rows as one batch (a file per hour); returns the files."""
+    by_hour: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        by_hour[hour_of(row)].append(row)
+    first, last = rows[0]["kafka_offset"], rows[-1]["kafka_offset"]
+    written = []
+    for part, ((dt, hour), hour_rows) in enumerate(sorted(by_hour.items()), start=1):
+        name = FileName(topic, partition, first, last, part, len(by_hour))
+        table = _to_table(hour_rows)
+        written.append(_write_atomically(output / f"dt={dt}" / f"hour={hour}", name.render(), table))
+    return written
+
+
+def _to_table(rows: Sequence[dict]):  # -> pyarrow.Table
+    import pyarrow as pa
+
+    # Column lists convert a few times faster than row dicts; a map column takes (key, value) pairs.
+    columns = {name: [row.get(name) for row in rows] for name in schema().names}
+    columns["scores"] = [list(s.items()) if s else None for s in columns["scores"]]
+    return pa.Table.from_pydict(columns, schema=schema())
+
+
+def _write_atomically(folder: Path, name: str, table) -> Path:
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+    final = folder / name
+    os.replace(tmp, final)  # atomic: readers and restarts see the whole file or none
+    _fsync_dir(folder)
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- the consumer loop -------------------------------------------------------------------------
+
+
+@dataclass
+class _Buffer:
+    rows: list[dict] = field(default_factory=list)
+    since: float = 0.0  # loop time of the oldest buffered row
+
+
+class ParquetSink:
+    """Consumes the scored topic and writes batches of rows; see the module docstring."""
+
+    def __init__(self, kafka: KafkaSettings, settings: SinkSettings) -> None:
+        self.kafka, self.settings = kafka, settings
+        self.topic = kafka.scored_topic
+        self.buffers: dict[int, _Buffer] = defaultdict(_Buffer)
+        self.rows_written = 0
+        self.consumer = None
+        # One write at a time: a revocation waits for the write in flight before the partition moves.
+        self._writing = asyncio.Lock()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and write until `stop` is set, then write what is buffered."""
+        self.settings.output.mkdir(parents=True, exist_ok=True)
+        self.consumer = await self._start_consumer()
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=10_000)
+                self._buffer(batches)
+                await self._flush(due_only=True)
+            await self._flush(due_only=False)
+        finally:
+            await self.consumer.stop()
+
+    async def _start_consumer(self):
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap, group_id=self.settings.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            **self.kafka.aiokafka_security(),
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(consumer.start(), self.settings.startup_timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            await consumer.stop()
+            raise SentistreamError(
+                f"cannot reach the Kafka broker at {self.kafka.broker} ({type(exc).__name__}); "
+                "start it (`sentistream kafka start`) or fix --broker"
+            ) from None
+        consumer.subscribe([self.topic], listener=_Rebalance(self))
+        return consumer
+
+    def _buffer(self, batches: dict) -> None:
+        now = asyncio.get_running_loop().time()
+        for tp, records in batches.items():
+            buffer = self.buffers[tp.partition]
+            if not buffer.rows:
+                buffer.since = now
+            buffer.rows.extend(to_row(r) for r in records)
+
+    async def _flush(self, due_only: bool, partitions: Iterable[int] | None = None) -> None:
+        now = asyncio.get_running_loop().time()
+        for partition in list(partitions if partitions is not None else self.buffers):
+            buffer = self.buffers.get(partition)
+            if not buffer or not buffer.rows:
+                continue
+            full = len(buffer.rows) >= self.settings.flush_rows
+            old = now - buffer.since >= self.settings.flush_interval_s
+            if due_only and not (full or old):
+                continue
+            rows, buffer.rows = buffer.rows, []
+            async with self._writing:
+                await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
+            self.rows_written += len(rows)
+            log.info("%s[%d]: wrote offsets %d..%d (%d rows)", self.topic, partition,
+                     rows[0]["kafka_offset"], rows[-1]["kafka_offset"], len(rows))  # fmt: skip
+            await self._commit(partition, rows[-1]["kafka_offset"] + 1)
+
+    async def _commit(self, partition: int, offset: int) -> None:
+        # For lag dashboards only: a restart reads its position from the files, never from here.
+        try:
+            await self.consumer.commit({TopicPartition(self.topic, partition): offset})
+        except KafkaError as exc:
+            log.info(
+                "could not commit %s[%d]@%d to the group (%r); harmless", self.topic, partition, offset, exc
+            )
+
+    async def on_assigned(self, assigned) -> None:
+        """Seek each new partition to the offset after its last complete batch in the files."""
+        partitions = [tp.partition for tp in assigned if tp.topic == self.topic]
+        resume = await asyncio.to_thread(resume_offsets, self.settings.output, self.topic, partitions)
+        for tp in assigned:
+            if tp.partition in resume:
+                self.consumer.seek(tp, resume[tp.partition])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+        log.info("%s: resuming from the files at %s", self.topic,
+                 {p: resume.get(p, "beginning") for p in sorted(partitions)})  # fmt: skip
+
+    async def on_revoked(self, revoked) -> None:
+        """Write what is buffered for partitions another sink replica is about to own."""
+        await self._flush(due_only=False, partitions=[tp.partition for tp in revoked])
+        for tp in revoked:
+            self.buffers.pop(tp.partition, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Forwards partition assignment changes to the sink (aiokafka awaits these coroutines)."""
+
+    def __init__(self, sink: ParquetSink) -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.sink.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.sink.on_assigned(assigned)
+
+
+async def run_sink(kafka: KafkaSettings, settings: SinkSettings) -> int:
+    """Run until SIGTERM/SIGINT, then write the buffered rows; returns the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    sink = ParquetSink(kafka, settings)
+    await sink.run(stop)
+    log.info("sink stopped after writing %d rows to %s", sink.rows_written, settings.output)
+    return 0

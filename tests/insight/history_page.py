@@ -1,0 +1,5 @@
+"""A page with only the History tab, for the real-browser test (`streamlit run` this file)."""
+
+from dashboard.history import HistorySettings, history_ui
+
+history_ui(HistorySettings().history_dir)

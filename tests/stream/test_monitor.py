@@ -1,0 +1,167 @@
+"""Shift alerts: a jump in the negative share raises one alert at once; a steady stream raises none.
+
+Windows are simulated by their `window_start` (event time), never by waiting. The detector is
+tested alone, then the whole `sentistream monitor` app on the real broker, fed two workers' stats.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from infra.broker import free_port
+from stream.events import SentimentStats
+from stream.monitor import MonitorSettings, SentimentAlert, ShiftDetector, WindowClock, WindowCounts
+from tests.stream.worker_process import create_topics, produce, read_topic
+
+SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
+WINDOW_S = 10.0
+START = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+
+
+def draw(rng: random.Random, negative: float, events: int) -> dict[str, int]:
+    """Counts of one window: each event negative with probability `negative`, else neutral/positive 3:5."""
+    counts = {"negative": 0, "neutral": 0, "positive": 0}
+    for _ in range(events):
+        r = rng.random()
+        counts[
+            "negative" if r < negative else "neutral" if r < negative + (1 - negative) * 3 / 8 else "positive"
+        ] += 1
+    return counts
+
+
+def windows(shares: list[float], seed: int = 0, events: int = 100) -> list[WindowCounts]:
+    rng = random.Random(seed)
+    out = []
+    for i, share in enumerate(shares):
+        start = START + timedelta(seconds=WINDOW_S * i)
+        n = rng.randint(int(events * 0.9), int(events * 1.1))
+        out.append(WindowCounts(start, start + timedelta(seconds=WINDOW_S), draw(rng, share, n)))
+    return out
+
+
+def run_detector(stream: list[WindowCounts]) -> list[tuple[int, SentimentAlert]]:
+    detector = ShiftDetector(MonitorSettings(window_s=WINDOW_S))
+    return [(i, alert) for i, w in enumerate(stream) for alert in detector.observe(w)]
+
+
+def test_negative_share_jump_from_20_to_60_percent_raises_one_alert_at_once() -> None:
+    jump_at = 15
+    alerts = run_detector(windows([0.2] * jump_at + [0.6] * 25))
+    assert len(alerts) == 1, [a.summary for _, a in alerts]
+    index, alert = alerts[0]
+    assert alert.kind == "share" and index == jump_at  # the first shifted window raises it
+    assert alert.since == START + timedelta(seconds=WINDOW_S * jump_at)
+    negative = next(c for c in alert.changes if c.what == "negative")
+    assert negative.change == pytest.approx(0.4, abs=0.12) and negative.z > 4
+    assert "negative share" in alert.summary
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_steady_stream_raises_nothing_over_10_minutes_of_windows(seed: int) -> None:
+    assert run_detector(windows([0.2] * 60, seed=seed)) == []  # 60 windows of 10 s
+
+
+def test_a_volume_collapse_raises_a_volume_alert() -> None:
+    stream = windows([0.2] * 12) + windows([0.2] * 3, events=10)
+    (index, alert), *rest = run_detector(stream)
+    assert alert.kind == "volume" and index == 12 and not rest
+    assert alert.changes[0].value < alert.changes[0].baseline / 2
+
+
+def test_small_windows_are_not_judged_on_share() -> None:
+    # 60% negative out of 5 events is noise, not news (the volume collapse is what gets reported).
+    alerts = run_detector(windows([0.2] * 10) + windows([0.6] * 3, events=5))
+    assert [a.kind for _, a in alerts] == ["volume"]
+
+
+def test_a_window_is_complete_once_a_later_one_arrives() -> None:
+    clock = WindowClock(WINDOW_S, grace_windows=1)
+    assert clock.see(START) and clock.complete(max_gap=30) == []
+    assert clock.see(START + timedelta(seconds=WINDOW_S)) and clock.complete(30) == [clock.index(START)]
+    assert not clock.see(START)  # too late: window 0 was evaluated
+    clock.see(START + timedelta(seconds=WINDOW_S * 4))  # two empty windows in between still count
+    assert clock.complete(30) == [clock.index(START) + i for i in (1, 2, 3)]
+
+
+# ---- the app on the real broker ---------------------------------------------------------------
+
+
+def stats_event(worker: str, start: datetime, counts: dict[str, int]) -> bytes:
+    n = sum(counts.values())
+    return SentimentStats(
+        window_start=start, window_end=start + timedelta(seconds=WINDOW_S), worker=worker, count=n, counts=counts,
+        mean_score=0.8, events_per_s=n / WINDOW_S, latency_p50_ms=5, latency_p95_ms=9, latency_p99_ms=12,
+    ).model_dump_json().encode()  # fmt: skip
+
+
+def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"monitor exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"monitor not ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
+    broker_url, topic_name, tmp_path
+) -> None:
+    stats, scored, alerts = f"{topic_name}-stats", f"{topic_name}-scored", f"{topic_name}-alerts"
+    create_topics(broker_url, [stats, scored], partitions=2)
+    port, log = free_port(), tmp_path / "monitor.log"
+    args = [
+        SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
+        "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
+        "--window-s", str(WINDOW_S),
+    ]  # fmt: skip
+    with open(log, "ab") as f:
+        process = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log)
+        examples = [{"id": f"x{i}", "text": f"awful thing {i}", "label": "negative", "score": 0.9,
+                     "scores": {"negative": 0.9}, "model": "m@1", "scored_at": START.isoformat(),
+                     "latency_ms": 1.0} for i in range(3)]  # fmt: skip
+        produce(broker_url, scored, [(None, orjson.dumps(e)) for e in examples])
+        # Windows near now, so none is stale for the table's expiry; each split over two workers.
+        base = datetime.fromtimestamp((time.time() // WINDOW_S) * WINDOW_S - 150, UTC)
+        jump_at, total = 12, 20
+        messages = []
+        for i, w in enumerate(windows([0.2] * jump_at + [0.6] * (total - jump_at), events=200)):
+            start = base + timedelta(seconds=WINDOW_S * i)
+            half = {label: n // 2 for label, n in w.counts.items()}
+            rest = {label: n - half[label] for label, n in w.counts.items()}
+            messages += [(b"A", stats_event("A", start, half)), (b"B", stats_event("B", start, rest))]
+        produce(broker_url, stats, messages)
+        records = read_topic(broker_url, alerts, expected=1, timeout=60, idle_s=4)
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    found = [SentimentAlert.model_validate_json(r.value) for r in records]
+    assert len(found) == 1, (found, log.read_text()[-3000:])
+    alert = found[0]
+    assert alert.kind == "share" and alert.since == base + timedelta(seconds=WINDOW_S * jump_at)
+    assert 180 <= alert.events <= 220  # both workers' halves were merged
+    assert {e.id for e in alert.examples} == {"x0", "x1", "x2"}
+    assert 'sentistream_monitor_label_share_zscore{label="negative"}' in metrics
+    assert 'sentistream_monitor_alerts_total{kind="share"} 1.0' in metrics

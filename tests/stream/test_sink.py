@@ -1,0 +1,163 @@
+"""The Parquet sink: file names carry the offsets, crashes leave no half batch, kill -9 loses nothing.
+
+The end-to-end test produces 50,000 scored events straight to a topic on the real broker (no
+worker), kills the sink with SIGKILL while it writes, restarts it, and reads every file back:
+each event is there exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from stream.sink import FileName, parse_file_name, resume_offsets, to_row, write_batch
+from tests.stream.worker_process import create_topics, produce
+
+SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
+BASE = datetime(2026, 11, 30, 5, 50, tzinfo=UTC)
+
+
+def scored_value(i: int, minutes: float = 0.0) -> bytes:
+    """A valid `tweets-scored` event whose scored_at is `minutes` after BASE."""
+    label = ("negative", "neutral", "positive")[i % 3]
+    at = (BASE + timedelta(minutes=minutes)).isoformat()
+    return orjson.dumps({
+        "id": f"e-{i}", "text": f"event {i} #tag{i % 5}", "label": label, "score": 0.9,
+        "scores": {"negative": 0.05, "neutral": 0.05, "positive": 0.9}, "model": "tiny@1",
+        "scored_at": at, "latency_ms": 12.5, "lang": "en", "retweets": i,
+    })  # fmt: skip
+
+
+def record(i: int, offset: int, value: bytes, partition: int = 0) -> SimpleNamespace:
+    """What aiokafka hands the sink for one message."""
+    return SimpleNamespace(
+        topic="t",
+        partition=partition,
+        offset=offset,
+        timestamp=1_700_000_000_000,
+        key=f"e-{i}".encode(),
+        value=value,
+    )
+
+
+def test_file_names_round_trip() -> None:
+    name = FileName("tweets-scored", 3, 120, 4_999, 2, 3)
+    assert parse_file_name(name.render()) == name
+    assert parse_file_name("notes.txt") is None
+    assert parse_file_name(".inprogress-abc-" + name.render()) is None
+
+
+def test_rows_keep_extra_fields_and_invalid_records(tmp_path: Path) -> None:
+    good = to_row(record(1, 0, scored_value(1)))
+    assert good["id"] == "e-1" and good["error"] is None and orjson.loads(good["extra"]) == {"retweets": 1}
+    bad = to_row(record(2, 1, b"not json at all"))
+    assert bad["error"].startswith("not a scored event") and bad["text"] == "not json at all"
+    assert bad["id"] == "e-2"
+
+
+def test_a_batch_cut_short_by_a_crash_is_deleted_and_read_again(tmp_path: Path) -> None:
+    rows = [to_row(record(i, 100 + i, scored_value(i, minutes=i * 10))) for i in range(3)]  # 2 hours
+    first = write_batch(tmp_path, "t", 0, rows)
+    assert len(first) == 2
+    assert resume_offsets(tmp_path, "t") == {0: 103}
+    later = [to_row(record(i, 100 + i, scored_value(i, minutes=i * 10))) for i in range(3, 9)]
+    second = write_batch(tmp_path, "t", 0, later)
+    assert len(second) == 2
+    second[1].unlink()  # the crash came between the two renames of the second batch
+    (tmp_path / f".inprogress-{'a' * 32}-t+0+1+2+1of1.parquet").write_bytes(b"half a file")
+    other = tmp_path / f".inprogress-{'b' * 32}-t+1+5+9+1of1.parquet"  # partition 1: not ours below
+    other.write_bytes(b"another replica's write")
+    assert resume_offsets(tmp_path, "t", partitions=[0]) == {0: 103}  # back to the end of the first batch
+    assert not second[0].exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [other.name, *(p.name for p in first)]
+    )
+
+
+def read_ids(output: Path) -> list[str]:
+    import pyarrow.dataset as ds
+
+    if not any(output.rglob("*.parquet")):
+        return []
+    return (
+        ds.dataset(output, format="parquet", partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
+    )
+
+
+def count_rows(output: Path) -> int:
+    """Rows in the finished files, from their footers (cheap enough to poll while the sink runs)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in output.rglob("*.parquet"):
+        if path.name.startswith("."):
+            continue
+        try:
+            total += pq.read_metadata(path).num_rows
+        except OSError:  # deleted between listing and reading (restart cleanup)
+            return -1
+    return total
+
+
+def start_sink(broker_url: str, topic: str, output: Path, log: Path) -> subprocess.Popen:
+    args = [
+        SENTISTREAM, "sink", "--broker", broker_url, "--scored-topic", topic, "--output", str(output),
+        "--group-id", f"{topic}-sink", "--flush-rows", "3000", "--flush-interval-s", "0.5",
+    ]  # fmt: skip
+    with open(log, "ab") as f:
+        return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"sink exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(
+    broker_url, topic_name, tmp_path
+) -> None:
+    total = 50_000
+    create_topics(broker_url, [topic_name], partitions=2)
+    # scored_at spans three hours, so batches are split into several files (several renames each).
+    messages = [(f"e-{i}".encode(), scored_value(i, minutes=i * 150 / total)) for i in range(total)]
+    produce(broker_url, topic_name, messages)
+    output, log = tmp_path / "history", tmp_path / "sink.log"
+
+    first = start_sink(broker_url, topic_name, output, log)
+    wait_for(lambda: count_rows(output) > 0, 60, "the first file", first, log)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    before = count_rows(output)
+
+    second = start_sink(broker_url, topic_name, output, log)
+    try:
+        wait_for(lambda: count_rows(output) >= total, 90, f"{total} rows", second, log)
+        time.sleep(1.5)  # a duplicate batch would land within a flush interval or two
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0, log.read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+    ids = Counter(read_ids(output))
+    assert 0 < before < total, f"the kill should land mid-run; {before} rows were written before it"
+    assert len(ids) == total and set(ids) == {f"e-{i}" for i in range(total)}
+    assert max(ids.values()) == 1, [k for k, n in ids.items() if n > 1][:10]
+    hours = {p.parent.name for p in output.rglob("*.parquet")}
+    assert hours == {"hour=05", "hour=06", "hour=07", "hour=08"}
