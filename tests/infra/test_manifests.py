@@ -39,7 +39,14 @@ K8S_GPU = ROOT / "infra" / "k8s" / "overlays" / "gpu"
 DOCKER_DIR = ROOT / "infra" / "docker"
 PREFIX = "SENTISTREAM_"
 # compose service -> the component (set of settings classes) its container runs
-SERVICE_COMPONENT = {"worker": "worker", "worker-gpu": "worker", "dashboard": "dashboard", "replay": "replay"}
+SERVICE_COMPONENT = {
+    "worker": "worker",
+    "worker-gpu": "worker",
+    "dashboard": "dashboard",
+    "replay": "replay",
+    "sink": "sink",
+    "monitor": "monitor",
+}
 DOCKERFILE_COMPONENT = {
     "worker.Dockerfile": "worker",
     "worker-gpu.Dockerfile": "worker",
@@ -70,20 +77,34 @@ class Setting:
         return TypeAdapter(self.cls.model_fields[self.field].annotation).validate_strings(raw)
 
 
-def component_classes() -> dict[str, tuple[type[BaseSettings], ...]]:
+# A settings class a process reads whole, or (class, the only fields it reads).
+Reads = type[BaseSettings] | tuple[type[BaseSettings], tuple[str, ...]]
+
+
+def component_classes() -> dict[str, tuple[Reads, ...]]:
     """The settings classes each deployed process reads."""
+    from dashboard.history import HistorySettings
     from dashboard.settings import DashboardSettings
     from model.settings import ModelSettings
+    from stream.monitor import MonitorSettings
     from stream.producer import ProducerSettings
     from stream.replay import ReplaySettings
     from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
+    from stream.sink import SinkSettings
 
+    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics Job
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
-        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings),
+        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings),  # the Kubernetes Job that creates the topics
+        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the Kubernetes Job that creates the topics
+        "sink": (KafkaSettings, SinkSettings),
+        "monitor": (KafkaSettings, MonitorSettings),
     }
+
+
+def fields_read(reads: Reads) -> tuple[type[BaseSettings], Iterable[str]]:
+    return reads if isinstance(reads, tuple) else (reads, reads.model_fields)
 
 
 def settings_of(*components: str) -> dict[str, Setting]:
@@ -92,14 +113,16 @@ def settings_of(*components: str) -> dict[str, Setting]:
     return {
         s.env: s
         for c in components
-        for cls in classes[c]
-        for s in (Setting(cls, f) for f in cls.model_fields)
+        for cls, fields in map(fields_read, classes[c])
+        for s in (Setting(cls, f) for f in fields)
     }
 
 
 def setting(cls_name: str, field: str) -> Setting:
     """The setting `field` of the deployed settings class named `cls_name`."""
-    classes = {cls.__name__: cls for group in component_classes().values() for cls in group}
+    classes = {
+        cls.__name__: cls for group in component_classes().values() for cls, _ in map(fields_read, group)
+    }
     return Setting(classes[cls_name], field)
 
 
@@ -116,6 +139,8 @@ def deployment_choices() -> set[str]:
         setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
         setting("WorkerSettings", "worker_name").env,  # the pod's name
         setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
+        setting("SinkSettings", "output").env,  # the sink's volume (no default: it must be given)
+        setting("HistorySettings", "history_dir").env,  # the same volume, in the dashboard
     }
 
 
@@ -129,9 +154,15 @@ def required(component: str) -> set[str]:
             ("WorkerSettings", "web_port"),  # probes, HEALTHCHECK, the dashboard's worker URL
             ("ModelSettings", "model"),
         ],
-        "dashboard": [("DashboardSettings", "port"), ("ConsumerGroupSettings", "group_id")],
+        "dashboard": [
+            ("DashboardSettings", "port"),
+            ("ConsumerGroupSettings", "group_id"),
+            ("HistorySettings", "history_dir"),  # the History tab reads the sink's volume
+        ],
         "replay": [],
         "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
+        "sink": [("SinkSettings", "output")],
+        "monitor": [("MonitorSettings", "web_port")],  # probes, scrape annotations, compose healthcheck
     }[component]
     loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
     return loopback | {setting(c, f).env for c, f in anchors}
@@ -182,6 +213,24 @@ def worker_health_path() -> str:
 
     recorder = PageRecorder()
     register_views(recorder, SimpleNamespace(settings=WorkerSettings(), metrics=None))
+    return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
+
+
+def monitor_health_path() -> str:
+    """The health view the monitor registers (read from stream.monitor, not copied)."""
+    from stream.monitor import _register_views
+
+    class AppRecorder:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+            self.on_rebalance_complete = SimpleNamespace(connect=lambda receiver: receiver)
+
+        def page(self, path: str):
+            self.paths.append(path)
+            return lambda view: view
+
+    recorder = AppRecorder()
+    _register_views(recorder, SimpleNamespace(published=0))
     return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
 
 
@@ -259,12 +308,15 @@ def edit_yaml(path: Path, change) -> None:
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+
 def pods(objects: dict) -> list[tuple[str, dict]]:
-    """(where, pod spec) of every Deployment and Job."""
+    """(where, pod spec) of every Deployment, StatefulSet and Job."""
     return [
         (f"{kind}/{name}", o["spec"]["template"]["spec"])
         for (kind, name), o in objects.items()
-        if kind in ("Deployment", "Job")
+        if kind in WORKLOADS
     ]
 
 
@@ -454,12 +506,17 @@ def test_compose_shell_overrides_default_to_the_codes_defaults():
             assert known[name].parse(default) == known[name].default, f"${{{name}:-{default}}}"
 
 
+def app_topics() -> list[Setting]:
+    """The topics the initialisers create: the worker's four and the monitor's alerts topic."""
+    four = [setting("KafkaSettings", f) for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")]
+    return [*four, setting("MonitorSettings", "alerts_topic")]
+
+
 def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_partitions():
     doc = compose()
     topics = doc["services"]["topics"]
     env, script = service_env(topics), topics["command"][0]
-    for field in ("topic", "scored_topic", "dlq_topic", "stats_topic"):
-        s = setting("KafkaSettings", field)
+    for s in app_topics():
         assert env[s.env] == s.default and f'"$${s.env}"' in script, s.env
     partitions = setting("WorkerSettings", "partitions")
     assert int(env[partitions.env]) == partitions.default
@@ -468,7 +525,7 @@ def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_part
     broker = setting("KafkaSettings", "broker")
     assert env[broker.env] == service_env(doc["services"]["worker"])[broker.env]
     assert broker.env in script, "the initialiser must use the same broker as the app"
-    for name in ("worker", "worker-gpu", "dashboard", "replay"):
+    for name in SERVICE_COMPONENT:
         assert doc["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
@@ -488,9 +545,7 @@ def test_compose_topic_initialiser_script_creates_each_topic_once(tmp_path: Path
     from stream.settings import bootstrap_servers
 
     broker = bootstrap_servers(service_env(topics)[setting("KafkaSettings", "broker").env])
-    names = [
-        setting("KafkaSettings", f).default for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")
-    ]
+    names = [s.default for s in app_topics()]
     assert [c[c.index("--topic") + 1] for c in created] == names
     for c in created:
         assert c[c.index("--partitions") + 1] == str(partitions)
@@ -1311,8 +1366,8 @@ def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_u
     objects = k8s_objects()
     job = deployment(objects, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
     env = {k: v for k, v in container_env(objects, job).items() if v is not None}
-    names = {f: f"{topic_name}-{f}" for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")}
-    env |= {setting("KafkaSettings", f).env: name for f, name in names.items()}
+    names = {s.env: f"{topic_name}-{s.field}" for s in app_topics()}
+    env |= names
     env |= {setting("KafkaSettings", "broker").env: broker_url}
     env |= {setting("WorkerSettings", "replication_factor").env: "1"}  # one test broker
     run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
