@@ -632,7 +632,7 @@ def test_compose_and_kubernetes_commands_are_real_subcommands_with_real_flags():
         command = [resolve(a) for a in compose()["services"][name]["command"]]
         problems += cli_problems(command, f"compose {name}")
     for (kind, name), obj in k8s_objects().items():
-        if kind == "Deployment":
+        if kind in ("Deployment", "StatefulSet"):
             for c in obj["spec"]["template"]["spec"]["containers"]:
                 problems += cli_problems(c["args"], f"{kind}/{name}")
     assert problems == []
@@ -1399,3 +1399,384 @@ def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_u
 
     want = int(env[setting("WorkerSettings", "partitions").env])
     assert asyncio.run(partitions()) == dict.fromkeys(names.values(), want)
+
+
+# ---- the history sink and the shift-alert monitor ------------------------------------------------
+
+
+def workload(objects: dict, component: str) -> dict:
+    """The Deployment or StatefulSet that runs `component`."""
+    return next(
+        o
+        for (k, _), o in objects.items()
+        if k in WORKLOADS and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    )
+
+
+def main_container(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]["containers"][0]
+
+
+def deployed(env: dict[str, str | None], s: Setting) -> Any:
+    """The value a process runs with: what `env` sets, else the code's default."""
+    return s.parse(env[s.env]) if env.get(s.env) is not None else s.default
+
+
+def monitor_replica_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The monitor can never run twice: one replica, Recreate rollouts, nothing scales it, compose refuses --scale."""
+    problems = []
+    dep = workload(objects, "monitor")
+    where = f"{dep['kind']}/{dep['metadata']['name']}"
+    if dep["kind"] != "Deployment":
+        problems.append(f"{where}: the monitor must be a Deployment (one pod), not a {dep['kind']}")
+    if dep["spec"].get("replicas", 1) != 1:
+        problems.append(f"{where}: replicas {dep['spec']['replicas']}, the monitor runs exactly one")
+    if dep["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.append(f"{where}: strategy is not Recreate, so a rollout runs two monitors at once")
+    for (kind, name), o in objects.items():
+        if (
+            kind in ("ScaledObject", "HorizontalPodAutoscaler")
+            and o["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+        ):
+            problems.append(f"{kind}/{name} scales the monitor, which must stay at one replica")
+    service = compose_doc["services"]["monitor"]
+    if not service.get("container_name"):
+        problems.append("compose monitor: no container_name, so `--scale monitor=N` would start N monitors")
+    if int((service.get("deploy") or {}).get("replicas", 1)) != 1 or int(service.get("scale", 1)) != 1:
+        problems.append("compose monitor: more than one replica")
+    return problems
+
+
+def test_the_monitor_runs_exactly_one_replica_everywhere():
+    assert monitor_replica_problems(k8s_objects(), compose()) == []
+    for variant in (K8S_BASE, K8S_GPU):
+        assert monitor_replica_problems(render(variant), compose()) == [], variant.name
+
+
+def test_monitor_replica_check_catches_two_replicas_a_rolling_update_keda_and_compose_scaling(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def two_rolling(docs):
+        docs[0]["spec"].update(replicas=2, strategy={"type": "RollingUpdate"})
+
+    edit_yaml(base / "monitor-deployment.yaml", two_rolling)
+
+    def keda_on_monitor(docs):
+        docs[0]["spec"]["scaleTargetRef"]["name"] = "sentistream-monitor"
+
+    edit_yaml(base / "worker-scaledobject.yaml", keda_on_monitor)
+    doc = compose()
+    del doc["services"]["monitor"]["container_name"]
+    problems = monitor_replica_problems(k8s_objects(base), doc)
+    for expected in (
+        "replicas 2",
+        "not Recreate",
+        "ScaledObject/sentistream-worker scales the monitor",
+        "--scale",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+def sink_and_monitor_command_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """Compose's and Kubernetes' sink and monitor run their own subcommand, with flags the real parser takes."""
+    problems = []
+    for component in ("sink", "monitor"):
+        commands = {
+            f"compose {component}": [resolve(a) for a in compose_doc["services"][component]["command"]],
+            f"k8s {component}": main_container(workload(objects, component))["args"],
+        }
+        for where, argv in commands.items():
+            if argv[:1] != [component]:
+                problems.append(f"{where}: runs {argv[:1]}, not `sentistream {component}`")
+            problems += cli_problems(argv, where)
+    return problems
+
+
+def test_sink_and_monitor_commands_parse_with_the_real_cli():
+    assert sink_and_monitor_command_problems(k8s_objects(), compose()) == []
+
+
+def test_sink_and_monitor_command_check_catches_a_wrong_subcommand_and_an_unknown_flag(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(base / "monitor-deployment.yaml", lambda docs: main_container(docs[0]).update(args=["monitor", "--replicas", "2"]))  # fmt: skip
+    doc = compose()
+    doc["services"]["sink"]["command"] = ["worker"]
+    problems = sink_and_monitor_command_problems(k8s_objects(base), doc)
+    assert any("k8s monitor" in p and "refused by the CLI parser" in p for p in problems), problems
+    assert any("compose sink: runs ['worker']" in p for p in problems), problems
+
+
+def prefixed_env(objects: dict, compose_doc: dict) -> list[tuple[str, str]]:
+    """(where, variable) of every SENTISTREAM_* variable compose, the ConfigMaps and the containers set."""
+    found = [(f"compose {n}", k) for n, s in compose_doc["services"].items() for k in service_env(s)]
+    for (kind, name), o in objects.items():
+        if kind == "ConfigMap":
+            found += [(f"ConfigMap/{name}", k) for k in o["data"]]
+    for where, pod in pods(objects):
+        found += [(where, e["name"]) for c in pod["containers"] for e in c.get("env", [])]
+    return [(where, k) for where, k in found if k.startswith(PREFIX)]
+
+
+def component_prefix_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """Every SENTISTREAM_SINK_* / SENTISTREAM_MONITOR_* variable set anywhere is a field of its settings class."""
+    from stream.monitor import MonitorSettings
+    from stream.sink import SinkSettings
+
+    owners = {cls.model_config["env_prefix"]: cls for cls in (SinkSettings, MonitorSettings)}
+    problems = []
+    for where, name in prefixed_env(objects, compose_doc):
+        for prefix, cls in owners.items():
+            fields = {env_name(cls, f) for f in cls.model_fields}
+            if name.startswith(prefix) and name not in fields:
+                problems.append(f"{where}: {name} is not a field of {cls.__name__}")
+    return problems
+
+
+def test_sink_and_monitor_variables_are_fields_of_their_settings():
+    found = {name for _, name in prefixed_env(k8s_objects(), compose())}
+    assert any(n.startswith("SENTISTREAM_SINK_") for n in found)
+    assert any(n.startswith("SENTISTREAM_MONITOR_") for n in found)
+    assert component_prefix_problems(k8s_objects(), compose()) == []
+
+
+def test_sink_and_monitor_variable_check_catches_a_misspelt_key(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def misspell(docs):
+        next(d for d in docs if d["metadata"]["name"] == "sentistream-sink")["data"][
+            "SENTISTREAM_SINK_FLUSH_ROW"
+        ] = "1"
+
+    edit_yaml(base / "configmap.yaml", misspell)
+    doc = compose()
+    doc["services"]["monitor"]["environment"]["SENTISTREAM_MONITOR_WINDOW"] = "10"
+    problems = component_prefix_problems(k8s_objects(base), doc)
+    assert any("SENTISTREAM_SINK_FLUSH_ROW is not a field of SinkSettings" in p for p in problems), problems
+    assert any("SENTISTREAM_MONITOR_WINDOW is not a field of MonitorSettings" in p for p in problems), (
+        problems
+    )
+
+
+def compose_mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """target -> (source, read-only) of a compose service's short-form volumes."""
+    mounts = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = resolve(spec).split(":")
+        mounts[target] = (source, "ro" in (mode[0].split(",") if mode else []))
+    return mounts
+
+
+def history_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The dashboard's history dir is the sink's output, on the same volume, mounted read-only."""
+    output, history = setting("SinkSettings", "output"), setting("HistorySettings", "history_dir")
+    problems = []
+    services = compose_doc["services"]
+    sink_dir = service_env(services["sink"]).get(output.env)
+    dash_dir = service_env(services["dashboard"]).get(history.env)
+    sink_vol = compose_mounts(services["sink"]).get(sink_dir)
+    dash_vol = compose_mounts(services["dashboard"]).get(dash_dir)
+    if sink_vol is None or sink_vol[1]:
+        problems.append(f"compose sink: its output {sink_dir} is not on a writable volume")
+    elif sink_vol[0] not in (compose_doc.get("volumes") or {}):
+        problems.append(f"compose sink: {sink_vol[0]} is not a named volume")
+    if dash_vol is None or sink_vol is None or dash_vol[0] != sink_vol[0]:
+        problems.append(f"compose dashboard: {history.env}={dash_dir} is not on the sink's volume")
+    elif not dash_vol[1]:
+        problems.append("compose dashboard: mounts the sink's volume writable (:ro)")
+
+    sts = workload(objects, "sink")
+    sink = main_container(sts)
+    sink_dir = str(deployed(container_env(objects, sink), output))
+    claims = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    sink_mount = next((m for m in sink["volumeMounts"] if m["mountPath"] == sink_dir), None)
+    if sink_mount is None or sink_mount["name"] not in claims or sink_mount.get("readOnly"):
+        problems.append(f"k8s sink: its output {sink_dir} is not a writable volumeClaimTemplate mount")
+        return problems
+    claim = f"{sink_mount['name']}-{sts['metadata']['name']}-0"  # the PVC of pod 0
+    dash = workload(objects, "dashboard")
+    pod = dash["spec"]["template"]["spec"]
+    dash_dir = container_env(objects, main_container(dash)).get(history.env)
+    mount = next(
+        (m for m in main_container(dash).get("volumeMounts", []) if m["mountPath"] == dash_dir), None
+    )
+    volume = next((v for v in pod["volumes"] if mount and v["name"] == mount["name"]), {})
+    if volume.get("persistentVolumeClaim", {}).get("claimName") != claim:
+        problems.append(f"k8s dashboard: {history.env}={dash_dir} is not the sink's volume (PVC {claim})")
+    elif not (mount.get("readOnly") and volume["persistentVolumeClaim"].get("readOnly")):
+        problems.append(
+            "k8s dashboard: mounts the sink's volume writable (readOnly on the mount and the claim)"
+        )
+    if "ReadWriteMany" not in claims[sink_mount["name"]]["spec"]["accessModes"]:
+        terms = pod.get("affinity", {}).get("podAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])  # fmt: skip
+        sink_labels = sts["spec"]["template"]["metadata"]["labels"].items()
+        if not any(
+            t["topologyKey"] == "kubernetes.io/hostname"
+            and t["labelSelector"]["matchLabels"].items() <= sink_labels
+            for t in terms
+        ):
+            problems.append(
+                "k8s dashboard: the sink's volume is ReadWriteOnce but nothing puts it on the sink's node"
+            )
+    return problems
+
+
+def test_the_dashboards_history_dir_is_the_sinks_output_read_only():
+    assert history_problems(k8s_objects(), compose()) == []
+    assert history_problems(render(K8S_GPU), compose()) == []
+
+
+def test_history_check_catches_a_wrong_dir_a_wrong_claim_a_writable_mount_and_a_missing_affinity(
+    tmp_path: Path,
+):
+    history = setting("HistorySettings", "history_dir").env
+    doc = compose()
+    doc["services"]["dashboard"]["environment"][history] = "/data/history"
+    assert any(
+        "compose dashboard" in p and "not on the sink's volume" in p
+        for p in history_problems(k8s_objects(), doc)
+    )
+    doc = compose()
+    doc["services"]["dashboard"]["volumes"] = [
+        v.replace(":ro", "") for v in doc["services"]["dashboard"]["volumes"]
+    ]
+    assert any(
+        "compose dashboard: mounts the sink's volume writable" in p
+        for p in history_problems(k8s_objects(), doc)
+    )
+
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def break_dashboard(docs):
+        pod = docs[0]["spec"]["template"]["spec"]
+        del pod["affinity"]
+        next(v for v in pod["volumes"] if v["name"] == "history")["persistentVolumeClaim"]["claimName"] = (
+            "history"
+        )
+
+    edit_yaml(base / "dashboard-deployment.yaml", break_dashboard)
+    problems = history_problems(k8s_objects(base), compose())
+    assert any("is not the sink's volume (PVC history-sentistream-sink-0)" in p for p in problems), problems
+    assert any("ReadWriteOnce but nothing puts it on the sink's node" in p for p in problems), problems
+
+    edit_yaml(base / "dashboard-deployment.yaml", lambda docs: next(m for m in main_container(docs[0])["volumeMounts"] if m["name"] == "history").pop("readOnly"))  # fmt: skip
+    edit_yaml(base / "dashboard-deployment.yaml", lambda docs: next(v for v in docs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "history")["persistentVolumeClaim"].update(claimName="history-sentistream-sink-0"))  # fmt: skip
+    problems = history_problems(k8s_objects(base), compose())
+    assert any("k8s dashboard: mounts the sink's volume writable" in p for p in problems), problems
+
+
+def sink_shutdown_seconds(env: dict[str, str | None], partitions: int) -> float:
+    """Worst case of the sink's write on SIGTERM, at the measured rate.
+
+    Each partition buffers under SENTISTREAM_SINK_FLUSH_ROWS rows (a full buffer is written at once),
+    plus the last poll's records; the rate is benchmarks/results/sink_throughput.json's end-to-end one
+    (consume, parse and write, on a loaded machine), slower than writing alone.
+    """
+    poll = int(
+        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink.py").read_text()).group(1)
+    )
+    rate = json.loads((ROOT / "benchmarks" / "results" / "sink_throughput.json").read_text())[
+        "sink_events_per_s"
+    ]
+    rows = partitions * deployed(env, setting("SinkSettings", "flush_rows")) + poll
+    return rows / rate
+
+
+def stop_grace_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """SIGKILL comes after the sink's final write and the monitor's Faust shutdown, with a margin; compose agrees."""
+    from mode.services import Service
+
+    margin = 15
+    partitions = setting("WorkerSettings", "partitions").default  # of tweets-scored, which the worker creates
+    sink = workload(objects, "sink")
+    needs = {
+        "sink": sink_shutdown_seconds(container_env(objects, main_container(sink)), partitions),
+        "monitor": Service.shutdown_timeout,
+    }
+    problems = []
+    for component, seconds_needed in needs.items():
+        grace = workload(objects, component)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        if grace < seconds_needed + margin:
+            problems.append(f"k8s {component}: terminationGracePeriodSeconds {grace} is not {margin} s over its {seconds_needed:.0f} s shutdown")  # fmt: skip
+        service = compose_doc["services"][component]
+        if seconds(service["stop_grace_period"]) != grace or service["stop_signal"] != "SIGTERM":
+            problems.append(
+                f"compose {component}: stop_grace_period {service['stop_grace_period']} is not {grace}s"
+            )
+    return problems
+
+
+def test_sink_and_monitor_get_time_to_shut_down_cleanly():
+    assert stop_grace_problems(k8s_objects(), compose()) == []
+
+
+def test_stop_grace_check_catches_a_short_sink_grace_and_a_compose_mismatch(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(base / "sink-statefulset.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30))  # fmt: skip
+    doc = compose()
+    doc["services"]["monitor"]["stop_grace_period"] = "10s"
+    problems = stop_grace_problems(k8s_objects(base), doc)
+    assert any("k8s sink: terminationGracePeriodSeconds 30" in p for p in problems), problems
+    assert any("compose monitor: stop_grace_period 10s" in p for p in problems), problems
+
+
+def monitor_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The monitor's windows are the workers' windows; probes, scrape annotations and healthcheck ask its port and /health."""
+    window, stats_window = setting("MonitorSettings", "window_s"), setting("WorkerSettings", "stats_window_s")
+    port, path = setting("MonitorSettings", "web_port"), monitor_health_path()
+    problems = []
+    dep = workload(objects, "monitor")
+    env = container_env(objects, main_container(dep))
+    if deployed(env, window) != deployed(worker_env(objects), stats_window):
+        problems.append(f"k8s monitor: {window.env} differs from the workers' {stats_window.env}")
+    web_port = deployed(env, port)
+    problems += probe_problems(dep, path, web_port, "k8s monitor")
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if (
+        annotations.get("prometheus.io/port") != str(web_port)
+        or annotations.get("prometheus.io/scrape") != "true"
+    ):
+        problems.append(f"k8s monitor: Prometheus does not scrape port {web_port}")
+    services = compose_doc["services"]
+    env = service_env(services["monitor"])
+    if deployed(env, window) != deployed(service_env(services["worker"]), stats_window):
+        problems.append(f"compose monitor: {window.env} differs from the workers' {stats_window.env}")
+    web_port = deployed(env, port)
+    if f"http://127.0.0.1:{web_port}{path}" not in " ".join(services["monitor"]["healthcheck"]["test"]):
+        problems.append(f"compose monitor: the healthcheck does not ask :{web_port}{path}")
+    if [str(p) for p in services["monitor"].get("expose", [])] != [str(web_port)]:
+        problems.append(f"compose monitor: does not expose {web_port}")
+    return problems
+
+
+def test_monitor_windows_probes_and_scraping_follow_its_settings():
+    assert monitor_problems(k8s_objects(), compose()) == []
+
+
+def test_monitor_check_catches_a_window_mismatch_and_a_wrong_port(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def drift(docs):
+        data = next(d for d in docs if d["metadata"]["name"] == "sentistream-monitor")["data"]
+        data.update({"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"})
+
+    edit_yaml(base / "configmap.yaml", drift)
+    doc = compose()
+    doc["services"]["monitor"]["healthcheck"]["test"][-1] = "http://127.0.0.1:6066/health"
+    problems = monitor_problems(k8s_objects(base), doc)
+    assert any("k8s monitor: SENTISTREAM_MONITOR_WINDOW_S differs" in p for p in problems), problems
+    assert any("readinessProbe asks http/health, the app serves 6068/health" in p for p in problems), problems
+    assert any("Prometheus does not scrape port 6068" in p for p in problems), problems
+    assert any("compose monitor: the healthcheck does not ask :6067/health" in p for p in problems), problems
+
+
+def test_compose_sink_turns_off_the_images_healthcheck():
+    """The worker image's HEALTHCHECK asks the worker's web port; the sink serves none and would show unhealthy."""
+    assert compose()["services"]["sink"]["healthcheck"] == {"disable": True}
+
+
+def test_worker_image_prepares_the_sinks_folder_for_its_user():
+    """A new named volume copies the image folder's owner: without it the sink (uid 10001) cannot write."""
+    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "output").env]
+    df = Dockerfile.read(DOCKER_DIR / "worker.Dockerfile")
+    user = df.last("USER")
+    assert any(f"-o {user}" in args and output in args for n, args in df.final_stage() if n == "RUN")
