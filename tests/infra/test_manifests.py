@@ -1780,3 +1780,62 @@ def test_worker_image_prepares_the_sinks_folder_for_its_user():
     df = Dockerfile.read(DOCKER_DIR / "worker.Dockerfile")
     user = df.last("USER")
     assert any(f"-o {user}" in args and output in args for n, args in df.final_stage() if n == "RUN")
+
+
+# ---- Prometheus rules ----------------------------------------------------------------------------
+
+ALERTS_FILE = ROOT / "infra" / "prometheus" / "alerts.yml"
+K8S_RULES = ROOT / "infra" / "k8s" / "overlays" / "prometheus-rules"
+
+
+def test_prometheus_rule_overlay_is_alerts_yml_and_stays_optional():
+    """The PrometheusRule holds alerts.yml's groups; neither variant applies it (no operator CRDs needed)."""
+    listed = {p.name for p in kustomize_resources(K8S_RULES)}
+    assert listed == {p.name for p in K8S_RULES.glob("*.yaml")} - {"kustomization.yaml"}
+    rule = one(k8s_objects(K8S_RULES), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS_FILE.read_text())["groups"]
+    assert (
+        render(K8S_RULES)[("PrometheusRule", rule["metadata"]["name"])]["metadata"]["namespace"]
+        == "sentistream"
+    )
+    for variant in (K8S_BASE, K8S_GPU):
+        assert not [k for k, _ in render(variant) if k == "PrometheusRule"], variant.name
+
+
+def rule_threshold_problems(alerts_text: str, monitor_env: dict[str, str | None]) -> list[str]:
+    """Each number in the rules is the monitor's setting for the same condition (what it runs with)."""
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load(alerts_text)["groups"] for r in g["rules"]}
+    expected = [
+        ("SentimentShareShift", r"label_share_zscore\)\s*>=\s*([\d.]+)", "z_threshold"),
+        ("SentimentShareShift", r"label_share_baseline\)\s*>=\s*([\d.]+)", "min_share_change"),
+        ("SentimentShareShift", r"window_events\s*>=\s*([\d.]+)", "min_window_events"),
+        ("SentimentVolumeShift", r"volume_zscore\)\s*>=\s*([\d.]+)", "volume_z_threshold"),
+        ("SentimentStatsStalled", r"last_stats_seconds\s*>\s*([\d.]+)", "stall_after_s"),
+    ]
+    problems = []
+    for alert, pattern, field in expected:
+        s = setting("MonitorSettings", field)
+        match = re.search(pattern, rules.get(alert, ""))
+        if match is None:
+            problems.append(f"{alert}: no threshold for {s.env}")
+        elif float(match.group(1)) != float(deployed(monitor_env, s)):
+            problems.append(
+                f"{alert}: {match.group(1)} but the monitor runs with {s.env}={deployed(monitor_env, s)}"
+            )
+    return problems
+
+
+def test_prometheus_rules_use_the_monitors_thresholds():
+    objects = k8s_objects()
+    env = container_env(objects, main_container(workload(objects, "monitor")))
+    assert rule_threshold_problems(ALERTS_FILE.read_text(), env) == []
+
+
+def test_prometheus_threshold_check_catches_a_rule_left_behind():
+    objects = k8s_objects()
+    env = container_env(objects, main_container(workload(objects, "monitor")))
+    env[setting("MonitorSettings", "z_threshold").env] = "3.0"  # the monitor retuned, the rule not
+    problems = rule_threshold_problems(ALERTS_FILE.read_text(), env)
+    assert any("SentimentShareShift" in p and "Z_THRESHOLD=3.0" in p for p in problems), problems
+    edited = ALERTS_FILE.read_text().replace("time() - sentistream_monitor_last_stats_seconds > 60", "time() - sentistream_monitor_last_stats_seconds > 300")  # fmt: skip
+    assert any("SentimentStatsStalled: 300" in p for p in rule_threshold_problems(edited, {}))
