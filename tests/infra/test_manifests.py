@@ -701,7 +701,7 @@ def secret_problems(objects: dict) -> list[str]:
     """No Secret is applied by kustomize (it would overwrite real credentials); references are optional."""
     problems = [f"{kind}/{name} is a kustomize resource" for kind, name in objects if kind == "Secret"]
     for where, pod in pods(objects):
-        for c in pod["containers"]:
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
             if any("secretRef" in s for s in c.get("envFrom", [])):
                 problems.append(f"{where}: envFrom a Secret (name the keys with secretKeyRef)")
             for item in c.get("env", []):
@@ -1839,3 +1839,43 @@ def test_prometheus_threshold_check_catches_a_rule_left_behind():
     assert any("SentimentShareShift" in p and "Z_THRESHOLD=3.0" in p for p in problems), problems
     edited = ALERTS_FILE.read_text().replace("time() - sentistream_monitor_last_stats_seconds > 60", "time() - sentistream_monitor_last_stats_seconds > 300")  # fmt: skip
     assert any("SentimentStatsStalled: 300" in p for p in rule_threshold_problems(edited, {}))
+
+
+def topics_init_problems(objects: dict) -> list[str]:
+    """The sink and the monitor start after the topics exist: their init container is the topics Job's container."""
+    job = main_container(deployment(objects, "topics", kind="Job"))
+    want = {k: v for k, v in job.items() if k != "name"}
+    problems = []
+    for component in ("sink", "monitor"):
+        inits = workload(objects, component)["spec"]["template"]["spec"].get("initContainers", [])
+        if not inits:
+            problems.append(f"{component}: no init container creating the topics first")
+        for c in inits:
+            differ = sorted(k for k in want.keys() | c.keys() - {"name"} if c.get(k) != want.get(k))
+            if differ:
+                problems.append(
+                    f"{component}: init container {c['name']} differs from the topics Job in {differ}"
+                )
+    return problems
+
+
+def test_sink_and_monitor_wait_for_the_topics_jobs_own_script():
+    assert topics_init_problems(k8s_objects()) == []
+
+
+def test_topics_init_check_catches_an_init_container_that_drifted_from_the_job(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def drift(docs):
+        init = docs[0]["spec"]["template"]["spec"]["initContainers"][0]
+        init["envFrom"] = init["envFrom"][:1]  # lost the worker's partitions and replication factor
+
+    edit_yaml(base / "monitor-deployment.yaml", drift)
+    edit_yaml(
+        base / "sink-statefulset.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].pop("initContainers")
+    )
+    problems = topics_init_problems(k8s_objects(base))
+    assert any(
+        "monitor: init container topics differs from the topics Job in ['envFrom']" in p for p in problems
+    )
+    assert any("sink: no init container" in p for p in problems), problems
