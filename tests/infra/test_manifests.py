@@ -1644,23 +1644,29 @@ def test_history_check_catches_a_wrong_dir_a_wrong_claim_a_writable_mount_and_a_
         for p in history_problems(k8s_objects(), doc)
     )
 
-    base = copy_of_k8s(tmp_path) / "base"
+    def dashboard_history(k8s: Path, change) -> list[str]:
+        """Apply change(pod spec, history volume, history mount) to the dashboard; the problems found."""
 
-    def break_dashboard(docs):
-        pod = docs[0]["spec"]["template"]["spec"]
+        def edit(docs):
+            pod = docs[0]["spec"]["template"]["spec"]
+            volume = next(v for v in pod["volumes"] if v["name"] == "history")
+            change(
+                pod, volume, next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "history")
+            )
+
+        edit_yaml(k8s / "base" / "dashboard-deployment.yaml", edit)
+        return history_problems(k8s_objects(k8s / "base"), compose())
+
+    def other_claim_no_affinity(pod, volume, mount):
         del pod["affinity"]
-        next(v for v in pod["volumes"] if v["name"] == "history")["persistentVolumeClaim"]["claimName"] = (
-            "history"
-        )
+        volume["persistentVolumeClaim"]["claimName"] = "history"
 
-    edit_yaml(base / "dashboard-deployment.yaml", break_dashboard)
-    problems = history_problems(k8s_objects(base), compose())
+    problems = dashboard_history(copy_of_k8s(tmp_path / "a"), other_claim_no_affinity)
     assert any("is not the sink's volume (PVC history-sentistream-sink-0)" in p for p in problems), problems
     assert any("ReadWriteOnce but nothing puts it on the sink's node" in p for p in problems), problems
-
-    edit_yaml(base / "dashboard-deployment.yaml", lambda docs: next(m for m in main_container(docs[0])["volumeMounts"] if m["name"] == "history").pop("readOnly"))  # fmt: skip
-    edit_yaml(base / "dashboard-deployment.yaml", lambda docs: next(v for v in docs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "history")["persistentVolumeClaim"].update(claimName="history-sentistream-sink-0"))  # fmt: skip
-    problems = history_problems(k8s_objects(base), compose())
+    problems = dashboard_history(
+        copy_of_k8s(tmp_path / "b"), lambda pod, volume, mount: mount.pop("readOnly")
+    )
     assert any("k8s dashboard: mounts the sink's volume writable" in p for p in problems), problems
 
 
