@@ -41,7 +41,10 @@ FROM model-${MODEL_SOURCE} AS model
 
 # ---- runtime: the virtualenv and the bundle, nothing else, as a non-root user -----------------
 FROM python:${PYTHON_VERSION}-slim AS runtime
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/sentistream sentistream
+# /var/lib/sentistream/history: the sink's folder (compose mounts a named volume there, which takes
+# the folder's owner when it is new, so the sink's user can write it).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/sentistream sentistream \
+    && install -d -o 10001 -g 10001 /var/lib/sentistream/history
 COPY --from=build /opt/venv /opt/venv
 COPY --from=model --chown=10001:10001 /bundle/ /models/bundle/
 ENV PATH=/opt/venv/bin:$PATH \

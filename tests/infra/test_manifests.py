@@ -39,7 +39,14 @@ K8S_GPU = ROOT / "infra" / "k8s" / "overlays" / "gpu"
 DOCKER_DIR = ROOT / "infra" / "docker"
 PREFIX = "SENTISTREAM_"
 # compose service -> the component (set of settings classes) its container runs
-SERVICE_COMPONENT = {"worker": "worker", "worker-gpu": "worker", "dashboard": "dashboard", "replay": "replay"}
+SERVICE_COMPONENT = {
+    "worker": "worker",
+    "worker-gpu": "worker",
+    "dashboard": "dashboard",
+    "replay": "replay",
+    "sink": "sink",
+    "monitor": "monitor",
+}
 DOCKERFILE_COMPONENT = {
     "worker.Dockerfile": "worker",
     "worker-gpu.Dockerfile": "worker",
@@ -70,20 +77,34 @@ class Setting:
         return TypeAdapter(self.cls.model_fields[self.field].annotation).validate_strings(raw)
 
 
-def component_classes() -> dict[str, tuple[type[BaseSettings], ...]]:
+# A settings class a process reads whole, or (class, the only fields it reads).
+Reads = type[BaseSettings] | tuple[type[BaseSettings], tuple[str, ...]]
+
+
+def component_classes() -> dict[str, tuple[Reads, ...]]:
     """The settings classes each deployed process reads."""
+    from dashboard.history import HistorySettings
     from dashboard.settings import DashboardSettings
     from model.settings import ModelSettings
+    from stream.monitor import MonitorSettings
     from stream.producer import ProducerSettings
     from stream.replay import ReplaySettings
     from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
+    from stream.sink import SinkSettings
 
+    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics Job
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
-        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings),
+        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings),  # the Kubernetes Job that creates the topics
+        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the Kubernetes Job that creates the topics
+        "sink": (KafkaSettings, SinkSettings),
+        "monitor": (KafkaSettings, MonitorSettings),
     }
+
+
+def fields_read(reads: Reads) -> tuple[type[BaseSettings], Iterable[str]]:
+    return reads if isinstance(reads, tuple) else (reads, reads.model_fields)
 
 
 def settings_of(*components: str) -> dict[str, Setting]:
@@ -92,14 +113,16 @@ def settings_of(*components: str) -> dict[str, Setting]:
     return {
         s.env: s
         for c in components
-        for cls in classes[c]
-        for s in (Setting(cls, f) for f in cls.model_fields)
+        for cls, fields in map(fields_read, classes[c])
+        for s in (Setting(cls, f) for f in fields)
     }
 
 
 def setting(cls_name: str, field: str) -> Setting:
     """The setting `field` of the deployed settings class named `cls_name`."""
-    classes = {cls.__name__: cls for group in component_classes().values() for cls in group}
+    classes = {
+        cls.__name__: cls for group in component_classes().values() for cls, _ in map(fields_read, group)
+    }
     return Setting(classes[cls_name], field)
 
 
@@ -116,6 +139,8 @@ def deployment_choices() -> set[str]:
         setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
         setting("WorkerSettings", "worker_name").env,  # the pod's name
         setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
+        setting("SinkSettings", "output").env,  # the sink's volume (no default: it must be given)
+        setting("HistorySettings", "history_dir").env,  # the same volume, in the dashboard
     }
 
 
@@ -129,9 +154,15 @@ def required(component: str) -> set[str]:
             ("WorkerSettings", "web_port"),  # probes, HEALTHCHECK, the dashboard's worker URL
             ("ModelSettings", "model"),
         ],
-        "dashboard": [("DashboardSettings", "port"), ("ConsumerGroupSettings", "group_id")],
+        "dashboard": [
+            ("DashboardSettings", "port"),
+            ("ConsumerGroupSettings", "group_id"),
+            ("HistorySettings", "history_dir"),  # the History tab reads the sink's volume
+        ],
         "replay": [],
         "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
+        "sink": [("SinkSettings", "output")],
+        "monitor": [("MonitorSettings", "web_port")],  # probes, scrape annotations, compose healthcheck
     }[component]
     loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
     return loopback | {setting(c, f).env for c, f in anchors}
@@ -182,6 +213,24 @@ def worker_health_path() -> str:
 
     recorder = PageRecorder()
     register_views(recorder, SimpleNamespace(settings=WorkerSettings(), metrics=None))
+    return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
+
+
+def monitor_health_path() -> str:
+    """The health view the monitor registers (read from stream.monitor, not copied)."""
+    from stream.monitor import _register_views
+
+    class AppRecorder:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+            self.on_rebalance_complete = SimpleNamespace(connect=lambda receiver: receiver)
+
+        def page(self, path: str):
+            self.paths.append(path)
+            return lambda view: view
+
+    recorder = AppRecorder()
+    _register_views(recorder, SimpleNamespace(published=0))
     return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
 
 
@@ -259,12 +308,15 @@ def edit_yaml(path: Path, change) -> None:
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+
 def pods(objects: dict) -> list[tuple[str, dict]]:
-    """(where, pod spec) of every Deployment and Job."""
+    """(where, pod spec) of every Deployment, StatefulSet and Job."""
     return [
         (f"{kind}/{name}", o["spec"]["template"]["spec"])
         for (kind, name), o in objects.items()
-        if kind in ("Deployment", "Job")
+        if kind in WORKLOADS
     ]
 
 
@@ -454,12 +506,17 @@ def test_compose_shell_overrides_default_to_the_codes_defaults():
             assert known[name].parse(default) == known[name].default, f"${{{name}:-{default}}}"
 
 
+def app_topics() -> list[Setting]:
+    """The topics the initialisers create: the worker's four and the monitor's alerts topic."""
+    four = [setting("KafkaSettings", f) for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")]
+    return [*four, setting("MonitorSettings", "alerts_topic")]
+
+
 def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_partitions():
     doc = compose()
     topics = doc["services"]["topics"]
     env, script = service_env(topics), topics["command"][0]
-    for field in ("topic", "scored_topic", "dlq_topic", "stats_topic"):
-        s = setting("KafkaSettings", field)
+    for s in app_topics():
         assert env[s.env] == s.default and f'"$${s.env}"' in script, s.env
     partitions = setting("WorkerSettings", "partitions")
     assert int(env[partitions.env]) == partitions.default
@@ -468,7 +525,7 @@ def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_part
     broker = setting("KafkaSettings", "broker")
     assert env[broker.env] == service_env(doc["services"]["worker"])[broker.env]
     assert broker.env in script, "the initialiser must use the same broker as the app"
-    for name in ("worker", "worker-gpu", "dashboard", "replay"):
+    for name in SERVICE_COMPONENT:
         assert doc["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
@@ -488,9 +545,7 @@ def test_compose_topic_initialiser_script_creates_each_topic_once(tmp_path: Path
     from stream.settings import bootstrap_servers
 
     broker = bootstrap_servers(service_env(topics)[setting("KafkaSettings", "broker").env])
-    names = [
-        setting("KafkaSettings", f).default for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")
-    ]
+    names = [s.default for s in app_topics()]
     assert [c[c.index("--topic") + 1] for c in created] == names
     for c in created:
         assert c[c.index("--partitions") + 1] == str(partitions)
@@ -577,7 +632,7 @@ def test_compose_and_kubernetes_commands_are_real_subcommands_with_real_flags():
         command = [resolve(a) for a in compose()["services"][name]["command"]]
         problems += cli_problems(command, f"compose {name}")
     for (kind, name), obj in k8s_objects().items():
-        if kind == "Deployment":
+        if kind in ("Deployment", "StatefulSet"):
             for c in obj["spec"]["template"]["spec"]["containers"]:
                 problems += cli_problems(c["args"], f"{kind}/{name}")
     assert problems == []
@@ -646,7 +701,7 @@ def secret_problems(objects: dict) -> list[str]:
     """No Secret is applied by kustomize (it would overwrite real credentials); references are optional."""
     problems = [f"{kind}/{name} is a kustomize resource" for kind, name in objects if kind == "Secret"]
     for where, pod in pods(objects):
-        for c in pod["containers"]:
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
             if any("secretRef" in s for s in c.get("envFrom", [])):
                 problems.append(f"{where}: envFrom a Secret (name the keys with secretKeyRef)")
             for item in c.get("env", []):
@@ -1311,8 +1366,8 @@ def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_u
     objects = k8s_objects()
     job = deployment(objects, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
     env = {k: v for k, v in container_env(objects, job).items() if v is not None}
-    names = {f: f"{topic_name}-{f}" for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")}
-    env |= {setting("KafkaSettings", f).env: name for f, name in names.items()}
+    names = {s.env: f"{topic_name}-{s.field}" for s in app_topics()}
+    env |= names
     env |= {setting("KafkaSettings", "broker").env: broker_url}
     env |= {setting("WorkerSettings", "replication_factor").env: "1"}  # one test broker
     run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
@@ -1344,3 +1399,489 @@ def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_u
 
     want = int(env[setting("WorkerSettings", "partitions").env])
     assert asyncio.run(partitions()) == dict.fromkeys(names.values(), want)
+
+
+# ---- the history sink and the shift-alert monitor ------------------------------------------------
+
+
+def workload(objects: dict, component: str) -> dict:
+    """The Deployment or StatefulSet that runs `component`."""
+    return next(
+        o
+        for (k, _), o in objects.items()
+        if k in WORKLOADS and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    )
+
+
+def main_container(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]["containers"][0]
+
+
+def deployed(env: dict[str, str | None], s: Setting) -> Any:
+    """The value a process runs with: what `env` sets, else the code's default."""
+    return s.parse(env[s.env]) if env.get(s.env) is not None else s.default
+
+
+def monitor_replica_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The monitor can never run twice: one replica, Recreate rollouts, nothing scales it, compose refuses --scale."""
+    problems = []
+    dep = workload(objects, "monitor")
+    where = f"{dep['kind']}/{dep['metadata']['name']}"
+    if dep["kind"] != "Deployment":
+        problems.append(f"{where}: the monitor must be a Deployment (one pod), not a {dep['kind']}")
+    if dep["spec"].get("replicas", 1) != 1:
+        problems.append(f"{where}: replicas {dep['spec']['replicas']}, the monitor runs exactly one")
+    if dep["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.append(f"{where}: strategy is not Recreate, so a rollout runs two monitors at once")
+    for (kind, name), o in objects.items():
+        if (
+            kind in ("ScaledObject", "HorizontalPodAutoscaler")
+            and o["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+        ):
+            problems.append(f"{kind}/{name} scales the monitor, which must stay at one replica")
+    service = compose_doc["services"]["monitor"]
+    if not service.get("container_name"):
+        problems.append("compose monitor: no container_name, so `--scale monitor=N` would start N monitors")
+    if int((service.get("deploy") or {}).get("replicas", 1)) != 1 or int(service.get("scale", 1)) != 1:
+        problems.append("compose monitor: more than one replica")
+    return problems
+
+
+def test_the_monitor_runs_exactly_one_replica_everywhere():
+    assert monitor_replica_problems(k8s_objects(), compose()) == []
+    for variant in (K8S_BASE, K8S_GPU):
+        assert monitor_replica_problems(render(variant), compose()) == [], variant.name
+
+
+def test_monitor_replica_check_catches_two_replicas_a_rolling_update_keda_and_compose_scaling(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def two_rolling(docs):
+        docs[0]["spec"].update(replicas=2, strategy={"type": "RollingUpdate"})
+
+    edit_yaml(base / "monitor-deployment.yaml", two_rolling)
+
+    def keda_on_monitor(docs):
+        docs[0]["spec"]["scaleTargetRef"]["name"] = "sentistream-monitor"
+
+    edit_yaml(base / "worker-scaledobject.yaml", keda_on_monitor)
+    doc = compose()
+    del doc["services"]["monitor"]["container_name"]
+    problems = monitor_replica_problems(k8s_objects(base), doc)
+    for expected in (
+        "replicas 2",
+        "not Recreate",
+        "ScaledObject/sentistream-worker scales the monitor",
+        "--scale",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+def sink_and_monitor_command_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """Compose's and Kubernetes' sink and monitor run their own subcommand, with flags the real parser takes."""
+    problems = []
+    for component in ("sink", "monitor"):
+        commands = {
+            f"compose {component}": [resolve(a) for a in compose_doc["services"][component]["command"]],
+            f"k8s {component}": main_container(workload(objects, component))["args"],
+        }
+        for where, argv in commands.items():
+            if argv[:1] != [component]:
+                problems.append(f"{where}: runs {argv[:1]}, not `sentistream {component}`")
+            problems += cli_problems(argv, where)
+    return problems
+
+
+def test_sink_and_monitor_commands_parse_with_the_real_cli():
+    assert sink_and_monitor_command_problems(k8s_objects(), compose()) == []
+
+
+def test_sink_and_monitor_command_check_catches_a_wrong_subcommand_and_an_unknown_flag(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(base / "monitor-deployment.yaml", lambda docs: main_container(docs[0]).update(args=["monitor", "--replicas", "2"]))  # fmt: skip
+    doc = compose()
+    doc["services"]["sink"]["command"] = ["worker"]
+    problems = sink_and_monitor_command_problems(k8s_objects(base), doc)
+    assert any("k8s monitor" in p and "refused by the CLI parser" in p for p in problems), problems
+    assert any("compose sink: runs ['worker']" in p for p in problems), problems
+
+
+def prefixed_env(objects: dict, compose_doc: dict) -> list[tuple[str, str]]:
+    """(where, variable) of every SENTISTREAM_* variable compose, the ConfigMaps and the containers set."""
+    found = [(f"compose {n}", k) for n, s in compose_doc["services"].items() for k in service_env(s)]
+    for (kind, name), o in objects.items():
+        if kind == "ConfigMap":
+            found += [(f"ConfigMap/{name}", k) for k in o["data"]]
+    for where, pod in pods(objects):
+        found += [(where, e["name"]) for c in pod["containers"] for e in c.get("env", [])]
+    return [(where, k) for where, k in found if k.startswith(PREFIX)]
+
+
+def component_prefix_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """Every SENTISTREAM_SINK_* / SENTISTREAM_MONITOR_* variable set anywhere is a field of its settings class."""
+    from stream.monitor import MonitorSettings
+    from stream.sink import SinkSettings
+
+    owners = {cls.model_config["env_prefix"]: cls for cls in (SinkSettings, MonitorSettings)}
+    problems = []
+    for where, name in prefixed_env(objects, compose_doc):
+        for prefix, cls in owners.items():
+            fields = {env_name(cls, f) for f in cls.model_fields}
+            if name.startswith(prefix) and name not in fields:
+                problems.append(f"{where}: {name} is not a field of {cls.__name__}")
+    return problems
+
+
+def test_sink_and_monitor_variables_are_fields_of_their_settings():
+    found = {name for _, name in prefixed_env(k8s_objects(), compose())}
+    assert any(n.startswith("SENTISTREAM_SINK_") for n in found)
+    assert any(n.startswith("SENTISTREAM_MONITOR_") for n in found)
+    assert component_prefix_problems(k8s_objects(), compose()) == []
+
+
+def test_sink_and_monitor_variable_check_catches_a_misspelt_key(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def misspell(docs):
+        next(d for d in docs if d["metadata"]["name"] == "sentistream-sink")["data"][
+            "SENTISTREAM_SINK_FLUSH_ROW"
+        ] = "1"
+
+    edit_yaml(base / "configmap.yaml", misspell)
+    doc = compose()
+    doc["services"]["monitor"]["environment"]["SENTISTREAM_MONITOR_WINDOW"] = "10"
+    problems = component_prefix_problems(k8s_objects(base), doc)
+    assert any("SENTISTREAM_SINK_FLUSH_ROW is not a field of SinkSettings" in p for p in problems), problems
+    assert any("SENTISTREAM_MONITOR_WINDOW is not a field of MonitorSettings" in p for p in problems), (
+        problems
+    )
+
+
+def compose_mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """target -> (source, read-only) of a compose service's short-form volumes."""
+    mounts = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = resolve(spec).split(":")
+        mounts[target] = (source, "ro" in (mode[0].split(",") if mode else []))
+    return mounts
+
+
+def history_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The dashboard's history dir is the sink's output, on the same volume, mounted read-only."""
+    output, history = setting("SinkSettings", "output"), setting("HistorySettings", "history_dir")
+    problems = []
+    services = compose_doc["services"]
+    sink_dir = service_env(services["sink"]).get(output.env)
+    dash_dir = service_env(services["dashboard"]).get(history.env)
+    sink_vol = compose_mounts(services["sink"]).get(sink_dir)
+    dash_vol = compose_mounts(services["dashboard"]).get(dash_dir)
+    if sink_vol is None or sink_vol[1]:
+        problems.append(f"compose sink: its output {sink_dir} is not on a writable volume")
+    elif sink_vol[0] not in (compose_doc.get("volumes") or {}):
+        problems.append(f"compose sink: {sink_vol[0]} is not a named volume")
+    if dash_vol is None or sink_vol is None or dash_vol[0] != sink_vol[0]:
+        problems.append(f"compose dashboard: {history.env}={dash_dir} is not on the sink's volume")
+    elif not dash_vol[1]:
+        problems.append("compose dashboard: mounts the sink's volume writable (:ro)")
+
+    sts = workload(objects, "sink")
+    sink = main_container(sts)
+    sink_dir = str(deployed(container_env(objects, sink), output))
+    claims = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    sink_mount = next((m for m in sink["volumeMounts"] if m["mountPath"] == sink_dir), None)
+    if sink_mount is None or sink_mount["name"] not in claims or sink_mount.get("readOnly"):
+        problems.append(f"k8s sink: its output {sink_dir} is not a writable volumeClaimTemplate mount")
+        return problems
+    claim = f"{sink_mount['name']}-{sts['metadata']['name']}-0"  # the PVC of pod 0
+    dash = workload(objects, "dashboard")
+    pod = dash["spec"]["template"]["spec"]
+    dash_dir = container_env(objects, main_container(dash)).get(history.env)
+    mount = next(
+        (m for m in main_container(dash).get("volumeMounts", []) if m["mountPath"] == dash_dir), None
+    )
+    volume = next((v for v in pod["volumes"] if mount and v["name"] == mount["name"]), {})
+    if volume.get("persistentVolumeClaim", {}).get("claimName") != claim:
+        problems.append(f"k8s dashboard: {history.env}={dash_dir} is not the sink's volume (PVC {claim})")
+    elif not (mount.get("readOnly") and volume["persistentVolumeClaim"].get("readOnly")):
+        problems.append(
+            "k8s dashboard: mounts the sink's volume writable (readOnly on the mount and the claim)"
+        )
+    if "ReadWriteMany" not in claims[sink_mount["name"]]["spec"]["accessModes"]:
+        terms = pod.get("affinity", {}).get("podAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])  # fmt: skip
+        sink_labels = sts["spec"]["template"]["metadata"]["labels"].items()
+        if not any(
+            t["topologyKey"] == "kubernetes.io/hostname"
+            and t["labelSelector"]["matchLabels"].items() <= sink_labels
+            for t in terms
+        ):
+            problems.append(
+                "k8s dashboard: the sink's volume is ReadWriteOnce but nothing puts it on the sink's node"
+            )
+    return problems
+
+
+def test_the_dashboards_history_dir_is_the_sinks_output_read_only():
+    assert history_problems(k8s_objects(), compose()) == []
+    assert history_problems(render(K8S_GPU), compose()) == []
+
+
+def test_history_check_catches_a_wrong_dir_a_wrong_claim_a_writable_mount_and_a_missing_affinity(
+    tmp_path: Path,
+):
+    history = setting("HistorySettings", "history_dir").env
+    doc = compose()
+    doc["services"]["dashboard"]["environment"][history] = "/data/history"
+    assert any(
+        "compose dashboard" in p and "not on the sink's volume" in p
+        for p in history_problems(k8s_objects(), doc)
+    )
+    doc = compose()
+    doc["services"]["dashboard"]["volumes"] = [
+        v.replace(":ro", "") for v in doc["services"]["dashboard"]["volumes"]
+    ]
+    assert any(
+        "compose dashboard: mounts the sink's volume writable" in p
+        for p in history_problems(k8s_objects(), doc)
+    )
+
+    def dashboard_history(k8s: Path, change) -> list[str]:
+        """Apply change(pod spec, history volume, history mount) to the dashboard; the problems found."""
+
+        def edit(docs):
+            pod = docs[0]["spec"]["template"]["spec"]
+            volume = next(v for v in pod["volumes"] if v["name"] == "history")
+            change(
+                pod, volume, next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "history")
+            )
+
+        edit_yaml(k8s / "base" / "dashboard-deployment.yaml", edit)
+        return history_problems(k8s_objects(k8s / "base"), compose())
+
+    def other_claim_no_affinity(pod, volume, mount):
+        del pod["affinity"]
+        volume["persistentVolumeClaim"]["claimName"] = "history"
+
+    problems = dashboard_history(copy_of_k8s(tmp_path / "a"), other_claim_no_affinity)
+    assert any("is not the sink's volume (PVC history-sentistream-sink-0)" in p for p in problems), problems
+    assert any("ReadWriteOnce but nothing puts it on the sink's node" in p for p in problems), problems
+    problems = dashboard_history(
+        copy_of_k8s(tmp_path / "b"), lambda pod, volume, mount: mount.pop("readOnly")
+    )
+    assert any("k8s dashboard: mounts the sink's volume writable" in p for p in problems), problems
+
+
+def sink_shutdown_seconds(env: dict[str, str | None], partitions: int) -> float:
+    """Worst case of the sink's write on SIGTERM, at the measured rate.
+
+    Each partition buffers under SENTISTREAM_SINK_FLUSH_ROWS rows (a full buffer is written at once),
+    plus the last poll's records; the rate is benchmarks/results/sink_throughput.json's end-to-end one
+    (consume, parse and write, on a loaded machine), slower than writing alone.
+    """
+    poll = int(
+        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink.py").read_text()).group(1)
+    )
+    rate = json.loads((ROOT / "benchmarks" / "results" / "sink_throughput.json").read_text())[
+        "sink_events_per_s"
+    ]
+    rows = partitions * deployed(env, setting("SinkSettings", "flush_rows")) + poll
+    return rows / rate
+
+
+def stop_grace_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """SIGKILL comes after the sink's final write and the monitor's Faust shutdown, with a margin; compose agrees."""
+    from mode.services import Service
+
+    margin = 15
+    partitions = setting("WorkerSettings", "partitions").default  # of tweets-scored, which the worker creates
+    sink = workload(objects, "sink")
+    needs = {
+        "sink": sink_shutdown_seconds(container_env(objects, main_container(sink)), partitions),
+        "monitor": Service.shutdown_timeout,
+    }
+    problems = []
+    for component, seconds_needed in needs.items():
+        grace = workload(objects, component)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        if grace < seconds_needed + margin:
+            problems.append(f"k8s {component}: terminationGracePeriodSeconds {grace} is not {margin} s over its {seconds_needed:.0f} s shutdown")  # fmt: skip
+        service = compose_doc["services"][component]
+        if seconds(service["stop_grace_period"]) != grace or service["stop_signal"] != "SIGTERM":
+            problems.append(
+                f"compose {component}: stop_grace_period {service['stop_grace_period']} is not {grace}s"
+            )
+    return problems
+
+
+def test_sink_and_monitor_get_time_to_shut_down_cleanly():
+    assert stop_grace_problems(k8s_objects(), compose()) == []
+
+
+def test_stop_grace_check_catches_a_short_sink_grace_and_a_compose_mismatch(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(base / "sink-statefulset.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30))  # fmt: skip
+    doc = compose()
+    doc["services"]["monitor"]["stop_grace_period"] = "10s"
+    problems = stop_grace_problems(k8s_objects(base), doc)
+    assert any("k8s sink: terminationGracePeriodSeconds 30" in p for p in problems), problems
+    assert any("compose monitor: stop_grace_period 10s" in p for p in problems), problems
+
+
+def monitor_problems(objects: dict, compose_doc: dict) -> list[str]:
+    """The monitor's windows are the workers' windows; probes, scrape annotations and healthcheck ask its port and /health."""
+    window, stats_window = setting("MonitorSettings", "window_s"), setting("WorkerSettings", "stats_window_s")
+    port, path = setting("MonitorSettings", "web_port"), monitor_health_path()
+    problems = []
+    dep = workload(objects, "monitor")
+    env = container_env(objects, main_container(dep))
+    if deployed(env, window) != deployed(worker_env(objects), stats_window):
+        problems.append(f"k8s monitor: {window.env} differs from the workers' {stats_window.env}")
+    web_port = deployed(env, port)
+    problems += probe_problems(dep, path, web_port, "k8s monitor")
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if (
+        annotations.get("prometheus.io/port") != str(web_port)
+        or annotations.get("prometheus.io/scrape") != "true"
+    ):
+        problems.append(f"k8s monitor: Prometheus does not scrape port {web_port}")
+    services = compose_doc["services"]
+    env = service_env(services["monitor"])
+    if deployed(env, window) != deployed(service_env(services["worker"]), stats_window):
+        problems.append(f"compose monitor: {window.env} differs from the workers' {stats_window.env}")
+    web_port = deployed(env, port)
+    if f"http://127.0.0.1:{web_port}{path}" not in " ".join(services["monitor"]["healthcheck"]["test"]):
+        problems.append(f"compose monitor: the healthcheck does not ask :{web_port}{path}")
+    if [str(p) for p in services["monitor"].get("expose", [])] != [str(web_port)]:
+        problems.append(f"compose monitor: does not expose {web_port}")
+    return problems
+
+
+def test_monitor_windows_probes_and_scraping_follow_its_settings():
+    assert monitor_problems(k8s_objects(), compose()) == []
+
+
+def test_monitor_check_catches_a_window_mismatch_and_a_wrong_port(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def drift(docs):
+        data = next(d for d in docs if d["metadata"]["name"] == "sentistream-monitor")["data"]
+        data.update({"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"})
+
+    edit_yaml(base / "configmap.yaml", drift)
+    doc = compose()
+    doc["services"]["monitor"]["healthcheck"]["test"][-1] = "http://127.0.0.1:6066/health"
+    problems = monitor_problems(k8s_objects(base), doc)
+    assert any("k8s monitor: SENTISTREAM_MONITOR_WINDOW_S differs" in p for p in problems), problems
+    assert any("readinessProbe asks http/health, the app serves 6068/health" in p for p in problems), problems
+    assert any("Prometheus does not scrape port 6068" in p for p in problems), problems
+    assert any("compose monitor: the healthcheck does not ask :6067/health" in p for p in problems), problems
+
+
+def test_compose_sink_turns_off_the_images_healthcheck():
+    """The worker image's HEALTHCHECK asks the worker's web port; the sink serves none and would show unhealthy."""
+    assert compose()["services"]["sink"]["healthcheck"] == {"disable": True}
+
+
+def test_worker_image_prepares_the_sinks_folder_for_its_user():
+    """A new named volume copies the image folder's owner: without it the sink (uid 10001) cannot write."""
+    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "output").env]
+    df = Dockerfile.read(DOCKER_DIR / "worker.Dockerfile")
+    user = df.last("USER")
+    assert any(f"-o {user}" in args and output in args for n, args in df.final_stage() if n == "RUN")
+
+
+# ---- Prometheus rules ----------------------------------------------------------------------------
+
+ALERTS_FILE = ROOT / "infra" / "prometheus" / "alerts.yml"
+K8S_RULES = ROOT / "infra" / "k8s" / "overlays" / "prometheus-rules"
+
+
+def test_prometheus_rule_overlay_is_alerts_yml_and_stays_optional():
+    """The PrometheusRule holds alerts.yml's groups; neither variant applies it (no operator CRDs needed)."""
+    listed = {p.name for p in kustomize_resources(K8S_RULES)}
+    assert listed == {p.name for p in K8S_RULES.glob("*.yaml")} - {"kustomization.yaml"}
+    rule = one(k8s_objects(K8S_RULES), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS_FILE.read_text())["groups"]
+    assert (
+        render(K8S_RULES)[("PrometheusRule", rule["metadata"]["name"])]["metadata"]["namespace"]
+        == "sentistream"
+    )
+    for variant in (K8S_BASE, K8S_GPU):
+        assert not [k for k, _ in render(variant) if k == "PrometheusRule"], variant.name
+
+
+def rule_threshold_problems(alerts_text: str, monitor_env: dict[str, str | None]) -> list[str]:
+    """Each number in the rules is the monitor's setting for the same condition (what it runs with)."""
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load(alerts_text)["groups"] for r in g["rules"]}
+    expected = [
+        ("SentimentShareShift", r"label_share_zscore\)\s*>=\s*([\d.]+)", "z_threshold"),
+        ("SentimentShareShift", r"label_share_baseline\)\s*>=\s*([\d.]+)", "min_share_change"),
+        ("SentimentShareShift", r"window_events\s*>=\s*([\d.]+)", "min_window_events"),
+        ("SentimentVolumeShift", r"volume_zscore\)\s*>=\s*([\d.]+)", "volume_z_threshold"),
+        ("SentimentStatsStalled", r"last_stats_seconds\s*>\s*([\d.]+)", "stall_after_s"),
+    ]
+    problems = []
+    for alert, pattern, field in expected:
+        s = setting("MonitorSettings", field)
+        match = re.search(pattern, rules.get(alert, ""))
+        if match is None:
+            problems.append(f"{alert}: no threshold for {s.env}")
+        elif float(match.group(1)) != float(deployed(monitor_env, s)):
+            problems.append(
+                f"{alert}: {match.group(1)} but the monitor runs with {s.env}={deployed(monitor_env, s)}"
+            )
+    return problems
+
+
+def test_prometheus_rules_use_the_monitors_thresholds():
+    objects = k8s_objects()
+    env = container_env(objects, main_container(workload(objects, "monitor")))
+    assert rule_threshold_problems(ALERTS_FILE.read_text(), env) == []
+
+
+def test_prometheus_threshold_check_catches_a_rule_left_behind():
+    objects = k8s_objects()
+    env = container_env(objects, main_container(workload(objects, "monitor")))
+    env[setting("MonitorSettings", "z_threshold").env] = "3.0"  # the monitor retuned, the rule not
+    problems = rule_threshold_problems(ALERTS_FILE.read_text(), env)
+    assert any("SentimentShareShift" in p and "Z_THRESHOLD=3.0" in p for p in problems), problems
+    edited = ALERTS_FILE.read_text().replace("time() - sentistream_monitor_last_stats_seconds > 60", "time() - sentistream_monitor_last_stats_seconds > 300")  # fmt: skip
+    assert any("SentimentStatsStalled: 300" in p for p in rule_threshold_problems(edited, {}))
+
+
+def topics_init_problems(objects: dict) -> list[str]:
+    """The sink and the monitor start after the topics exist: their init container is the topics Job's container."""
+    job = main_container(deployment(objects, "topics", kind="Job"))
+    want = {k: v for k, v in job.items() if k != "name"}
+    problems = []
+    for component in ("sink", "monitor"):
+        inits = workload(objects, component)["spec"]["template"]["spec"].get("initContainers", [])
+        if not inits:
+            problems.append(f"{component}: no init container creating the topics first")
+        for c in inits:
+            differ = sorted(k for k in want.keys() | c.keys() - {"name"} if c.get(k) != want.get(k))
+            if differ:
+                problems.append(
+                    f"{component}: init container {c['name']} differs from the topics Job in {differ}"
+                )
+    return problems
+
+
+def test_sink_and_monitor_wait_for_the_topics_jobs_own_script():
+    assert topics_init_problems(k8s_objects()) == []
+
+
+def test_topics_init_check_catches_an_init_container_that_drifted_from_the_job(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def drift(docs):
+        init = docs[0]["spec"]["template"]["spec"]["initContainers"][0]
+        init["envFrom"] = init["envFrom"][:1]  # lost the worker's partitions and replication factor
+
+    edit_yaml(base / "monitor-deployment.yaml", drift)
+    edit_yaml(
+        base / "sink-statefulset.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].pop("initContainers")
+    )
+    problems = topics_init_problems(k8s_objects(base))
+    assert any(
+        "monitor: init container topics differs from the topics Job in ['envFrom']" in p for p in problems
+    )
+    assert any("sink: no init container" in p for p in problems), problems
