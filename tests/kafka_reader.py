@@ -43,3 +43,27 @@ def read_topic(
         return records
 
     return asyncio.run(read())
+
+
+def count_records(broker_url: str, topic: str) -> int:
+    """How many records `topic` holds now, from its offsets: no waiting to see whether more come.
+
+    For topics written without transactions (a transaction's marker takes an offset too).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def count() -> int:
+        # Subscribed without a group: the client loads the topic's metadata while it starts.
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, group_id=None
+        )
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.beginning_offsets(partitions)
+            return sum(ends[tp] - starts[tp] for tp in partitions)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
