@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from infra.broker import BrokerSettings, LocalBroker, free_port
+from infra.broker import free_port
 from sentistream.cli import main
 from sentistream.errors import UsageError
 from stream.events import Tweet
@@ -27,7 +27,7 @@ from stream.producer import (
     to_tweet,
 )
 from stream.settings import KafkaSettings
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import count_records, read_topic
 
 # ---- building messages ---------------------------------------------------------------------------
 
@@ -161,7 +161,8 @@ def test_produce_strict_stops_at_the_first_malformed_line(broker_url, topic_name
     monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "fine"}\n{"text": ""}\n{"text": "never"}\n'))
     assert main(["produce", "--broker", broker_url, "--topic", topic_name, "--stdin", "--strict"]) == 2
     assert "line 2:" in capsys.readouterr().err
-    assert [json.loads(r.value)["text"] for r in read_topic(broker_url, topic_name, 1, idle_s=2)] == ["fine"]
+    assert [json.loads(r.value)["text"] for r in read_topic(broker_url, topic_name, 1, idle_s=0)] == ["fine"]
+    assert count_records(broker_url, topic_name) == 1  # and nothing after it, counted, not waited out
 
 
 def test_produce_texts_helper_returns_acknowledged_ids(broker_url, topic_name):
@@ -238,17 +239,6 @@ def test_ctrl_c_flushes_what_is_buffered_and_exits_130(broker_url, topic_name):
     assert "interrupted: sent 2 messages" in err.strip().splitlines()[-1]
     records = read_topic(broker_url, topic_name, 2, idle_s=0)
     assert [r.key.decode() for r in records] == ids
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker this test may stop (the session's must keep running for the others)."""
-    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def test_a_broker_lost_mid_send_reports_only_what_it_acknowledged(own_broker, topic_name):
