@@ -2,7 +2,8 @@
 
 `produce` sends its arguments and/or standard input (plain lines, or JSON lines in the `tweets`
 schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
-labelled dataset at a chosen pace with a progress bar; Ctrl-C flushes and reports what was sent.
+labelled dataset at a chosen pace with a progress bar. In both, Ctrl-C stops reading, flushes
+what is queued, reports what was sent and exits 130.
 Neither imports torch: only the `replay` loaders' pandas.
 """
 
