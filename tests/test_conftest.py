@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 import tests.conftest
 from infra.broker import free_port
 from tests.conftest import start_broker
 
 
+@pytest.mark.slow  # a broker of its own
 def test_a_port_taken_before_the_broker_binds_it_is_retried(tmp_path, monkeypatch):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

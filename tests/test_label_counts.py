@@ -33,6 +33,9 @@ from tests.kafka_reader import read_topic
 from tests.tiny_model import build_tiny_classifier
 from tests.training.synthetic import FILLER
 
+# Training two models dominates: minutes on a loaded 2-core machine, so the default 300 s would cut it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 KEYWORDS = {
     2: {"negative": ["awful", "hate"], "positive": ["great", "love"]},
     5: {

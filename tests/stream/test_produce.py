@@ -241,6 +241,7 @@ def test_ctrl_c_flushes_what_is_buffered_and_exits_130(broker_url, topic_name):
     assert [r.key.decode() for r in records] == ids
 
 
+@pytest.mark.slow  # a broker of its own
 def test_a_broker_lost_mid_send_reports_only_what_it_acknowledged(own_broker, topic_name):
     process = start_produce(own_broker.url, topic_name, "--linger-ms", "0", "--request-timeout-ms", "2000")
     process.stdin.write("before the loss\n")
