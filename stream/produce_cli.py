@@ -2,7 +2,8 @@
 
 `produce` sends its arguments and/or standard input (plain lines, or JSON lines in the `tweets`
 schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
-labelled dataset at a chosen pace with a progress bar; Ctrl-C flushes and reports what was sent.
+labelled dataset at a chosen pace with a progress bar. In both, Ctrl-C stops reading, flushes
+what is queued, reports what was sent and exits 130.
 Neither imports torch: only the `replay` loaders' pandas.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import IO
@@ -21,7 +23,7 @@ import orjson
 
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer, to_tweet
+from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer, encode_tweet
 from stream.replay import ReplayResult, ReplaySettings, check_options, replay
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
@@ -30,6 +32,7 @@ PRODUCER_FIELDS = ("linger_ms", "batch_bytes", "compression", "connect_timeout_s
 REPLAY_FIELDS = ("rate", "speedup", "limit", "loop", "shuffle", "seed", "text_col", "label_col", "format",
                  "strict")  # fmt: skip
 LINES_SHOWN = 5
+log = logging.getLogger(__name__)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,18 +111,18 @@ class OrderedIds:
 
 
 def run_produce(args: argparse.Namespace) -> int:
-    """Send the arguments and/or stdin; print ids on stdout and a summary on stderr."""
+    """Send the arguments and/or stdin; print ids on stdout and a summary on stderr (130 after Ctrl-C)."""
     if not args.texts and not args.stdin:
         raise UsageError("nothing to send: give texts as arguments, or pass --stdin and pipe lines in")
     kafka, producer_settings = connection_settings(args)
     printer, report = OrderedIds(sys.stdout), LineReport()
-    asyncio.run(_produce(args, kafka, producer_settings, printer, report))
+    interrupted = asyncio.run(_produce(args, kafka, producer_settings, printer, report))
     summary = f"sent {printer.printed} messages to {kafka.topic!r} at {kafka.broker}"
     if report.malformed:
         shown = ", ".join(map(str, report.lines))
         summary += f"; skipped {report.malformed} malformed lines ({shown}; first: {report.first_reason})"
-    print(summary, file=sys.stderr)
-    return 0
+    print(("interrupted: " if interrupted else "") + summary, file=sys.stderr)
+    return 130 if interrupted else 0
 
 
 async def _produce(
@@ -128,17 +131,69 @@ async def _produce(
     producer_settings: ProducerSettings,
     printer: OrderedIds,
     report: LineReport,
-) -> None:
-    async with TweetProducer(kafka, producer_settings) as producer:
-        for text in args.texts:
-            await producer.send(text, printer.expect())
-        if args.stdin:
-            await send_lines(producer, sys.stdin, args.input_format, args.strict, printer, report)
+) -> bool:
+    """Send everything; True when a Ctrl-C ended it early (what was queued is still flushed)."""
+    lines = StdinLines(sys.stdin) if args.stdin else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        # The first Ctrl-C stops reading and lets the flush run; a second one falls back to
+        # Python's KeyboardInterrupt, for a flush that cannot finish (exit 130 all the same).
+        loop.remove_signal_handler(signal.SIGINT)
+        stop.set()
+        if lines is not None:
+            lines.interrupt()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        async with TweetProducer(kafka, producer_settings) as producer:
+            for text in args.texts:
+                if stop.is_set():
+                    break
+                await producer.send(text, printer.expect())
+            if lines is not None and not stop.is_set():
+                await send_lines(producer, lines, args.input_format, args.strict, printer, report)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return stop.is_set()
+
+
+class StdinLines:
+    """Lines of a text stream read by a daemon thread, so that a Ctrl-C never waits for a line that
+    may never come (a live pipe): `asyncio.to_thread` would block the interpreter's exit on it."""
+
+    def __init__(self, stream: IO[str], ahead: int = 1024) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._room = threading.Semaphore(ahead)  # read at most `ahead` lines before they are sent
+        threading.Thread(target=self._read, args=(stream,), name="stdin-lines", daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        while True:
+            self._room.acquire()
+            line = stream.readline()
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
+            except RuntimeError:  # the loop is closed: nobody reads on
+                return
+            if not line:
+                return
+
+    def interrupt(self) -> None:
+        """Make the reader see the end now."""
+        self._queue.put_nowait(None)
+
+    async def next(self) -> str | None:
+        """The next line with its newline; "" at the end of the stream, None after `interrupt`."""
+        line = await self._queue.get()
+        self._room.release()
+        return line
 
 
 async def send_lines(
     producer: TweetProducer,
-    stream: IO[str],
+    lines: StdinLines,
     input_format: str,
     strict: bool,
     printer: OrderedIds,
@@ -147,20 +202,22 @@ async def send_lines(
     """Send each non-blank line as it arrives (stdin may be a live feed, so lines are read one by one)."""
 
     number = 0
-    while line := await asyncio.to_thread(stream.readline):
+    while line := await lines.next():
         number += 1
         if not line.strip():
             continue
         if input_format == "auto":
             input_format = "jsonl" if line.lstrip().startswith("{") else "text"
         try:
-            tweet = to_tweet(parse_line(line, input_format))  # validated before it takes a place in line
+            # validated and sized before it takes a place in line
+            message = encode_tweet(parse_line(line, input_format))
         except UsageError as exc:
             if strict:
                 raise UsageError(f"line {number}: {exc}; fix it or drop --strict") from None
             report.add(number, str(exc))
             continue
-        await producer.send(tweet, printer.expect())
+        await producer.send(message, printer.expect())
+        log.debug("line %d queued as %s", number, message.id)
 
 
 def parse_line(line: str, input_format: str) -> str | dict:

@@ -27,6 +27,10 @@ from stream.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 TweetLike = Tweet | str | Mapping[str, Any]
+# One message may be at most 1 MiB: aiokafka's max_request_size and, within a few bytes, the broker's
+# default message.max.bytes. A record's headers (batch header, varints) take well under the margin.
+MAX_MESSAGE_BYTES = 1_048_576
+RECORD_OVERHEAD_BYTES = 128
 DeliveryCallback = Callable[[str, BaseException | None], None]
 
 
@@ -76,7 +80,14 @@ def encode_tweet(item: TweetLike) -> Encoded:
     """Validate `item` as a `Tweet` and serialise it: key = id (UTF-8), value = compact JSON."""
     tweet = to_tweet(item)
     value = tweet.__pydantic_serializer__.to_json(tweet, exclude_none=True)
-    return Encoded(tweet.id, tweet.id.encode(), value)  # type: ignore[union-attr]  # to_tweet sets id
+    key = tweet.id.encode()  # type: ignore[union-attr]  # to_tweet sets id
+    size = len(key) + len(value) + RECORD_OVERHEAD_BYTES
+    if size > MAX_MESSAGE_BYTES:  # bad input, said before Kafka refuses it as a broker error
+        raise UsageError(
+            f"not a valid tweet: {size:,} bytes as a Kafka message, over the limit of "
+            f"{MAX_MESSAGE_BYTES:,} bytes (1 MiB); shorten or split its text"
+        )
+    return Encoded(tweet.id, key, value)  # type: ignore[arg-type]
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -152,7 +163,7 @@ class TweetProducer:
         try:
             await asyncio.wait_for(self._producer.stop(), 2.0)
         except (TimeoutError, OSError, KafkaError) as exc:  # a half-open client must not hide the real error
-            log.debug("closing the producer after a failed start: %s", exc)
+            log.debug("closing the producer: %s", exc)
         self._producer = None
 
     async def stop(self) -> None:
@@ -162,12 +173,11 @@ class TweetProducer:
         try:
             await self.flush()
         finally:
-            await self._producer.stop()
-            self._producer = None
+            await self._close_quietly()  # after a failed flush, aiokafka's stop would wait forever
 
-    async def send(self, item: TweetLike, on_delivered: DeliveryCallback | None = None) -> str:
+    async def send(self, item: TweetLike | Encoded, on_delivered: DeliveryCallback | None = None) -> str:
         """Queue one tweet (batched with the next ones for `linger_ms`); returns its id."""
-        message = encode_tweet(item)
+        message = item if isinstance(item, Encoded) else encode_tweet(item)
         partitions = await self._partitions()
         partition = partition_for(message.key, partitions)
         with self._broker_errors():
@@ -235,18 +245,27 @@ class TweetProducer:
             self._prune_at = max(10_000, 2 * len(self._pending))  # amortised: never prune on every send
 
     async def flush(self) -> None:
-        """Wait until every queued message is acknowledged; raise if any could not be delivered."""
+        """Wait until every queued message is acknowledged; raise if any could not be delivered.
+
+        aiokafka retries a lost broker forever (its own flush would never return), so a flush gives
+        up once a whole `request_timeout_ms` passes without a single acknowledgement.
+        """
         if self._producer is None:
             return
-        with self._broker_errors():
-            await self._producer.flush()
         pending, self._pending = self._pending, []
-        await asyncio.gather(*(f for f, _ in pending), return_exceptions=True)
-        failed = [(f, n) for f, n in pending if _failure(f)]
+        waiting = {f for f, _ in pending}
+        timeout_s = self.settings.request_timeout_ms / 1000
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, timeout=timeout_s)
+            if not done:
+                break
+        failed = [(f, n) for f, n in pending if not f.done() or _failure(f)]
         if failed:
             lost = sum(n for _, n in failed)
+            reason = _failure(failed[0][0]) or f"no acknowledgement for {timeout_s:g}s"
             raise SentistreamError(
-                f"{lost} messages were not delivered to {self.topic!r}: {_failure(failed[0][0])}"
+                f"{lost} messages were not delivered to {self.topic!r} at {self.kafka.broker} ({reason}); "
+                "they are not among those reported as sent"
             )
 
 

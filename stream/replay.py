@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,7 @@ async def replay(
     async with TweetProducer(kafka, producer_settings) as producer:
         began = time.monotonic()
         try:
-            await _pump(producer, planned_rows(frame, settings), settings, result, stop or asyncio.Event(),
+            await pump(producer, planned_rows(frame, settings), settings, result, stop or asyncio.Event(),
                         _progress_bar(total, kafka.topic, progress))  # fmt: skip
         finally:
             await producer.flush()
@@ -231,24 +231,29 @@ def _progress_bar(total: int | None, topic: str, enabled: bool) -> Any:
     )
 
 
-async def _pump(
+async def pump(
     producer: TweetProducer,
     rows: Iterator[tuple[float, dict[str, Any]]],
     settings: ReplaySettings,
     result: ReplayResult,
     stop: asyncio.Event,
     bar: Any,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Send rows as they fall due, batching everything due within one tick."""
-    start = time.monotonic()
+    """Send rows as they fall due, batching everything due within one tick.
+
+    `clock` and `sleep` are the pacing's only view of time (tests pass a simulated one).
+    """
+    start = clock()
     pending = next(rows, None)
     with bar:
         while pending is not None and not stop.is_set():
-            wait = pending[0] - (time.monotonic() - start)
+            wait = pending[0] - (clock() - start)
             if wait > 0:
-                await asyncio.sleep(min(wait, MAX_SLEEP_S))
+                await sleep(min(wait, MAX_SLEEP_S))
                 continue
-            horizon = time.monotonic() - start + TICK_S
+            horizon = clock() - start + TICK_S
             batch = [pending[1]]
             pending = next(rows, None)
             while pending is not None and pending[0] <= horizon and len(batch) < settings.chunk:

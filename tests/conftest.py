@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from infra.broker import BrokerSettings, LocalBroker, free_port
+from sentistream.errors import SentistreamError
+from stream.settings import port_open
 from tests.tiny_model import build_tiny_classifier
 
 # No test may reach the Hugging Face Hub (these machines cannot, and tests must not depend on it).
@@ -20,12 +22,38 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def start_broker(data_dir: Path, attempts: int = 3) -> LocalBroker:
+    """Start a broker on a free port. `free_port()` finds a port that was free a moment ago and the
+    JVM binds it seconds later, so a port someone took meanwhile is retried on another one."""
+    for attempt in range(1, attempts + 1):
+        broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=data_dir, partitions=1))
+        try:
+            broker.start()
+            return broker
+        except SentistreamError:
+            # Someone else took the client port, or the controller port (also from free_port()).
+            log = broker.log_file.read_text(errors="replace") if broker.log_file.exists() else ""
+            clash = port_open(broker.address) or "Address already in use" in log
+            broker.stop()
+            if attempt == attempts or not clash:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """A real single-node KRaft broker on a free port, stopped at the end of the session."""
-    settings = BrokerSettings(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"), partitions=1)
-    broker = LocalBroker(settings)
-    broker.start()
+    broker = start_broker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path):
+    """A broker of the test's own, which it may stop or restart (the session's must stay up)."""
+    broker = start_broker(tmp_path / "kafka")
     try:
         yield broker
     finally:

@@ -16,8 +16,8 @@ def read_topic(
     idle_s: float = 3.0,
     committed: bool = True,
 ) -> list:
-    """Every record of `topic` from the start, once `expected` arrived and nothing new came for
-    `idle_s` (so duplicates past `expected` are seen too), or when `timeout` passed.
+    """Every record of `topic` from the start, once `expected` arrived, every record the topic held
+    then was read, and nothing new came for `idle_s` (for writers still running), or at `timeout`.
 
     `committed=False` also reads records of open or aborted transactions (exactly-once tests).
     """
@@ -30,16 +30,48 @@ def read_topic(
         )  # fmt: skip
         await consumer.start()
         records, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
+        ends: dict | None = None
         try:
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for rows in batch.values():
                     records.extend(rows)
                     last_new = time.monotonic()
-                if len(records) >= expected and time.monotonic() - last_new >= idle_s:
+                if len(records) < expected:
+                    continue
+                # Whatever the topic already holds is read to its end, not waited for.
+                ends = ends if ends is not None else await consumer.end_offsets(list(consumer.assignment()))
+                at_end = all([await consumer.position(tp) >= end for tp, end in ends.items()])
+                quiet_s = time.monotonic() - last_new
+                # A transaction's last marker can keep a position short of the end: then quiet is enough.
+                if quiet_s >= idle_s and (at_end or quiet_s >= max(idle_s, 2.0)):
                     break
         finally:
             await consumer.stop()
         return records
 
     return asyncio.run(read())
+
+
+def count_records(broker_url: str, topic: str) -> int:
+    """How many records `topic` holds now, from its offsets: no waiting to see whether more come.
+
+    For topics written without transactions (a transaction's marker takes an offset too).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def count() -> int:
+        # Subscribed without a group: the client loads the topic's metadata while it starts.
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=KafkaSettings(broker=broker_url).bootstrap, group_id=None
+        )
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.beginning_offsets(partitions)
+            return sum(ends[tp] - starts[tp] for tp in partitions)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -42,24 +41,49 @@ def first_scored_event(broker_url: str, timeout: float) -> ScoredTweet:
     return asyncio.run(read())
 
 
-@pytest.mark.slow
-def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
-    ports = {name: free_port() for name in ("kafka", "dashboard", "worker")}
-    # --duration only bounds a demo that hangs; the test stops it at the first scored event.
-    command = [sys.executable, "-m", "sentistream.cli", "demo", "--duration", "600"]
-    command += ["--data-dir", str(tmp_path / "kafka")]
-    for name, port in ports.items():
-        command += [f"--{name}-port", str(port)]
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}  # no trained bundle in tmp_path, no Hub: VADER
-    demo = subprocess.Popen(
-        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    try:
+def start_demo(tmp_path, attempts: int = 3) -> tuple[subprocess.Popen, dict[str, int], list[str]]:
+    """Start `sentistream demo` until its dashboard is announced: (process, ports, output so far).
+
+    The ports were free when `free_port()` looked, but the demo's children bind them later; one
+    taken meanwhile is refused by the demo (exit 2, naming the port) and retried on new ones.
+    """
+    for _ in range(attempts):
+        ports = {name: free_port() for name in ("kafka", "dashboard", "worker")}
+        # --duration only bounds a demo that hangs; the test stops it at the first scored event.
+        command = [sys.executable, "-m", "sentistream.cli", "demo", "--duration", "600"]
+        command += ["--data-dir", str(tmp_path / "kafka")]
+        for name, port in ports.items():
+            command += [f"--{name}-port", str(port)]
+        env = os.environ | {"HF_HUB_OFFLINE": "1"}  # no trained bundle in tmp_path, no Hub: VADER
+        demo = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        lines: list[str] = []
         for line in demo.stdout:
             lines.append(line)
             if "Dashboard: http://" in line:
-                break
+                return demo, ports, lines
+        if demo.wait(60) != 2 or "already in use" not in "".join(lines):
+            raise AssertionError("".join(lines))
+    raise AssertionError(f"no free ports after {attempts} attempts: {''.join(lines)}")
+
+
+def still_running(pids: list[int], timeout: float = 60) -> list[int]:
+    """The pids still running once each has exited or `timeout` passed (zombies count as exited)."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
+    demo, ports, lines = start_demo(tmp_path)
+    try:
         assert any("VADER lexicon baseline" in line for line in lines), lines
         assert requests.get(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health", timeout=5).ok
         event = first_scored_event(f"kafka://127.0.0.1:{ports['kafka']}", timeout=120)
@@ -74,9 +98,8 @@ def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
     assert "Demo stopped." in "".join(lines)
     pids = [int(p) for p in re.findall(r"Started \w+ \(pid (\d+)\)", "".join(lines))]
     assert len(pids) == 3, lines  # worker, replay, dashboard
-    time.sleep(0.5)
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"still running after the demo exited: {alive}"
+    # Waited for, not slept on: a child that outlives the demo fails after the bound, not by chance.
+    assert not still_running(pids), "still running after the demo exited"
     broker = LocalBroker(BrokerSettings(port=ports["kafka"], data_dir=tmp_path / "kafka"))
     assert not broker.status().running
 

@@ -6,18 +6,30 @@ import asyncio
 import csv
 import importlib.resources
 import json
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from tqdm import tqdm
 
 from sentistream.cli import main
 from sentistream.errors import UsageError
 from stream.data import make_sample
-from stream.producer import ProducerSettings
-from stream.replay import ReplayResult, ReplaySettings, check_options, load_rows, planned_rows, replay
+from stream.replay import (
+    TICK_S,
+    ReplayResult,
+    ReplaySettings,
+    check_options,
+    load_rows,
+    planned_rows,
+    pump,
+)
 from stream.settings import KafkaSettings
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import count_records, read_topic
 from training.datasets import load_dataset
 
 
@@ -208,17 +220,76 @@ def test_replay_reports_malformed_rows_and_sends_the_rest(broker_url, topic_name
     assert texts == ["good 1", "good 2", "good 3"]
 
 
-def test_a_steady_rate_is_kept_and_stopping_flushes_everything_sent(broker_url, topic_name, tmp_path):
+def test_ctrl_c_stops_a_replay_flushes_it_and_exits_130(broker_url, topic_name, tmp_path):
     path = write_csv(tmp_path / "r.csv", [{"text": f"r{i}"} for i in range(50)], ["text"])
-    kafka = KafkaSettings(broker=broker_url, topic=topic_name)
+    command = [sys.executable, "-m", "sentistream.cli", "replay", str(path), "--rate", "200", "--loop"]
+    process = subprocess.Popen(
+        [*command, "--no-progress", "--broker", broker_url, "--topic", topic_name],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert read_topic(broker_url, topic_name, 1, idle_s=0)  # it is sending: now interrupt it
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)  # a bound against a hang, not a speed claim
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    sent = int(re.fullmatch(r"interrupted: sent (\d+) messages .*\n", err)[1])
+    assert count_records(broker_url, topic_name) == sent  # every reported message, and no others
+    values = [json.loads(r.value) for r in read_topic(broker_url, topic_name, sent, idle_s=0)]
+    assert len({v["id"] for v in values}) == sent
 
-    async def replay_then_stop() -> ReplayResult:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(1.5, stop.set)
-        settings = ReplaySettings(rate=100, loop=True)
-        return await replay(path, kafka, ProducerSettings(), settings, progress=False, stop=stop)
 
-    result = asyncio.run(replay_then_stop())
-    assert result.interrupted
-    assert 100 <= result.sent <= 200  # 1.5 s at 100/s, with room for a slow, shared machine
-    assert len(read_topic(broker_url, topic_name, result.sent, idle_s=0)) == result.sent
+# ---- pacing, on a simulated clock ---------------------------------------------------------------
+
+
+class SimulatedTime:
+    """A clock that moves only when the pacer sleeps, each wake-up `late_s` later than asked."""
+
+    def __init__(self, late_s: float = 0.0) -> None:
+        self.now, self.late_s = 0.0, late_s
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds + self.late_s
+
+
+class SendTimes:
+    """Stands in for the producer: the simulated time at which each message was handed over."""
+
+    def __init__(self, time: SimulatedTime) -> None:
+        self.time, self.at = time, []
+
+    async def send_encoded(self, messages) -> None:
+        self.at.extend([self.time.now] * len(messages))
+
+
+def paced_send_times(count: int, rate: float, late_s: float = 0.0) -> list[float]:
+    time = SimulatedTime(late_s)
+    producer = SendTimes(time)
+    settings = ReplaySettings(rate=rate, limit=count, loop=True)
+    rows = planned_rows(frame_of(10), settings)
+    bar = tqdm(disable=True)
+    asyncio.run(pump(producer, rows, settings, ReplayResult(), asyncio.Event(), bar, time.clock, time.sleep))
+    return producer.at
+
+
+@pytest.mark.parametrize("rate", [7, 1000, 20_000])
+def test_each_message_goes_out_at_its_slot_of_the_rate(rate):
+    """Message i is due at i/rate; it leaves at most one tick early (batched with its neighbours)
+    and never late, so the rate over any span is the one asked for, not roughly it."""
+    at = paced_send_times(2000, rate)
+    assert len(at) == 2000
+    for i, sent in enumerate(at):
+        assert i / rate - TICK_S - 1e-9 <= sent <= i / rate, (i, sent)
+
+
+def test_late_wake_ups_are_caught_up_not_accumulated():
+    """A loaded machine wakes the pacer late; each message is then at most one wake-up late and
+    the schedule does not slide (a pacer that sleeps 1/rate between sends would drift by 2000 x)."""
+    late = 0.003
+    at = paced_send_times(2000, 1000, late_s=late)
+    for i, sent in enumerate(at):
+        assert i / 1000 - TICK_S - 1e-9 <= sent <= i / 1000 + late + 1e-9, (i, sent)
