@@ -8,13 +8,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sentistream.settings import add_settings_arguments, settings_from_args
-from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings
+from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings, TuneSettings
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `sentistream train` (every TrainSettings field)."""
-    add_settings_arguments(parser, TrainSettings)
+    """Flags of `sentistream train` (every TrainSettings field; `--data` may repeat)."""
+    add_data_argument(parser, TrainSettings)
+    add_settings_arguments(parser, TrainSettings, [f for f in TrainSettings.model_fields if f != "data"])
+
+
+def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
+    """`--data`, repeatable: two or more datasets are merged (see `training.datasets.load_sources`)."""
+    info = cls.model_fields["data"]
+    parser.add_argument(
+        "--data", dest="data", action="append", default=None, metavar="DATA",
+        help=f"{info.description} (required) [env: {env_name(cls, 'data')}, comma-separated]",
+    )  # fmt: skip
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -89,9 +99,24 @@ def run_eda(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream tune` (`--data` may repeat)."""
+    add_data_argument(parser, TuneSettings)
+    add_settings_arguments(parser, TuneSettings, [f for f in TuneSettings.model_fields if f != "data"])
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Search hyperparameters; prints the best bundle's directory."""
+    from training.tune import tune
+
+    print(tune(settings_from_args(TuneSettings, args)))
+    return 0
+
+
 COMMANDS = {
     "train": ("fine-tune a Hugging Face encoder on a labelled dataset", add_train_arguments, run_train),
     "evaluate": ("evaluate a model bundle on a labelled dataset", add_evaluate_arguments, run_evaluate),
     "export": ("export a trained model to ONNX (fp32 and int8)", add_export_arguments, run_export),
     "eda": ("explore a labelled dataset (class balance, lengths, word clouds)", add_eda_arguments, run_eda),
+    "tune": ("search training hyperparameters with Optuna", add_tune_arguments, run_tune),
 }
