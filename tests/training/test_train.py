@@ -75,7 +75,7 @@ def test_bundle_scores_like_the_trained_model_in_every_engine(bundle: Path) -> N
         assert texts.str.contains(marker, regex=False).any(), marker
     tokenizer = load_bundle(bundle).load_tokenizer()
     lengths = [len(tokenizer(clean_text(text))["input_ids"]) for text in texts]
-    assert sum(length > 32 for length in lengths) >= 10  # past max_length: truncation decides the result
+    assert sum(length > 32 for length in lengths) >= 5  # past max_length: truncation decides the result
     for backend, int8 in (("torch", None), ("onnx", False)):
         engine = load_engine(bundle, backend=backend, device="cpu", int8=int8)
         scored = engine.predict(predictions["text"].tolist())
