@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.cli", "evaluate a model bundle on a labelled dataset"),
     "export": ("training.cli", "export a trained model to ONNX (fp32 and int8)"),
     "eda": ("training.cli", "explore a labelled dataset (class balance, lengths, word clouds)"),
+    "tune": ("training.cli", "search training hyperparameters with Optuna"),
     "predict": ("model.cli", "score texts or a CSV file with a model"),
     "worker": ("stream.cli", "run the Faust stream worker that scores the tweets topic"),
     "produce": ("stream.produce_cli", "send texts or JSON lines to the tweets topic"),

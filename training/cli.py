@@ -9,13 +9,23 @@ import argparse
 from pathlib import Path
 
 from model.settings import MODEL_FLAGS, ModelSettings
-from sentistream.settings import add_settings_arguments, settings_from_args
-from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings
+from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings, TuneSettings
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `sentistream train` (every TrainSettings field)."""
-    add_settings_arguments(parser, TrainSettings)
+    """Flags of `sentistream train` (every TrainSettings field; `--data` may repeat)."""
+    add_data_argument(parser, TrainSettings)
+    add_settings_arguments(parser, TrainSettings, [f for f in TrainSettings.model_fields if f != "data"])
+
+
+def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
+    """`--data`, repeatable: two or more datasets are merged (see `training.datasets.load_sources`)."""
+    info = cls.model_fields["data"]
+    parser.add_argument(
+        "--data", dest="data", action="append", default=None, metavar="DATA",
+        help=f"{info.description} (required) [env: {env_name(cls, 'data')}, comma-separated]",
+    )  # fmt: skip
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -93,9 +103,24 @@ def run_eda(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `sentistream tune` (`--data` may repeat)."""
+    add_data_argument(parser, TuneSettings)
+    add_settings_arguments(parser, TuneSettings, [f for f in TuneSettings.model_fields if f != "data"])
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Search hyperparameters; prints the best bundle's directory."""
+    from training.tune import tune
+
+    print(tune(settings_from_args(TuneSettings, args)))
+    return 0
+
+
 COMMANDS = {
     "train": (add_train_arguments, run_train),
     "evaluate": (add_evaluate_arguments, run_evaluate),
     "export": (add_export_arguments, run_export),
     "eda": (add_eda_arguments, run_eda),
+    "tune": (add_tune_arguments, run_tune),
 }

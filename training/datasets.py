@@ -9,7 +9,7 @@ what the loader did to their data. Light to import: pandas only, no torch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,15 @@ import pandas as pd
 from sentistream.errors import UsageError
 from training.formats import FORMATS, RawTable, read_table
 
-__all__ = ["FORMATS", "LoadReport", "LoadedDataset", "load_dataset", "normalise_labels", "parse_label_map"]
+__all__ = [
+    "FORMATS",
+    "LoadReport",
+    "LoadedDataset",
+    "load_dataset",
+    "load_sources",
+    "normalise_labels",
+    "parse_label_map",
+]
 
 TEXT_COLUMNS = ("text", "review", "tweet", "sentence", "content", "body", "message", "comment")
 LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "airline_sentiment")
@@ -47,7 +55,12 @@ class LoadReport:
     dropped_labels: dict[str, int] = field(default_factory=dict)
     exact_duplicates: int = 0
     conflicting_duplicates: int = 0
+    # Across merged datasets (`--data A --data B`): texts already in an earlier one, or labelled otherwise.
+    cross_source_duplicates: int = 0
+    cross_source_conflicts: int = 0
     rows_kept: int = 0
+    # Filled in once the data is split: texts of validation/test also in train (see `splits.find_leakage`).
+    leakage: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """Plain JSON-ready dict."""
@@ -60,7 +73,24 @@ class LoadReport:
             f"{self.rows_read} rows read, {self.rows_kept} kept; dropped: {self.malformed_rows} malformed, "
             f"{self.empty_text} empty text, {self.missing_label} missing label, {dropped} by --drop-label, "
             f"{self.exact_duplicates} exact duplicates, {self.conflicting_duplicates} conflicting duplicates"
+            + (
+                f", {self.cross_source_duplicates} duplicates and {self.cross_source_conflicts} conflicts across "
+                "merged datasets"
+                if self.cross_source_duplicates or self.cross_source_conflicts
+                else ""
+            )
         )
+
+    def leakage_summary(self) -> str:
+        """One line: how many validation/test texts the train split also holds, exactly or nearly."""
+        if not self.leakage:
+            return "not checked"
+        parts = [
+            f"{split}: {found['exact']} exact and {found['near']} near duplicates of train texts "
+            f"({found['share']:.1%} of {found['rows']} rows)"
+            for split, found in self.leakage.items()
+        ]
+        return "; ".join(parts)
 
 
 @dataclass
@@ -85,6 +115,89 @@ class LoadedDataset:
         columns = [c for c in ("text", "label", "split") if c in self.frame]
         hashed = pd.util.hash_pandas_object(self.frame[columns].astype(str), index=False)
         return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def load_sources(
+    paths: Sequence[Path],
+    format: str = "auto",
+    text_col: str | None = None,
+    label_col: str | None = None,
+    *,
+    drop_labels: Iterable[str] = (),
+    label_map: Mapping[str, str] | None = None,
+    validation: Path | None = None,
+    test: Path | None = None,
+) -> LoadedDataset:
+    """One dataset from several: `paths` merged (a `source` column), plus given validation/test files.
+
+    Every file goes through `load_dataset` on its own (so each gets its own label convention, all mapped
+    to the same names); then texts repeated across datasets are kept once, in the most held-out split.
+    """
+    options = {"text_col": text_col, "label_col": label_col, "drop_labels": list(drop_labels),
+               "label_map": label_map}  # fmt: skip
+    parts = [load_dataset(path, format, **options) for path in paths]
+    if validation is not None or test is not None:
+        for part in parts:  # rows of the main data that name no split are its training rows
+            part.frame = part.frame.assign(split=part.frame.get("split", pd.Series(index=part.frame.index)))
+            part.frame["split"] = part.frame["split"].fillna("train")
+    for split, path in (("validation", validation), ("test", test)):
+        if path is not None:
+            parts.append(_given_split(load_dataset(path, format, **options), split, parts))
+    if len(parts) == 1:
+        return parts[0]
+    return _merge(parts, _source_names([part.path for part in parts]))
+
+
+def _given_split(part: LoadedDataset, split: str, others: list[LoadedDataset]) -> LoadedDataset:
+    """A `--validation-data`/`--test-data` file: every row is that split; the main data may not have one."""
+    for other in others:
+        if "split" in other.frame and (other.frame["split"] == split).any():
+            raise UsageError(
+                f"{other.path} already has a {split} split; drop --{split}-data or pass that data's train file"
+            )
+    part.frame = part.frame.assign(split=split)
+    return part
+
+
+def _source_names(paths: list[Path]) -> list[str]:
+    """A short, unique name per dataset (file stem or folder name; numbered when two are the same)."""
+    names = [path.stem if path.is_file() else path.name for path in paths]
+    return [f"{name}-{i + 1}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def _merge(parts: list[LoadedDataset], names: list[str]) -> LoadedDataset:
+    frames = [part.frame.assign(source=name) for part, name in zip(parts, names, strict=True)]
+    frame = pd.concat(frames, ignore_index=True)
+    report = LoadReport()
+    for part in parts:
+        for key, value in part.report.as_dict().items():
+            if isinstance(value, int):
+                setattr(report, key, getattr(report, key) + value)
+        report.malformed_lines = (report.malformed_lines + part.report.malformed_lines)[
+            :MALFORMED_LINES_SHOWN
+        ]
+        for label, count in part.report.dropped_labels.items():
+            report.dropped_labels[label] = report.dropped_labels.get(label, 0) + count
+    frame = _drop_cross_source_duplicates(frame, report)
+    report.rows_kept = len(frame)
+    formats = sorted({part.format for part in parts})
+    return LoadedDataset(frame.reset_index(drop=True), "+".join(formats), report, parts[0].path)
+
+
+def _drop_cross_source_duplicates(frame: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
+    """Texts in more than one dataset: keep one row (test over validation over train, else the first
+    dataset's); texts the datasets label differently are dropped everywhere."""
+    conflicting = frame.groupby("text")["label"].transform("nunique") > 1
+    spread = frame.groupby("text")["source"].transform("nunique") > 1
+    report.cross_source_conflicts = int((conflicting & spread).sum())
+    frame = frame[~(conflicting & spread)]
+    if "split" in frame:
+        rank = frame["split"].map({"test": 0, "validation": 1}).fillna(2)
+        frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+    spread = frame.groupby("text")["source"].transform("nunique") > 1
+    repeated = frame.duplicated(subset=["text"], keep="first") & spread
+    report.cross_source_duplicates = int(repeated.sum())
+    return frame[~repeated].sort_index()
 
 
 def load_dataset(

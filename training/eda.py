@@ -32,6 +32,7 @@ def explore(settings: EdaSettings) -> Path:
         "class_balance": frame["label"].value_counts().sort_index().to_dict(),
         "words_per_text": length_stats(frame),
         "top_tokens": top_tokens(frame, settings.top_tokens),
+        "tokens_per_text": token_lengths(frame["text"], settings.base_model) if settings.base_model else None,
     }
     class_balance_png(frame["label"].value_counts().sort_index(), out_dir / "class_balance.png")
     text_length_png(frame, out_dir / "text_length.png")
@@ -55,6 +56,31 @@ def length_stats(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     return {
         str(label): {"mean": row["mean"], "median": row["50%"], "p95": row["95%"], "max": row["max"]}
         for label, row in stats.iterrows()
+    }
+
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def token_lengths(texts: pd.Series, base_model: str) -> dict:
+    """Tokens per text as the model sees it (cleaned, special tokens included, not truncated):
+    percentiles, and the smallest multiple of 8 that holds 99% of the texts whole as `--max-length`."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from model.cleaning import clean_batch
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True)
+    cleaned = [c.text for c in clean_batch(texts.tolist())]
+    lengths = np.array([len(ids) for ids in tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]])
+    limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length <= 4096 else 512
+    suggested = int(min(limit, max(8, -(-np.percentile(lengths, 99) // 8) * 8)))
+    return {
+        "tokenizer": base_model,
+        **{f"p{q}": float(np.percentile(lengths, q)) for q in PERCENTILES},
+        "max": int(lengths.max()),
+        "suggested_max_length": suggested,
+        "truncated_share_at_suggested": float((lengths > suggested).mean()),
     }
 
 
@@ -90,6 +116,25 @@ def _clouds(frame: pd.DataFrame, out_dir: Path) -> dict[str, str]:
     return files
 
 
+def _token_section(tokens: dict | None) -> list[str]:
+    if tokens is None:
+        return ["## Text length (tokens)", "", "Pass `--base-model` to count tokens and get a suggested "
+                "`--max-length`.", ""]  # fmt: skip
+    header = " | ".join(f"p{q}" for q in PERCENTILES)
+    values = " | ".join(f"{tokens[f'p{q}']:.0f}" for q in PERCENTILES)
+    return [
+        f"## Text length (tokens of `{tokens['tokenizer']}`)",
+        "",
+        f"| {header} | max |",
+        "| " + " | ".join("---:" for _ in range(len(PERCENTILES) + 1)) + " |",
+        f"| {values} | {tokens['max']} |",
+        "",
+        f"Suggested `--max-length {tokens['suggested_max_length']}`: 99% of texts fit whole "
+        f"({tokens['truncated_share_at_suggested']:.1%} would be truncated).",
+        "",
+    ]
+
+
 def eda_markdown(summary: dict, data: LoadedDataset, clouds: dict[str, str]) -> str:
     """The EDA report as markdown."""
     rows = summary["rows"]
@@ -112,7 +157,8 @@ def eda_markdown(summary: dict, data: LoadedDataset, clouds: dict[str, str]) -> 
         f"| {k} | {s['mean']:.1f} | {s['median']:.0f} | {s['p95']:.0f} | {s['max']:.0f} |"
         for k, s in summary["words_per_text"].items()
     ]
-    lines += ["", "![text length](text_length.png)", "", "## Top tokens per class", ""]
+    lines += ["", "![text length](text_length.png)", "", *_token_section(summary["tokens_per_text"])]
+    lines += ["## Top tokens per class", ""]
     for label, tokens in summary["top_tokens"].items():
         lines += [f"- **{label}**: " + ", ".join(f"{t} ({n})" for t, n in tokens)]
     lines += ["", "## Word clouds", ""] + [f"![{label}]({name})" for label, name in clouds.items()]

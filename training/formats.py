@@ -18,7 +18,14 @@ import pandas as pd
 
 from sentistream.errors import UsageError
 
-FORMATS = ("auto", "csv", "tsv", "jsonl", "imdb", "sentiment140", "tweeteval", "twitter-entity")
+FORMATS = (
+    "auto", "csv", "tsv", "jsonl", "parquet", "splits", "imdb", "sentiment140", "tweeteval", "twitter-entity"
+)  # fmt: skip
+# A folder of split files, as most exported datasets come: train.csv, validation.csv, test.csv (any of
+# these extensions; `val` and `dev` also name the validation split).
+SPLIT_FILES = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation",
+               "test": "test"}  # fmt: skip
+SPLIT_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".parquet")
 
 SENTIMENT140_COLUMNS = ["label", "id", "date", "query", "user", "text"]
 SENTIMENT140_LABELS = {"0": "negative", "2": "neutral", "4": "positive"}
@@ -58,6 +65,8 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         return _detect_folder(path)
     name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if name.endswith("_text.txt"):
@@ -74,10 +83,27 @@ def _detect_folder(path: Path) -> str:
         return "tweeteval"
     if any(path.glob("twitter_*.csv")):
         return "twitter-entity"
+    if _split_files(path):
+        return "splits"
     raise UsageError(
-        f"cannot tell the format of folder {path}: expected an aclImdb/ layout, TweetEval *_text.txt files "
-        "or twitter_*.csv files; pass a file, or --format"
+        f"cannot tell the format of folder {path}: expected train.csv (and validation.csv, test.csv; or .tsv, "
+        ".jsonl, .parquet), an aclImdb/ layout, TweetEval *_text.txt files or twitter_*.csv files; "
+        "pass a file, or --format"
     )
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    """split name -> file, for the `train`/`validation`/`test` files directly in `folder`."""
+    found: dict[str, Path] = {}
+    for file in sorted(folder.iterdir()):
+        split = SPLIT_FILES.get(file.stem.lower())
+        if file.is_file() and split and file.suffix.lower() in SPLIT_EXTENSIONS:
+            if split in found:
+                raise UsageError(
+                    f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one"
+                )
+            found[split] = file
+    return found
 
 
 def _detect_csv(first: list[str]) -> str:
@@ -123,6 +149,36 @@ def read_jsonl(path: Path) -> RawTable:
             elif record:
                 records.append(record)
     return RawTable(pd.DataFrame.from_records(records).astype(object), "jsonl", malformed)
+
+
+def read_parquet(path: Path) -> RawTable:
+    """An Apache Parquet file (pyarrow); every column read as it is, then turned into strings."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own error types for corrupt or non-parquet files
+        raise UsageError(f"cannot read {path} as Parquet ({type(exc).__name__}); check the file") from None
+    return RawTable(frame.astype(object).where(frame.notna(), None), "parquet")
+
+
+def read_splits(path: Path) -> RawTable:
+    """A folder of `train`, `validation` and `test` files; each file's extension picks its reader."""
+    if not path.is_dir():
+        raise UsageError(
+            f"--format splits takes a folder holding train.csv (and validation.csv, test.csv): {path}"
+        )
+    files = _split_files(path)
+    if "train" not in files:
+        raise UsageError(f"{path} has no train file; expected train.csv (or .tsv, .jsonl, .parquet)")
+    tables = {split: READERS[detect_format(file)](file) for split, file in files.items()}
+    frames = [table.frame.assign(split=split) for split, table in tables.items()]
+    malformed = [line for table in tables.values() for line in table.malformed]
+    first = tables["train"]
+    return RawTable(
+        pd.concat(frames, ignore_index=True), "splits", malformed, first.text_col, first.label_col,
+        first.label_names,
+    )  # fmt: skip
 
 
 def read_imdb(path: Path) -> RawTable:
@@ -272,6 +328,8 @@ READERS: dict[str, Callable[[Path], RawTable]] = {
     "csv": read_delimited,
     "tsv": read_tsv,
     "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "splits": read_splits,
     "imdb": read_imdb,
     "sentiment140": read_sentiment140,
     "tweeteval": read_tweeteval,

@@ -47,18 +47,26 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[str],
 
 
 def training_curves_png(history: Sequence[dict], metric: str, path: Path) -> Path:
-    """Training and validation loss, and the validation `metric`, per epoch (from Trainer.log_history)."""
+    """Loss (training and validation) and `metric` and accuracy on a training sample next to validation,
+    per epoch (from Trainer.log_history): training far above validation is overfitting."""
     plt = _pyplot()
     train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
     evals = [h for h in history if "eval_loss" in h]
+    samples = [h for h in history if "train_accuracy" in h]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if train:
         left.plot(*zip(*train, strict=True), label="training loss", alpha=0.8)
     left.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="validation loss")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     left.legend()
-    right.plot([h["epoch"] for h in evals], [h.get(f"eval_{metric}") for h in evals], "o-", color="tab:green")
-    right.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}", ylim=(0, 1))
+    for key, name, color in ((metric, metric, "tab:green"), ("accuracy", "accuracy", "tab:blue")):
+        right.plot([h["epoch"] for h in evals], [h.get(f"eval_{key}") for h in evals], "o-", color=color,
+                   label=f"validation {name}")  # fmt: skip
+        if samples:
+            right.plot([h["epoch"] for h in samples], [h.get(f"train_{key}") for h in samples], "s--",
+                       color=color, alpha=0.6, label=f"training {name}")  # fmt: skip
+    right.set(xlabel="epoch", ylabel="score", title=f"{metric} and accuracy", ylim=(0, 1))
+    right.legend(fontsize="small")
     return _save(fig, path)
 
 

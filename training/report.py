@@ -16,6 +16,7 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PREDICTIONS_FILE = "predictions.csv"
 MISCLASSIFIED_FILE = "misclassified.csv"
+HISTORY_FILE = "history.json"  # the Trainer's log: losses and metrics per step and epoch (the curves' data)
 HEADLINE = ("accuracy", "macro_recall", "macro_f1", "weighted_f1", "macro_precision")
 
 
@@ -58,6 +59,7 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     confusion_matrix_png(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png")
     if context.history:
         training_curves_png(context.history, context.best_metric, out_dir / "training_curves.png")
+        (out_dir / HISTORY_FILE).write_text(json.dumps(context.history, indent=2, default=str))
     summary = {"model": metrics, "baseline_vader": context.baseline, "context": _context_dict(context)}
     (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str))
     (out_dir / REPORT_FILE).write_text(report_markdown(metrics, context, frame))

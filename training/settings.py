@@ -6,10 +6,10 @@ Every field is also a `--flag` (see `sentistream.settings`) and a `SENTISTREAM_T
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from training.formats import FORMATS
 
@@ -39,9 +39,52 @@ class DataSettings(BaseSettings):
         return [item.strip() for item in (self.drop_label or "").split(",") if item.strip()]
 
 
+# What each preset sets; flags and variables the user gives still win. Measured one change at a time in
+# benchmarks/README.md ("Training accuracy").
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tweets on a 2-core CPU within an hour: every row of a TweetEval-sized set, a sentence encoder.
+    "tweets-cpu": {
+        "pooling": "mean",
+        "class_weights": "balanced",
+        "layer_lr_decay": 0.9,
+        "lr": 1e-4,
+        "epochs": 2.0,
+        "batch_size": 32,
+        "max_length": 64,
+        "warmup_ratio": 0.06,
+    },
+}
+
+
+def _paths(value: Any) -> Any:
+    """A path, a comma-separated string of paths (from the environment) or a list of them -> list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return [value] if isinstance(value, Path) else value
+
+
 class TrainSettings(DataSettings):
     """`sentistream train`: fine-tune an encoder with the Hugging Face Trainer, then export a bundle."""
 
+    data: Annotated[list[Path], NoDecode] = Field(
+        min_length=1,
+        description="dataset file or folder (train/validation/test files, CSV, TSV, JSONL, Parquet, TweetEval, "
+        "...); repeat --data to merge datasets",
+    )
+    validation_data: Path | None = Field(None, description="a given validation split (file), used as is")
+    test_data: Path | None = Field(None, description="a given test split (file), used as is")
+    preset: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
+        None, description=f"a tested recipe ({', '.join(PRESETS)}); explicit flags override its values"
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="sentence vector: first token (cls) or the mean over the attention mask"
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight the loss by inverse class frequency of the train split"
+    )
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="learning rate x this per layer below the top (1: the same everywhere)"
+    )
     base_model: str = Field("distilbert-base-uncased", description="local directory or Hub id of the encoder")
     epochs: float = Field(3.0, gt=0, description="training epochs")
     batch_size: int = Field(16, gt=0, description="examples per training step")
@@ -60,7 +103,10 @@ class TrainSettings(DataSettings):
     name: str | None = Field(None, description="model name recorded in the bundle (default: from the data)")
     balance: bool = Field(False, description="downsample the training split to equal class sizes")
     max_rows: int | None = Field(
-        None, gt=1, description="use at most this many rows of the data (stratified sample)"
+        None,
+        gt=1,
+        description="use at most this many rows of the data (stratified sample; given validation and test "
+        "splits are kept whole)",
     )
     validation_size: float = Field(
         0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
@@ -77,6 +123,17 @@ class TrainSettings(DataSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
     export: bool = Field(True, description="write model.onnx and model.int8.onnx and check parity")
+
+    _split_data = field_validator("data", mode="before")(_paths)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        """Fill in the preset's values for every field the user did not set."""
+        if not isinstance(values, dict) or not values.get("preset"):
+            return values
+        preset = PRESETS.get(values["preset"], {})
+        return {**preset, **values}
 
 
 class EvaluateSettings(DataSettings):
@@ -115,3 +172,37 @@ class EdaSettings(DataSettings):
 
     output: Path | None = Field(None, description="report directory (default eda-<data name>)")
     top_tokens: int = Field(20, gt=0, description="tokens listed per class")
+    base_model: str | None = Field(
+        None, description="model directory whose tokenizer counts tokens per text and suggests --max-length"
+    )
+
+
+class TuneSettings(DataSettings):
+    """`sentistream tune`: Optuna search over the training recipe; the best run is kept as a bundle."""
+
+    data: Annotated[list[Path], NoDecode] = Field(
+        min_length=1, description="dataset file or folder, as for train; repeat --data to merge datasets"
+    )
+    validation_data: Path | None = Field(None, description="a given validation split (file), used as is")
+    test_data: Path | None = Field(None, description="a given test split (file), used as is")
+    base_model: str = Field(description="local directory or Hub id of the encoder")
+    output: Path = Field(description="study directory: best/ (the bundle), trials.csv, trials.md, trials.png")
+    trials: int = Field(20, gt=0, description="trials to run at most")
+    timeout_minutes: float | None = Field(
+        None, gt=0, description="start no new trial after this many minutes (the running one finishes)"
+    )
+    epochs: float = Field(2.0, gt=0, description="training epochs per trial (pruning looks after each)")
+    max_length: int = Field(128, gt=1, le=4096, description="tokens per text; longer texts are truncated")
+    max_rows: int | None = Field(None, gt=1, description="use at most this many rows (as train --max-rows)")
+    best_metric: Literal["macro_recall", "macro_f1", "accuracy"] = Field(
+        "macro_recall", description="validation metric the search maximises (and prunes on)"
+    )
+    validation_size: float = Field(
+        0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
+    )
+    test_size: float = Field(0.1, gt=0, lt=0.5, description="test fraction when the data has no split")
+    seed: int = Field(42, description="seed of the sampler, the splits and every trial")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    export: bool = Field(True, description="export the best bundle to ONNX (fp32 + int8) with a parity check")
+
+    _split_data = field_validator("data", mode="before")(_paths)

@@ -60,6 +60,34 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
         ) from None
 
 
+def find_leakage(splits: dict[str, pd.DataFrame], examples: int = 5) -> dict[str, dict]:
+    """Validation/test texts that the train split also holds: `exact` (same string) and `near` (the
+    same after the project's cleaning and case-folding, e.g. another @mention or link, or CAPS).
+
+    A model scored on texts it trained on looks better than it is; the report says how much.
+    """
+    from model.cleaning import clean_text
+
+    def near_key(text: str) -> str:
+        return " ".join(clean_text(text).casefold().split())
+
+    train = splits["train"]["text"]
+    exact_train, near_train = set(train), {near_key(t) for t in train}
+    found = {}
+    for name in ("validation", "test"):
+        texts = splits[name]["text"]
+        exact = texts.isin(exact_train)
+        near = ~exact & texts.map(near_key).isin(near_train)
+        found[name] = {
+            "rows": len(texts),
+            "exact": int(exact.sum()),
+            "near": int(near.sum()),
+            "share": float((exact | near).mean()) if len(texts) else 0.0,
+            "examples": texts[exact | near].head(examples).tolist(),
+        }
+    return found
+
+
 def balance_classes(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
     """Downsample every class to the size of the smallest one (`--balance`)."""
     smallest = int(frame["label"].value_counts().min())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +21,14 @@ import pandas as pd
 
 from model.hub import hub_reachable
 from sentistream.errors import UsageError
-from training.datasets import LoadedDataset, load_dataset, parse_label_map
+from training.datasets import LoadedDataset, load_sources, parse_label_map
 from training.settings import TrainSettings
-from training.splits import balance_classes, split_dataset
+from training.splits import balance_classes, find_leakage, split_dataset
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+TRAIN_SAMPLE_ROWS = 2000  # training rows scored after each evaluation (the curves' training accuracy)
 REPORT_DIR = "report"
 MODELS_DIR = Path("models")
 
@@ -55,9 +58,20 @@ class EncodedTexts:
         item["labels"] = self.label_ids[index]
         return item
 
+    def sample(self, rows: int, seed: int) -> EncodedTexts:
+        """At most `rows` texts picked at random with `seed` (the same rows every epoch)."""
+        import random
 
-def train(settings: TrainSettings) -> Path:
-    """Fine-tune on `settings.data`; returns the finished bundle directory."""
+        picked = sorted(random.Random(seed).sample(range(len(self)), min(rows, len(self))))  # noqa: S311
+        encodings = {key: [values[i] for i in picked] for key, values in self.encodings.items()}
+        return EncodedTexts(encodings, [self.label_ids[i] for i in picked])
+
+
+def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
+    """Fine-tune on `settings.data`; returns the finished bundle directory.
+
+    `callbacks` are extra Trainer callbacks (`sentistream tune` prunes trials with one).
+    """
     from model.bundle import BundleMeta, save_bundle
     from model.cleaning import CleaningOptions
 
@@ -65,15 +79,17 @@ def train(settings: TrainSettings) -> Path:
     splits = prepare_splits(data, settings)
     labels = data.labels
     out_dir = output_dir(settings, data)
-    tokenizer, model = load_base_model(settings.base_model, labels)
+    tokenizer, model = load_base_model(settings.base_model, labels, settings.pooling)
     cleaning = CleaningOptions()
     encoded = {
         name: encode(frame, tokenizer, cleaning, settings.max_length, labels)
         for name, frame in splits.items()
     }
-    trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels)
+    started = time.perf_counter()
+    trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels, callbacks)
+    resources = resource_usage(trainer.model, time.perf_counter() - started)
     metrics = write_test_report(
-        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir
+        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources
     )
     meta = BundleMeta(
         name=model_name(settings, data), version=datetime.now(UTC).strftime("%Y%m%d-%H%M%S"), labels=labels,
@@ -93,31 +109,50 @@ def train(settings: TrainSettings) -> Path:
 
 
 def load_training_data(settings: TrainSettings) -> LoadedDataset:
-    """The labelled dataset named by the settings, cleaned, with its report logged."""
-    data = load_dataset(
+    """The labelled dataset(s) named by the settings, merged and cleaned, with the report logged."""
+    data = load_sources(
         settings.data, settings.format, settings.text_col, settings.label_col,
         drop_labels=settings.drop_labels(), label_map=parse_label_map(settings.label_map),
+        validation=settings.validation_data, test=settings.test_data,
     )  # fmt: skip
-    log.info("%s (%s format): %s", settings.data, data.format, data.report.summary())
+    log.info("%s (%s format): %s", _data_names(settings), data.format, data.report.summary())
     if len(data.labels) < 2:
-        raise UsageError(f"{settings.data} has only the label {data.labels}; a classifier needs two or more")
+        raise UsageError(
+            f"{_data_names(settings)} has only the label {data.labels}; a classifier needs two or more"
+        )
     return data
 
 
-def prepare_splits(data: LoadedDataset, settings: TrainSettings) -> dict[str, pd.DataFrame]:
-    """Train/validation/test frames; `--max-rows` samples first, `--balance` evens the train split."""
-    frame = data.frame
-    if settings.max_rows is not None and len(frame) > settings.max_rows:
-        from sklearn.model_selection import train_test_split
+def _data_names(settings: TrainSettings) -> str:
+    return ", ".join(str(path) for path in settings.data)
 
-        frame, _ = train_test_split(
-            frame, train_size=settings.max_rows, random_state=settings.seed, stratify=frame["label"]
-        )
+
+def prepare_splits(data: LoadedDataset, settings: TrainSettings) -> dict[str, pd.DataFrame]:
+    """Train/validation/test frames; `--max-rows` samples first, `--balance` evens the train split.
+
+    Shared texts between train and validation/test are counted in the data report (leakage).
+    """
+    frame = sample_rows(data.frame, settings.max_rows, settings.seed)
     splits = split_dataset(frame, settings.seed, settings.validation_size, settings.test_size)
     if settings.balance:
         splits["train"] = balance_classes(splits["train"], settings.seed)
     log.info("splits: %s", ", ".join(f"{name} {len(part)}" for name, part in splits.items()))
+    data.report.leakage = find_leakage(splits)
+    if any(found["exact"] or found["near"] for found in data.report.leakage.values()):
+        log.warning("leakage: %s", data.report.leakage_summary())
     return splits
+
+
+def sample_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """A stratified sample of `max_rows`; given validation and test splits are kept whole."""
+    from sklearn.model_selection import train_test_split
+
+    held_out = frame["split"].isin(["validation", "test"]) if "split" in frame else None
+    pool = frame if held_out is None else frame[~held_out]
+    if max_rows is None or len(pool) <= max_rows:
+        return frame
+    sample, _ = train_test_split(pool, train_size=max_rows, random_state=seed, stratify=pool["label"])
+    return sample if held_out is None else pd.concat([sample, frame[held_out]])
 
 
 def output_dir(settings: TrainSettings, data: LoadedDataset) -> Path:
@@ -141,13 +176,14 @@ def model_name(settings: TrainSettings, data: LoadedDataset) -> str:
     base = Path(settings.base_model.rstrip("/")).name
     if base == "model":  # packaged models often live in a folder called "model"; its parent names it
         base = Path(settings.base_model.rstrip("/")).parent.name
-    stem = data.path.stem if data.path.is_file() else data.path.name
+    stem = "+".join(path.stem if path.is_file() else path.name for path in settings.data)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{base}").strip("-").lower()
 
 
-def load_base_model(base_model: str, labels: list[str]) -> tuple[Any, Any]:
-    """Tokenizer and a sequence classifier with a fresh `len(labels)`-way head."""
+def load_base_model(base_model: str, labels: list[str], pooling: str = "cls") -> tuple[Any, Any]:
+    """Tokenizer and a sequence classifier with a fresh `len(labels)`-way head (`pooling`: cls or mean)."""
     options = {
+        "pooling": pooling,
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
@@ -172,7 +208,15 @@ def load_base_model(base_model: str, labels: list[str]) -> tuple[Any, Any]:
 def _from_pretrained(base_model: str, options: dict, local_files_only: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from model.pooling import MeanPoolingClassifier
+
+    options = dict(options)
+    pooling = options.pop("pooling", "cls")
     tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True, local_files_only=local_files_only)
+    if pooling == "mean":
+        labels = [options["id2label"][i] for i in range(options["num_labels"])]
+        model = MeanPoolingClassifier.from_encoder(base_model, labels, local_files_only=local_files_only)
+        return tokenizer, model
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model, local_files_only=local_files_only, **options
     )
@@ -210,6 +254,7 @@ def fit(
     settings: TrainSettings,
     out_dir: Path,
     labels: list[str],
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Any, list[dict]]:
     """Run each phase with the Trainer; returns the last trainer (best model loaded) and the history."""
     from training.freezing import unfreeze_top_layers
@@ -229,6 +274,8 @@ def fit(
         trainer = build_trainer(
             model, tokenizer, encoded, settings, out_dir / CHECKPOINT_DIR / phase.name, phase, labels
         )
+        for callback in callbacks:
+            trainer.add_callback(callback)
         run_phase(trainer, resume=settings.resume and _has_checkpoint(trainer.args.output_dir))
         history += [
             {**h, "epoch": h.get("epoch", 0) + offset, "phase": phase.name} for h in trainer.state.log_history
@@ -251,12 +298,22 @@ def build_trainer(
     labels: list[str],
 ) -> Any:
     """A Trainer with the recipe's arguments, early stopping, loss in the progress bar and safe Ctrl-C."""
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback
 
     from training.callbacks import LossProgressCallback, SaveOnInterrupt
     from training.metrics import trainer_metrics
+    from training.recipe import RecipeTrainer, TrainSampleMetrics, balanced_class_weights
 
-    trainer = Trainer(
+    weights = None
+    if settings.class_weights == "balanced":
+        weights = balanced_class_weights(encoded["train"].label_ids, len(labels))
+        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
+    sample = TrainSampleMetrics(
+        encoded["train"].sample(TRAIN_SAMPLE_ROWS, settings.seed), ("accuracy", settings.best_metric)
+    )
+    trainer = RecipeTrainer(
+        class_weights=weights,
+        layer_lr_decay=settings.layer_lr_decay,
         model=model,
         args=training_arguments(settings, checkpoints, phase, len(encoded["train"])),
         train_dataset=encoded["train"],
@@ -264,8 +321,13 @@ def build_trainer(
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=trainer_metrics(labels),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience), SaveOnInterrupt()],
+        callbacks=[
+            EarlyStoppingCallback(early_stopping_patience=settings.patience),
+            SaveOnInterrupt(),
+            sample,
+        ],
     )
+    sample.trainer = trainer
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(LossProgressCallback)
     return trainer
@@ -347,6 +409,7 @@ def write_test_report(
     data: LoadedDataset,
     history: list[dict],
     out_dir: Path,
+    resources: dict | None = None,
 ) -> dict:
     """Score the test split with the best model and write the report; returns the bundle's metrics."""
     from model.engines.onnx_engine import softmax
@@ -360,9 +423,12 @@ def write_test_report(
     scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)
     baseline = vader_baseline(scored.texts, scored.true, labels)
     context = ReportContext(
-        title="Training report", model=settings.base_model, data=str(settings.data), split="test",
+        title="Training report", model=settings.base_model, data=_data_names(settings), split="test",
         baseline=baseline, history=history, best_metric=settings.best_metric,
-        extra={"data report": data.report.summary(), "settings": settings.model_dump(mode="json")},
+        extra={
+            **_resource_lines(resources or {}), "data report": data.report.summary(),
+            "leakage": data.report.leakage_summary(), "settings": settings.model_dump(mode="json"),
+        },
     )  # fmt: skip
     test_metrics = write_report(out_dir / REPORT_DIR, scored, context)
     best = max(
@@ -375,7 +441,40 @@ def write_test_report(
         "validation": {k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
         "vader_test": _headline(baseline) if baseline else None,
         "data": data.report.as_dict(),
+        "resources": resources or {},
     }
+
+
+def resource_usage(model: Any, train_seconds: float) -> dict:
+    """Training time, the process's peak memory and the model's size, for the report and the bundle."""
+    import resource
+
+    import torch
+
+    parameters = sum(p.numel() for p in model.parameters())
+    usage = {
+        "train_seconds": round(train_seconds, 1),
+        # ru_maxrss is in KiB on Linux: the largest resident set of this process so far.
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "parameters": parameters,
+        "weights_mib": round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1),
+    }
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        usage["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return usage
+
+
+def _resource_lines(usage: dict) -> dict[str, str]:
+    if not usage:
+        return {}
+    lines = {
+        "training time": f"{usage['train_seconds'] / 60:.1f} min ({usage['train_seconds']:.0f} s)",
+        "peak memory": f"{usage['peak_rss_mib']:.0f} MiB (peak resident set of the training process)",
+        "model size": f"{usage['parameters'] / 1e6:.1f} M parameters, {usage['weights_mib']:.1f} MiB of weights",
+    }
+    if "peak_gpu_mib" in usage:
+        lines["peak GPU memory"] = f"{usage['peak_gpu_mib']:.0f} MiB"
+    return lines
 
 
 def _headline(metrics: dict) -> dict:

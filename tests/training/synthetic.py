@@ -47,9 +47,28 @@ def synthetic_texts(rows: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def write_synthetic_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
-    """The synthetic task as a `text,label` CSV."""
-    synthetic_texts(rows, seed).to_csv(path, index=False)
+# What a real tweet carries and serving must clean exactly as training did (see `model.cleaning`):
+# mentions and links (replaced by placeholders), HTML tags and entities, emoji (turned into words),
+# and length past `max_length` (truncated). One row in five carries each, after the class keyword.
+DECORATIONS = (
+    lambda text, i: f"@friend_{i} {text}",
+    lambda text, i: f"{text} https://t.co/x{i}?ref=feed",
+    lambda text, i: f"<b>{text}</b> &amp; more<br />",
+    lambda text, i: f"{text} \U0001f389\U0001f525",
+    lambda text, i: f"{text} " + " ".join(FILLER * 3),
+)
+
+
+def decorated_texts(rows: int, seed: int = 0) -> pd.DataFrame:
+    """`synthetic_texts` with a mention, link, HTML, emoji or a long tail added to each row (in turn)."""
+    frame = synthetic_texts(rows, seed)
+    frame["text"] = [DECORATIONS[i % len(DECORATIONS)](text, i) for i, text in enumerate(frame["text"])]
+    return frame
+
+
+def write_synthetic_csv(path: Path, rows: int = 600, seed: int = 0, decorated: bool = False) -> Path:
+    """The synthetic task as a `text,label` CSV (`decorated`: texts as real tweets look)."""
+    (decorated_texts if decorated else synthetic_texts)(rows, seed).to_csv(path, index=False)
     return path
 
 

@@ -117,3 +117,18 @@ def test_freezing_finds_bert_layers_and_its_pooler(tmp_path: Path) -> None:
     pooler = sum(p.numel() for p in model.bert.pooler.parameters())
     layer = sum(p.numel() for p in model.bert.encoder.layer[2].parameters())
     assert unfreeze_top_layers(model, 1) == head_only + layer + pooler
+
+
+def test_eda_suggests_a_max_length_from_token_percentiles(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = ["text,label"] + [f"{' '.join(['great'] * n)},positive" for n in range(1, 101)]
+    data = tmp_path / "d.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eda"
+    assert main(["eda", "--data", str(data), "--output", str(out), "--base-model", str(tiny_model_dir)]) == 0
+    tokens = json.loads((out / "eda.json").read_text())["tokens_per_text"]
+    # n words of one known token each, plus [CLS] and [SEP]: lengths 3..102.
+    assert (tokens["p50"], tokens["max"]) == (pytest.approx(52.5), 102)
+    assert tokens["p99"] == pytest.approx(101.01)
+    assert tokens["suggested_max_length"] == 104  # the multiple of 8 at or above p99
+    assert tokens["truncated_share_at_suggested"] == 0.0
+    assert "Suggested `--max-length 104`" in (out / "report.md").read_text()

@@ -12,8 +12,6 @@ import pandas as pd
 import pytest
 
 from sentistream.cli import main
-from tests.tiny_model import build_tiny_classifier
-from tests.training.synthetic import synthetic_corpus, write_synthetic_csv
 from training.settings import TrainSettings
 
 LABELS = ["negative", "neutral", "positive"]
@@ -23,15 +21,6 @@ def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSe
     """A recipe that learns the synthetic task in seconds on a CPU."""
     options = {"epochs": 5, "lr": 3e-3, "batch_size": 16, "max_length": 32, "device": "cpu", "patience": 5}
     return TrainSettings(data=data, base_model=str(base), output=output, **{**options, **overrides})
-
-
-@pytest.fixture(scope="module")
-def task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(synthetic CSV, untrained tiny model whose tokenizer knows the task's words)."""
-    root = tmp_path_factory.mktemp("task")
-    data = write_synthetic_csv(root / "synthetic.csv", rows=600)
-    base = build_tiny_classifier(root / "base", corpus=synthetic_corpus(), dim=64)
-    return data, base
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +62,20 @@ def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
 
 
 def test_bundle_scores_like_the_trained_model_in_every_engine(bundle: Path) -> None:
+    """Train/serve skew: the engines clean, tokenise and truncate the raw test texts themselves and must
+    match what the Trainer scored; the texts carry everything cleaning touches and overrun max_length."""
+    from model.bundle import load_bundle
+    from model.cleaning import clean_text
     from model.engines import load_engine
 
     predictions = pd.read_csv(bundle / "report" / "predictions.csv")
     trained = predictions[[f"p_{label}" for label in LABELS]].to_numpy()
+    texts = predictions["text"]
+    for marker in ("@friend_", "https://", "<br />", "&amp;", "\U0001f389"):
+        assert texts.str.contains(marker, regex=False).any(), marker
+    tokenizer = load_bundle(bundle).load_tokenizer()
+    lengths = [len(tokenizer(clean_text(text))["input_ids"]) for text in texts]
+    assert sum(length > 32 for length in lengths) >= 5  # past max_length: truncation decides the result
     for backend, int8 in (("torch", None), ("onnx", False)):
         engine = load_engine(bundle, backend=backend, device="cpu", int8=int8)
         scored = engine.predict(predictions["text"].tolist())
@@ -186,6 +185,28 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(task, tmp_path: Path, m
     assert [c.name for c in checkpoints] == ["checkpoint-6"]  # saved right after the step that saw Ctrl-C
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     assert main(["train", "--data", str(data), "--base-model", str(base), "--output", str(out)]) == 2
-    train_module.train(quick_settings(data, base, out, export=False, resume=True))
+
+    class Steps(TrainerCallback):
+        """What the resumed run started from: its first step, how many it ran, the optimizer's state."""
+
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+            self.max_steps = 0
+            self.optimizer_state = -1
+
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            self.max_steps = state.max_steps
+            self.optimizer_state = len(optimizer.state) if optimizer is not None else -1
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    steps = Steps()
+    train_module.train(quick_settings(data, base, out, export=False, resume=True), callbacks=[steps])
+    # It continued from checkpoint-6: step 7 first, only the remaining steps, Adam's moments restored
+    # (a fresh run would start at step 1, run every step, and begin with an empty optimizer state).
+    assert steps.steps[0] == 7
+    assert steps.steps == list(range(7, steps.max_steps + 1))
+    assert steps.optimizer_state > 0
     meta = json.loads((out / "sentistream.json").read_text())
     assert meta["metrics"]["test"]["accuracy"] >= 0.9
