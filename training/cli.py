@@ -24,7 +24,7 @@ def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
     info = cls.model_fields["data"]
     parser.add_argument(
         "--data", dest="data", action="append", default=None, metavar="DATA",
-        help=f"{info.description} (required) [env: {env_name(cls, 'data')}, comma-separated]",
+        help=f"{info.description} (required; repeat to merge; the variable takes comma-separated paths) [env: {env_name(cls, 'data')}]",
     )  # fmt: skip
 
 
