@@ -51,16 +51,16 @@ def run(args: argparse.Namespace) -> int:
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(WorkerSettings, args)
     engine = load_engine(settings_from_args(ModelSettings, args))
-    created = asyncio.run(_ensure_topics(kafka, settings))
-    if created:
-        log.info("created topics %s with %d partitions", created, settings.partitions)
+    topics = asyncio.run(_ensure_topics(kafka, settings))
+    if topics.created:
+        log.info("created topics %s", topics.created)
 
     from stream.app import create_app
     from stream.worker import run_worker
 
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
-        app, scorer = create_app(kafka, settings, engine, Path(datadir))
+        app, scorer = create_app(kafka, settings, engine, Path(datadir), topics.max_message_bytes)
         return run_worker(app, scorer, loglevel, json_logs=args.json_logs)
 
 
@@ -79,7 +79,7 @@ def load_engine(model_settings):  # -> model.engines.Engine
         ) from None
 
 
-async def _ensure_topics(kafka, settings) -> list[str]:
+async def _ensure_topics(kafka, settings):  # -> stream.topics.TopicCheck
     from stream.topics import ensure_topics
 
     return await ensure_topics(kafka, settings)
