@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.engines.base import Engine
-from stream.decode import Source, decode_tweet
-from stream.events import DeadLetter, ScoredTweet
+from stream.decode import Source, dead_letter, decode_tweet
+from stream.events import DeadLetter, ScoredTweet, Tweet
 from stream.health import WorkerState
 from stream.inference import STREAM, InferenceThread
 from stream.metrics import WorkerMetrics
@@ -73,7 +73,7 @@ def process_batch(
     messages: Sequence[tuple[bytes | None, Source]], engine: Engine, max_text_chars: int
 ) -> BatchResult:
     """Decode, validate and score a batch (runs on the inference thread; no I/O)."""
-    decoded = [(decode_tweet(value, source), value, source) for value, source in messages]
+    decoded = [(decode_guarded(value, source), value, source) for value, source in messages]
     items = [
         Item(out, source, value or b"") for out, value, source in decoded if not isinstance(out, DeadLetter)
     ]
@@ -83,6 +83,15 @@ def process_batch(
     scored = iter(to_outputs(items, predictions, engine.name, max_text_chars))
     outputs = [out if isinstance(out, DeadLetter) else next(scored) for out, _, _ in decoded]
     return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
+
+
+def decode_guarded(value: bytes | None, source: Source) -> Tweet | DeadLetter:
+    """`decode_tweet`, with anything it raises (deep nesting: RecursionError) as the record's own
+    dead letter: an error one record causes must never cost its batch."""
+    try:
+        return decode_tweet(value, source)
+    except Exception as exc:
+        return dead_letter(value or b"", source, "decode", f"value cannot be decoded: {type(exc).__name__}")
 
 
 def to_records(
@@ -114,8 +123,6 @@ def smaller_dead_letter(record: Record, kafka: KafkaSettings, reason: str) -> Re
     if isinstance(record.event, DeadLetter):
         letter = record.event
     else:
-        from stream.decode import dead_letter
-
         letter = dead_letter(record.raw, source, "validate", f"the scored event was refused: {reason}")
     letter, value = fit_dead_letter(letter, max(1024, len(record.value) // 4))
     return Record(kafka.dlq_topic, dlq_key(source), value, record.partition, letter, source, record.raw)

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import ValidationError
-
 from model.engines.base import Engine, Prediction, failed
 from stream.decode import Source, dead_letter
 from stream.events import DeadLetter, ScoredTweet, Tweet, new_id, utcnow
@@ -92,7 +90,7 @@ def _output(
         return dead_letter(item.raw, item.source, "validate", reason)
     try:
         return scored_tweet(item, pred, model, scored_at, max_text_chars, event_id)
-    except (ValidationError, ValueError, TypeError) as exc:  # an output the schema refuses
+    except Exception as exc:  # an output the schema refuses (or deeper than Python recurses) is this record's
         return dead_letter(item.raw, item.source, "inference", f"the scored event is invalid: {_name(exc)}")
 
 
@@ -142,7 +140,7 @@ def fit_output(
             if len(value) + len(slim.id.encode()) <= budget:
                 return slim, value
             reason = f"the scored event is {len(value)} bytes even without its extra fields, over {budget}"
-        except (ValueError, TypeError) as exc:  # a carried value that JSON cannot hold
+        except Exception as exc:  # a carried value JSON cannot hold, or nested deeper than it recurses
             reason = f"the scored event cannot be serialised: {_name(exc)}"
         out = dead_letter(raw, source, "validate", reason)
     return fit_dead_letter(out, budget - len(dlq_key(source) or b""))
