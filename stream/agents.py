@@ -182,12 +182,12 @@ class Scorer:
         first = min((e.message.offset for e in events), default=-1)
         log.critical(
             "stopping the worker without committing: a batch of %d from %s (first offset %d) failed "
-            "with %s: %s; a restarted worker processes it again",
+            "with %s%s; a restarted worker processes it again",
             len(events),
             where,
             first,
             type(exc).__name__,
-            str(exc)[:300],
+            f": {exc}" if isinstance(exc, FatalError) else "",  # others might quote an input
         )
         for handler in logging.getLogger().handlers:
             handler.flush()
