@@ -103,7 +103,10 @@ def test_an_unforeseen_error_exits_1_and_a_restart_scores_the_whole_batch(broker
         (b"trigger", orjson.dumps({"id": "trigger", "text": "CRASH here"})),
         *tweets("after", 20),
     ]
-    first = WorkerProcess(broker_url, topics, tmp_path, faults="crash=CRASH", name="first").start()
+    # A short session, so the restarted worker is not kept waiting for the dead one's partitions.
+    first = WorkerProcess(
+        broker_url, topics, tmp_path, "--session-timeout-s", "6", faults="crash=CRASH", name="first"
+    ).start()
     first.wait_ready()
     produce(broker_url, topics.tweets, messages)
     assert first.wait(timeout=60) == 1, first.log_tail()
@@ -129,7 +132,7 @@ def test_a_kill_9_during_a_batch_in_flight_loses_nothing(broker_url, tmp_path) -
     ]
     release = tmp_path / "release"
     first = WorkerProcess(
-        broker_url, topics, tmp_path, "--commit-interval-s", "0.2",
+        broker_url, topics, tmp_path, "--commit-interval-s", "0.2", "--session-timeout-s", "6",
         faults=f"block=BLOCK,release={release}", name="first",
     ).start()  # fmt: skip
     first.wait_ready()

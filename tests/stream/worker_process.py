@@ -80,7 +80,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> dict:
+    def wait_ready(self, timeout: float = 180.0) -> dict:
         """Poll /health until it answers 200; fail with the worker's log tail otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
