@@ -172,6 +172,8 @@ class Scorer:
                     return
                 finally:
                     self.in_flight = 0
+        except Exception as exc:  # raised by the stream itself, between batches
+            self.fatal(exc, [])
         finally:
             self.state.agent_running = False
             self.state.agent_failed = "the agent stopped"

@@ -248,3 +248,16 @@ async def test_an_unforeseen_error_stops_the_worker_before_the_batch_is_acked(mo
     assert exits == [1] and fake.acked == [] and producer.sent == [] and consumer.commits == 0
     assert not scorer.state.agent_running
     scorer.close()
+
+
+async def test_an_error_from_the_stream_itself_stops_the_worker() -> None:
+    class BrokenStream(FakeStream):
+        async def noack_take(self, n: int, within: float):
+            yield self.batches[0]
+            raise RuntimeError("the stream broke")
+
+    scorer, _, exits = make_scorer(FakeProducer())
+    fake = BrokenStream([batch((0, 0))])
+    await scorer.consume(fake)
+    assert fake.acked == [(0, 0)] and exits == [1] and not scorer.state.agent_running
+    scorer.close()
