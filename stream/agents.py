@@ -3,30 +3,44 @@
 Delivery: events are taken without Faust's automatic acks (`noack_take`) and acked only after
 the broker has acknowledged every output of their batch, so Faust never commits an offset whose
 output could still be lost (at-least-once). Agent concurrency stays 1 (faust-streaming #606).
+
+No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
+acked offsets committed and a new actor on the same stream, and the failed batch is never
+delivered again. So a failure that belongs to one record becomes that record's dead letter, and
+any other failure (broker gone past the retry budget, a bug) ends the process at once, before
+anything past the last delivered batch is committed; a restarted worker gets the batch again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.engines.base import Engine
-from stream.decode import Source, decode_tweet
-from stream.events import DeadLetter, ScoredTweet
+from stream.decode import Source, dead_letter, decode_tweet
+from stream.events import DeadLetter, ScoredTweet, Tweet
+from stream.health import WorkerState
+from stream.inference import STREAM, InferenceThread
 from stream.metrics import WorkerMetrics
-from stream.scoring import Item, encode, predict_guarded, to_outputs
+from stream.scoring import (
+    Item,
+    dlq_key,
+    fit_dead_letter,
+    fit_output,
+    predict_guarded,
+    to_outputs,
+)
 from stream.settings import KafkaSettings, WorkerSettings
 from stream.stats import TumblingStats
 
 log = logging.getLogger(__name__)
 
-# Sends that fail after aiokafka's own retries are retried this long before the worker gives up
-# (and restarts without committing, so nothing is lost).
-SEND_RETRY_S = 120.0
+FATAL_EXIT = 1
 
 
 @dataclass
@@ -35,23 +49,31 @@ class BatchResult:
 
     outputs: list[ScoredTweet | DeadLetter] = field(default_factory=list)
     inference_s: float = 0.0
+    raws: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Record:
-    """One message to produce."""
+    """One message to produce, and the event it carries."""
 
     topic: str
     key: bytes | None
     value: bytes
     partition: int | None
+    event: ScoredTweet | DeadLetter | None = None
+    source: Source | None = None
+    raw: bytes = b""  # the input, for a dead letter should the broker refuse this record
+
+
+class FatalError(Exception):
+    """A failure no record can be blamed for: the worker must stop without committing."""
 
 
 def process_batch(
     messages: Sequence[tuple[bytes | None, Source]], engine: Engine, max_text_chars: int
 ) -> BatchResult:
     """Decode, validate and score a batch (runs on the inference thread; no I/O)."""
-    decoded = [(decode_tweet(value, source), value, source) for value, source in messages]
+    decoded = [(decode_guarded(value, source), value, source) for value, source in messages]
     items = [
         Item(out, source, value or b"") for out, value, source in decoded if not isinstance(out, DeadLetter)
     ]
@@ -60,21 +82,50 @@ def process_batch(
     inference_s = time.perf_counter() - began
     scored = iter(to_outputs(items, predictions, engine.name, max_text_chars))
     outputs = [out if isinstance(out, DeadLetter) else next(scored) for out, _, _ in decoded]
-    return BatchResult(outputs, inference_s)
+    return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
+
+
+def decode_guarded(value: bytes | None, source: Source) -> Tweet | DeadLetter:
+    """`decode_tweet`, with anything it raises (deep nesting: RecursionError) as the record's own
+    dead letter: an error one record causes must never cost its batch."""
+    try:
+        return decode_tweet(value, source)
+    except Exception as exc:
+        return dead_letter(value or b"", source, "decode", f"value cannot be decoded: {type(exc).__name__}")
 
 
 def to_records(
-    result: BatchResult, sources: Sequence[Source], kafka: KafkaSettings, keep_partition: bool
+    result: BatchResult,
+    sources: Sequence[Source],
+    kafka: KafkaSettings,
+    keep_partition: bool,
+    limit: int = 1_000_000,
 ) -> list[Record]:
-    """The messages to produce; `keep_partition` co-partitions outputs with inputs (transactions)."""
+    """The messages to produce, each at most `limit` bytes; `keep_partition` co-partitions outputs
+    with inputs (transactions)."""
+    raws = result.raws or [b""] * len(sources)
     records = []
-    for out, source in zip(result.outputs, sources, strict=True):
+    for out, raw, source in zip(result.outputs, raws, sources, strict=True):
+        event, value = fit_output(out, raw, source, limit)
         partition = source.partition if keep_partition else None
-        if isinstance(out, DeadLetter):
-            records.append(Record(kafka.dlq_topic, source.key, encode(out), partition))
+        if isinstance(event, DeadLetter):
+            records.append(Record(kafka.dlq_topic, dlq_key(source), value, partition, event, source, raw))
         else:
-            records.append(Record(kafka.scored_topic, out.id.encode("utf-8"), encode(out), partition))
+            records.append(
+                Record(kafka.scored_topic, event.id.encode(), value, partition, event, source, raw)
+            )
     return records
+
+
+def smaller_dead_letter(record: Record, kafka: KafkaSettings, reason: str) -> Record:
+    """`record` as a dead letter a quarter of its size, after the broker refused it as too large."""
+    source = record.source
+    if isinstance(record.event, DeadLetter):
+        letter = record.event
+    else:
+        letter = dead_letter(record.raw, source, "validate", f"the scored event was refused: {reason}")
+    letter, value = fit_dead_letter(letter, max(1024, len(record.value) // 4))
+    return Record(kafka.dlq_topic, dlq_key(source), value, record.partition, letter, source, record.raw)
 
 
 class Scorer:
@@ -88,72 +139,125 @@ class Scorer:
         engine: Engine,
         metrics: WorkerMetrics,
         stats: TumblingStats,
+        max_message_bytes: int | None = None,
+        exit: Callable[[int], None] = os._exit,
     ) -> None:
         self.app, self.kafka, self.settings, self.engine = app, kafka, settings, engine
         self.metrics, self.stats = metrics, stats
-        # One thread: batches are scored in order, and the event loop stays free to heartbeat.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.max_message_bytes = max_message_bytes or settings.max_message_bytes
+        self.inference = InferenceThread()
+        self.state = WorkerState()
         self.in_flight = 0
         self.batches = 0
         self.transactional = settings.guarantee == "exactly_once"
+        self._exit = exit
 
     async def consume(self, stream) -> None:
         """The agent body: take micro-batches, score them, ack them once their outputs landed."""
         within = self.settings.max_wait_ms / 1000.0
-        async for events in stream.noack_take(self.settings.batch_size, within=within):
-            self.in_flight = len(events)
-            try:
-                await self.handle(events)
-            finally:
-                self.in_flight = 0
-            for event in events:
-                await stream.ack(event)
-            if self.transactional:
-                # Commit now, between batches, so a transaction never holds outputs whose input
-                # offsets it does not also commit (Faust's timer commit could split a batch).
-                await self.app.consumer.commit()
+        self.state.agent_running = True
+        try:
+            async for events in stream.noack_take(self.settings.batch_size, within=within):
+                self.in_flight = len(events)
+                try:
+                    await self.handle(events)
+                    for event in events:
+                        await stream.ack(event)
+                    if self.transactional:
+                        # Commit now, between batches, so a transaction never holds outputs whose
+                        # input offsets it does not also commit (Faust's timer could split a batch).
+                        await self.app.consumer.commit()
+                except Exception as exc:  # see the module docstring: nothing may escape
+                    self.fatal(exc, events)
+                    return
+                finally:
+                    self.in_flight = 0
+        except Exception as exc:  # raised by the stream itself, between batches
+            self.fatal(exc, [])
+        finally:
+            self.state.agent_running = False
+            self.state.agent_failed = "the agent stopped"
+
+    def fatal(self, exc: BaseException, events: Sequence) -> None:
+        """Stop the process now: no commit, no agent restart; the batch is redelivered on restart."""
+        where = ", ".join(sorted({f"{e.message.topic}[{e.message.partition}]" for e in events}))
+        first = min((e.message.offset for e in events), default=-1)
+        log.critical(
+            "stopping the worker without committing: a batch of %d from %s (first offset %d) failed "
+            "with %s%s; a restarted worker processes it again",
+            len(events),
+            where,
+            first,
+            type(exc).__name__,
+            f": {exc}" if isinstance(exc, FatalError) else "",  # others might quote an input
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        self._exit(FATAL_EXIT)
 
     async def handle(self, events: Sequence) -> None:
         """Score one batch of Faust events and wait until the broker has every output."""
         sources = [_source(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.executor, process_batch, messages, self.engine, self.settings.max_text_chars
+        result = await self.inference.run(
+            STREAM, process_batch, messages, self.engine, self.settings.max_text_chars
         )
-        await self.publish(to_records(result, sources, self.kafka, keep_partition=self.transactional))
-        self.record(result, sources)
+        records = to_records(
+            result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
+        )
+        delivered = await self.publish(records)
+        self.record(result, delivered, sources)
 
-    async def publish(self, records: Sequence[Record]) -> None:
-        """Send every record and wait for the broker's acknowledgements; retry what failed."""
-        deadline = time.monotonic() + SEND_RETRY_S
-        pending = list(records)
+    async def publish(self, records: Sequence[Record]) -> list[Record]:
+        """Send every record and wait for the broker's acknowledgements; retry what failed.
+
+        Returns the records delivered (exactly-once drops those of revoked partitions). A record
+        the broker refuses as too large is replaced by a smaller dead letter; a permanent error
+        (authorisation, fenced producer) or running out of `send_retry_s` raises FatalError.
+        """
+        deadline = time.monotonic() + self.settings.send_retry_s
+        pending, delivered, pause = list(records), [], 0.5
         while pending:
-            failures = await self._send_all(pending)
-            pending = [record for record, error in zip(pending, failures, strict=True) if error]
+            owned = self._still_owned(pending)
+            failures = await self._send_all(owned)
+            delivered += [r for r, error in zip(owned, failures, strict=True) if error is None]
+            pending = []
+            for record, error in zip(owned, failures, strict=True):
+                if error is None:
+                    continue
+                if is_too_large(error):
+                    pending.append(smaller_dead_letter(record, self.kafka, type(root(error)).__name__))
+                elif is_permanent(error):
+                    raise FatalError(f"the broker refused an output for good: {root(error)!r}")
+                else:
+                    pending.append(record)
+            if pending and time.monotonic() > deadline:
+                raise FatalError(
+                    f"could not deliver {len(pending)} outputs within {self.settings.send_retry_s:.0f}s"
+                )
             if pending:
-                error = next(e for e in failures if e)
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"could not deliver {len(pending)} outputs for {SEND_RETRY_S:.0f}s: {error!r}"
-                    )
-                log.warning("retrying %d outputs the broker did not acknowledge: %r", len(pending), error)
-                await asyncio.sleep(1.0)
+                log.warning("retrying %d outputs the broker did not acknowledge", len(pending))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        return delivered
 
     async def _send_all(self, records: Sequence[Record]) -> list[BaseException | None]:
+        """Send `records` in order; one result per record (None when acknowledged)."""
         producer = self.app.producer
         await producer.maybe_start()
-        owned = self._still_owned(records)
-        futures = []
-        for r in owned:
-            tid = self._transactional_id(r.partition)
-            futures.append(
-                await producer.send(r.topic, r.key, r.value, r.partition, None, None, transactional_id=tid)
-            )
-        results = dict(
-            zip(map(id, owned), await asyncio.gather(*futures, return_exceptions=True), strict=True)
-        )
-        return [_error(results.get(id(r))) for r in records]
+        pending: list = []
+        for r in records:
+            try:
+                tid = self._transactional_id(r.partition)
+                pending.append(
+                    await producer.send(
+                        r.topic, r.key, r.value, r.partition, None, None, transactional_id=tid
+                    )
+                )
+            except Exception as exc:  # aiokafka raises size errors before the future
+                pending.append(exc)
+        return [await _outcome(p) for p in pending]
 
     def _still_owned(self, records: Sequence[Record]) -> list[Record]:
         """In exactly-once mode, drop outputs of partitions a rebalance took away: their
@@ -177,50 +281,109 @@ class Scorer:
         group = self.app.assignor.group_for_topic(self.kafka.topic)
         return f"{self.app.conf.id}-{group}-{partition}"
 
-    def record(self, result: BatchResult, sources: Sequence[Source]) -> None:
-        """Update metrics, windowed stats and lag after a delivered batch."""
+    def record(self, result: BatchResult, delivered: Sequence[Record], sources: Sequence[Source]) -> None:
+        """Update metrics, windowed stats and progress for the outputs the broker has."""
         now = time.time()
         m = self.metrics
         m.consumed.inc(len(result.outputs))
         m.batch_size.observe(len(result.outputs))
         m.inference_seconds.observe(result.inference_s)
         dead = 0
-        for out in result.outputs:
+        for record in delivered:
+            out = record.event
             if isinstance(out, DeadLetter):
                 dead += 1
                 m.dead_lettered.labels(out.stage).inc()
-            else:
+            elif out is not None:
                 m.scored.labels(out.label).inc()
                 m.latency_seconds.observe(out.latency_ms / 1000.0)
                 self.stats.add_scored(out.label, out.score, out.latency_ms, now)
+        m.dropped_revoked.inc(len(result.outputs) - len(delivered))
         self.stats.add_dead_letters(dead, now)
         self.batches += 1
-        self._update_lag(sources)
-
-    def _update_lag(self, sources: Sequence[Source]) -> None:
-        last: dict[int, int] = {}
         for source in sources:
-            last[source.partition] = max(last.get(source.partition, -1), source.offset)
-        for partition, offset in last.items():
-            highwater = self._highwater(source.topic, partition)
-            if highwater is not None:
-                self.metrics.lag.labels(str(partition)).set(max(0, highwater - offset - 1))
+            offsets = self.state.next_offsets
+            offsets[source.partition] = max(offsets.get(source.partition, 0), source.offset + 1)
+        self.state.progressed()
+        self.update_lag()
 
-    def _highwater(self, topic: str, partition: int) -> int | None:
+    def lag(self) -> dict[int, int]:
+        """Partition -> messages waiting, for the assigned partitions this worker has positions for."""
         from faust.types import TP
 
+        lags = {}
+        for partition, position in self.state.next_offsets.items():
+            highwater = self._highwater(TP(self.kafka.topic, partition))
+            if highwater is not None:
+                lags[partition] = max(0, highwater - position)
+        return lags
+
+    def _highwater(self, tp) -> int | None:
         try:
-            return self.app.consumer.highwater(TP(topic, partition))
-        except Exception:  # lag is advisory; a consumer mid-rebalance may not know the highwater yet
+            return self.app.consumer.highwater(tp)
+        except Exception:  # lag is advisory; mid-rebalance there is no highwater
             return None
+
+    def update_lag(self) -> int:
+        """Refresh the lag gauge; returns the total (0 also marks the worker as keeping up)."""
+        lags = self.lag()
+        for partition, value in lags.items():
+            self.metrics.lag.labels(str(partition)).set(value)
+        total = sum(lags.values())
+        if total == 0:
+            self.state.progressed()
+        return total
+
+    def on_assigned(self, partitions: list[str]) -> None:
+        """A rebalance completed: positions of partitions this worker may have lost are forgotten."""
+        self.state.assigned = partitions
+        self.state.rebalancing = False
+        self.state.next_offsets.clear()
+        self.state.progressed()
 
     def close(self) -> None:
         """Let the inference thread finish its batch, then release it."""
-        self.executor.shutdown(wait=True)
+        self.inference.shutdown()
 
 
-def _error(result: object) -> BaseException | None:
-    return result if isinstance(result, BaseException) else None
+async def _outcome(pending) -> BaseException | None:
+    if isinstance(pending, BaseException):
+        return pending
+    try:
+        await pending
+    except Exception as exc:  # a failed delivery is a value here, classified by publish
+        return exc
+    return None
+
+
+def root(error: BaseException) -> BaseException:
+    """The aiokafka error under Faust's ProducerSendError wrapper."""
+    return error.__cause__ or error
+
+
+def is_too_large(error: BaseException) -> bool:
+    """The broker or the producer refuses this record for its size."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+    return isinstance(root(error), MessageSizeTooLargeError | RecordTooLargeError | RecordListTooLargeError)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Retrying cannot help: authorisation refused, producer fenced by a newer worker."""
+    from aiokafka.errors import (
+        ClusterAuthorizationFailedError,
+        ProducerFenced,
+        TopicAuthorizationFailedError,
+        TransactionalIdAuthorizationFailed,
+    )
+
+    permanent = (
+        TopicAuthorizationFailedError,
+        ClusterAuthorizationFailedError,
+        TransactionalIdAuthorizationFailed,
+        ProducerFenced,
+    )
+    return isinstance(root(error), permanent)
 
 
 def _source(message) -> Source:

@@ -5,6 +5,7 @@ Nothing is created at import; `create_app` is called once by `sentistream worker
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -27,10 +28,17 @@ def worker_name(settings: WorkerSettings) -> str:
     return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def create_app(kafka: KafkaSettings, settings: WorkerSettings, engine: Engine, datadir: Path):
+def create_app(
+    kafka: KafkaSettings,
+    settings: WorkerSettings,
+    engine: Engine,
+    datadir: Path,
+    max_message_bytes: int | None = None,
+):
     """A faust.App wired to score `kafka.topic` with `engine`; returns (app, scorer).
 
     `datadir` is Faust's scratch directory (the worker keeps no state there; a temporary one will do).
+    `max_message_bytes` is the largest output the topics take (default: the setting).
     """
     import faust
 
@@ -38,10 +46,11 @@ def create_app(kafka: KafkaSettings, settings: WorkerSettings, engine: Engine, d
     metrics = WorkerMetrics()
     metrics.model_loaded.set(1)
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))
-    scorer = Scorer(app, kafka, settings, engine, metrics, stats)
+    limit = min(max_message_bytes or settings.max_message_bytes, settings.max_message_bytes)
+    scorer = Scorer(app, kafka, settings, engine, metrics, stats, max_message_bytes=limit)
     app.agent(declare_topics(app, kafka, settings), name="score-tweets", concurrency=1)(scorer.consume)
-    _track_assignment(app)
-    _publish_stats_every_window(app, kafka, stats)
+    _track_assignment(app, scorer)
+    _publish_stats_every_window(app, kafka, scorer)
     register_views(app, scorer)
     return app, scorer
 
@@ -88,27 +97,49 @@ def _credentials(kafka: KafkaSettings):
     return None
 
 
-def _track_assignment(app) -> None:
-    """Remember that a rebalance completed, which /health waits for."""
-    app.sentistream_assigned = False
+def _track_assignment(app, scorer: Scorer) -> None:
+    """Tell the scorer's state when a rebalance starts and completes (readiness waits for it)."""
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender, revoked, **kwargs) -> None:
+        scorer.state.rebalancing = True
 
     @app.on_rebalance_complete.connect
     async def _assigned(sender, **kwargs) -> None:
-        app.sentistream_assigned = True
-        log.info(
-            "partitions assigned: %s",
-            sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()),
+        partitions = sorted(
+            f"{tp.topic}[{tp.partition}]"
+            for tp in app.consumer.assignment()
+            if tp.topic == scorer.kafka.topic
         )
+        scorer.on_assigned(partitions)
+        log.info("partitions assigned: %s", partitions)
 
 
-def _publish_stats_every_window(app, kafka: KafkaSettings, stats: TumblingStats) -> None:
-    """A timer that sends each closed window to the stats topic."""
+def _publish_stats_every_window(app, kafka: KafkaSettings, scorer: Scorer) -> None:
+    """A timer that sends each closed window to the stats topic and refreshes the lag; the last
+    window is sent at shutdown. Stats are advisory: a failure is logged, never raised."""
+    stats = scorer.stats
     interval = min(1.0, stats.size_s / 2)
 
-    @app.timer(interval, name="publish-sentiment-stats")
-    async def _publish() -> None:
-        for window in stats.close_due(time.time()):
-            # Stats are advisory, so they bypass the transactional producer of exactly-once mode.
+    async def publish(windows) -> None:
+        for window in windows:
+            # Stats bypass the transactional producer of exactly-once mode.
             await app.producer.send(
                 kafka.stats_topic, stats.worker.encode(), window.model_dump_json().encode(), None, None, None
             )
+
+    @app.timer(interval, name="publish-sentiment-stats")
+    async def _every_window() -> None:
+        try:
+            scorer.update_lag()
+            await publish(stats.close_due(time.time()))
+        except Exception as exc:  # a stats hiccup must not crash the worker
+            log.warning("could not publish sentiment stats: %s", type(exc).__name__)
+
+    @app.on_before_shutdown.connect
+    async def _last_window(sender, **kwargs) -> None:
+        try:
+            await asyncio.wait_for(publish(stats.close_all()), timeout=5.0)
+            await asyncio.wait_for(app.producer.flush(), timeout=5.0)
+        except Exception as exc:  # shutting down: say it, do not block the exit
+            log.warning("could not publish the last sentiment-stats window: %s", type(exc).__name__)

@@ -1,4 +1,5 @@
-"""`sentistream worker`: score the tweets topic with Faust, serving /health, /metrics, /predict.
+"""`sentistream worker`: score the tweets topic with Faust, serving /health, /live, /ready, /metrics,
+/predict and /explain.
 
 Fails fast with one line when the model cannot be loaded or the broker cannot be reached, before
 Faust starts. Heavy imports (faust, torch) happen inside `run`.
@@ -22,7 +23,7 @@ log = logging.getLogger("stream.worker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `worker` flags: Kafka, model and worker settings (ARCHITECTURE.md's command table)."""
+    """The `worker` flags: Kafka, model and worker settings (docs/ARCHITECTURE.md's command table)."""
     from model.settings import MODEL_FLAGS, ModelSettings
     from stream.settings import KafkaSettings, WorkerSettings
 
@@ -39,17 +40,20 @@ def run(args: argparse.Namespace) -> int:
 
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(WorkerSettings, args)
-    engine = load_engine(settings_from_args(ModelSettings, args))
-    created = asyncio.run(_ensure_topics(kafka, settings))
-    if created:
-        log.info("created topics %s with %d partitions", created, settings.partitions)
+    model_settings = settings_from_args(ModelSettings, args)
+    engine = load_engine(model_settings)
+    topics = asyncio.run(_ensure_topics(kafka, settings))
+    if topics.created:
+        log.info("created topics %s", topics.created)
 
     from stream.app import create_app
+    from stream.explain_view import register_explain_view
     from stream.worker import run_worker
 
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
-        app, scorer = create_app(kafka, settings, engine, Path(datadir))
+        app, scorer = create_app(kafka, settings, engine, Path(datadir), topics.max_message_bytes)
+        register_explain_view(app, scorer, model_settings)  # its own thread and model: never the stream's
         return run_worker(app, scorer, loglevel, json_logs=args.json_logs)
 
 
@@ -68,7 +72,7 @@ def load_engine(model_settings):  # -> model.engines.Engine
         ) from None
 
 
-async def _ensure_topics(kafka, settings) -> list[str]:
+async def _ensure_topics(kafka, settings):  # -> stream.topics.TopicCheck
     from stream.topics import ensure_topics
 
     return await ensure_topics(kafka, settings)

@@ -1,7 +1,7 @@
 """The event schemas: the single place each topic's message shape is defined.
 
 The producer, the worker, the dashboard and the tests all build and parse messages through these
-models, so a field renamed here is renamed everywhere (see shared ARCHITECTURE.md, "Topics").
+models, so a field renamed here is renamed everywhere (see docs/ARCHITECTURE.md, "Topics").
 """
 
 from __future__ import annotations

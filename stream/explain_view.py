@@ -4,8 +4,7 @@ Bounded like /predict (the same body limit, at most `ExplainSettings.max_texts` 
 `MAX_WAITING` requests queued), and run on a thread of its own with a model of its own (loaded on
 the first request), so explanations never wait behind, or hold up, the scoring of the stream.
 
-Register it with one line after `create_app` (stream/cli.py):
-    register_explain_view(app, scorer, settings_from_args(ModelSettings, args))
+`sentistream worker` registers it right after `create_app` (stream/cli.py).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from model.explain import Explainer, ExplainSettings, explainer_for
-from stream.web import HttpError, parse_predict, read_body
+from stream.web import HttpError, bounded, parse_predict, read_body_within
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +76,14 @@ def register_explain_view(
     from faust.web import View
 
     service = ExplainService(scorer.engine, model_settings, settings)
-    limit = scorer.settings.max_predict_bytes
+    limit, timeout_s = scorer.settings.max_predict_bytes, scorer.settings.predict_read_timeout_s
 
     @app.page("/explain")
     class Explain(View):
         async def post(self, request):
             try:
-                return self.json(await service.answer(await read_body(request, limit)))
+                return self.json(await service.answer(await read_body_within(request, limit, timeout_s)))
             except HttpError as exc:
-                return self.json({"error": exc.error}, status=exc.status)
+                return self.json({"error": bounded(exc.error)}, status=exc.status)
 
     return service

@@ -37,6 +37,11 @@ class WorkerMetrics:
             "sentistream_lag", "messages not yet processed per input partition", ["partition"], registry=r
         )
         self.model_loaded = Gauge("sentistream_model_loaded", "1 when the model is loaded", registry=r)
+        self.dropped_revoked = Counter(
+            "sentistream_dropped_revoked",
+            "outputs not sent because their input partition was revoked (its new owner redoes them)",
+            registry=r,
+        )
         self.predict_requests = Counter(
             "sentistream_predict_requests", "POST /predict requests by status", ["status"], registry=r
         )

@@ -177,3 +177,28 @@ class WorkerSettings(ConsumerGroupSettings):
     )
     startup_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for the broker at start")
     worker_name: str | None = Field(default=None, description="name in stats and logs (default host:pid)")
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=16_384,
+        description="largest output message (key + value); outputs are cut or dead-lettered to fit "
+        "(the output topics' max.message.bytes lowers it)",
+    )
+    send_retry_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="seconds to retry unacknowledged outputs before the worker exits 1 without committing",
+    )
+    stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="/live fails when no batch completed for this long while messages wait",
+    )
+    inference_timeout_s: float = Field(
+        default=300.0, gt=0, description="/live fails when one batch holds the inference thread this long"
+    )
+    max_predict_concurrency: int = Field(
+        default=4, ge=1, description="POST /predict requests served at once; more get 429"
+    )
+    predict_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds to receive a POST /predict body before answering 408"
+    )

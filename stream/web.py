@@ -1,12 +1,15 @@
-"""Web views on Faust's own web server: GET /health, GET /metrics, POST /predict.
+"""Web views on Faust's own web server: GET /health, /live, /ready, /metrics, POST /predict.
 
 /predict scores with the worker's loaded engine on the worker's inference thread (the engine is
-never used by two threads at once). Malformed requests get a 4xx with a JSON error, never a 500.
+never used by two threads at once), behind any waiting stream batch. It is bounded in concurrency
+(429), body size (413), text count (413, checked before the texts are validated) and body-read
+time (408). Malformed requests get a 4xx with a short JSON error, never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -14,10 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from stream.agents import Scorer
 from stream.decode import describe_validation_error
+from stream.health import Limits, liveness, readiness
+from stream.inference import WEB
 from stream.scoring import predict_guarded
 
 PREDICT_HINT = 'send {"texts": ["a text", ...]}'
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
+MAX_ERROR_CHARS = 500
 
 
 class PredictRequest(BaseModel):
@@ -36,25 +42,30 @@ class HttpError(Exception):
     error: str
 
 
-def health_report(app, scorer: Scorer) -> tuple[bool, dict]:
-    """(ready, details): ready once the model is loaded and the consumer has its partitions."""
-    assigned = _assigned_partitions(app, scorer.kafka.topic)
-    ready = scorer.engine is not None and assigned is not None and not app.rebalancing
-    return ready, {
-        "status": "ready" if ready else "starting",
-        "model": scorer.engine.name if scorer.engine else None,
-        "backend": scorer.engine.backend if scorer.engine else None,
-        "partitions": assigned or [],
-        "in_flight": scorer.in_flight,
-        "batches": scorer.batches,
-    }
-
-
-def _assigned_partitions(app, topic: str) -> list[str] | None:
-    """`topic[partition]` strings of the current assignment, None before the first rebalance ends."""
-    if not getattr(app, "sentistream_assigned", False):
-        return None
-    return sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment() if tp.topic == topic)
+def health_report(scorer: Scorer, now: float | None = None) -> tuple[bool, bool, dict]:
+    """(alive, ready, details) from the scorer's own state (see stream/health.py)."""
+    now = time.monotonic() if now is None else now
+    state = scorer.state
+    lag = scorer.update_lag()
+    busy = scorer.inference.stuck_for(now)
+    limits = Limits(scorer.settings.stall_timeout_s, scorer.settings.inference_timeout_s)
+    dead = liveness(state, lag, busy, limits, now)
+    waiting = readiness(state, scorer.engine is not None)
+    alive, ready = not dead, not dead and not waiting
+    return (
+        alive,
+        ready,
+        {
+            "status": "ready" if ready else ("unhealthy" if dead else "starting"),
+            "problems": dead + waiting,
+            "model": scorer.engine.name if scorer.engine else None,
+            "backend": scorer.engine.backend if scorer.engine else None,
+            "partitions": state.assigned or [],
+            "in_flight": scorer.in_flight,
+            "batches": scorer.batches,
+            "lag": lag,
+        },
+    )
 
 
 def parse_predict(body: bytes, max_texts: int) -> list[str]:
@@ -62,16 +73,22 @@ def parse_predict(body: bytes, max_texts: int) -> list[str]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"body is not JSON ({exc}); {PREDICT_HINT}") from None
+        raise HttpError(400, bounded(f"body is not JSON ({exc}); {PREDICT_HINT}")) from None
     if not isinstance(data, dict):
         raise HttpError(422, f"body is a JSON {type(data).__name__}, not an object; {PREDICT_HINT}")
-    try:
-        texts = PredictRequest.model_validate(data).texts
-    except ValidationError as exc:
-        raise HttpError(422, describe_validation_error(exc, PREDICT_HINT)) from None
-    if len(texts) > max_texts:
+    texts = data.get("texts")
+    # The count is checked before the items are validated, so a huge list costs no validation.
+    if isinstance(texts, list) and len(texts) > max_texts:
         raise HttpError(413, f"{len(texts)} texts in one request; send at most {max_texts}")
-    return texts
+    try:
+        return PredictRequest.model_validate(data).texts
+    except ValidationError as exc:
+        raise HttpError(422, bounded(describe_validation_error(exc, PREDICT_HINT))) from None
+
+
+def bounded(error: str, chars: int = MAX_ERROR_CHARS) -> str:
+    """`error`, cut to `chars` so an error body stays small whatever the request held."""
+    return error if len(error) <= chars else error[: chars - 1] + "…"
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -88,9 +105,9 @@ async def read_body(request, limit: int) -> bytes:
 
 
 async def predict_texts(scorer: Scorer, texts: list[str]) -> dict:
-    """Score `texts` on the inference thread; per-text failures are reported, not raised."""
-    loop = asyncio.get_running_loop()
-    predictions = await loop.run_in_executor(scorer.executor, predict_guarded, scorer.engine, texts)
+    """Score `texts` on the inference thread, after any waiting stream batch; per-text failures
+    are reported, not raised."""
+    predictions = await scorer.inference.run(WEB, predict_guarded, scorer.engine, texts)
     return {
         "model": scorer.engine.name,
         "predictions": [
@@ -110,8 +127,26 @@ def register_views(app, scorer: Scorer) -> None:
 
     @app.page("/health")
     class Health(View):
+        """Ready and alive: what /health always meant (200 once the worker serves)."""
+
         async def get(self, request):
-            ready, details = health_report(app, scorer)
+            _, ready, details = health_report(scorer)
+            return self.json(details, status=200 if ready else 503)
+
+    @app.page("/live")
+    class Live(View):
+        """Liveness (a Kubernetes livenessProbe): 503 only when a restart would help."""
+
+        async def get(self, request):
+            alive, _, details = health_report(scorer)
+            return self.json(details, status=200 if alive else 503)
+
+    @app.page("/ready")
+    class Ready(View):
+        """Readiness (a readinessProbe): 503 while starting or rebalancing."""
+
+        async def get(self, request):
+            _, ready, details = health_report(scorer)
             return self.json(details, status=200 if ready else 503)
 
     @app.page("/metrics")
@@ -119,14 +154,43 @@ def register_views(app, scorer: Scorer) -> None:
         async def get(self, request):
             return self.bytes(metrics.render(), content_type=PROMETHEUS_CONTENT_TYPE)
 
+    gate = PredictGate(settings.max_predict_concurrency)
+
     @app.page("/predict")
     class Predict(View):
         async def post(self, request):
             try:
-                body = await read_body(request, settings.max_predict_bytes)
-                answer = await predict_texts(scorer, parse_predict(body, settings.max_predict_texts))
+                with gate:
+                    body = await read_body_within(
+                        request, settings.max_predict_bytes, settings.predict_read_timeout_s
+                    )
+                    answer = await predict_texts(scorer, parse_predict(body, settings.max_predict_texts))
             except HttpError as exc:
                 metrics.predict_requests.labels(str(exc.status)).inc()
                 return self.json({"error": exc.error}, status=exc.status)
             metrics.predict_requests.labels("200").inc()
             return self.json(answer)
+
+
+class PredictGate:
+    """At most `limit` requests inside at once; the next one gets 429 at once, not a queue."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.inside = limit, 0
+
+    def __enter__(self) -> PredictGate:
+        if self.inside >= self.limit:
+            raise HttpError(429, f"{self.limit} /predict requests are being served; retry shortly")
+        self.inside += 1
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.inside -= 1
+
+
+async def read_body_within(request, limit: int, timeout_s: float) -> bytes:
+    """`read_body`, or HttpError 408 when the client takes longer than `timeout_s` to send it."""
+    try:
+        return await asyncio.wait_for(read_body(request, limit), timeout_s)
+    except TimeoutError:
+        raise HttpError(408, f"the body did not arrive within {timeout_s:.0f}s; send it at once") from None

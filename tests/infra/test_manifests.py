@@ -198,8 +198,8 @@ def missing_required(env: Iterable[str], component: str, where: str) -> list[str
     return [f"{where}: does not set {name}" for name in sorted(required(component) - set(env))]
 
 
-def worker_health_path() -> str:
-    """The health view the worker registers (read from stream.web, not copied)."""
+def worker_view_paths() -> list[str]:
+    """The paths of the views the worker registers (read from stream.web, not copied)."""
     from stream.settings import WorkerSettings
     from stream.web import register_views
 
@@ -213,7 +213,21 @@ def worker_health_path() -> str:
 
     recorder = PageRecorder()
     register_views(recorder, SimpleNamespace(settings=WorkerSettings(), metrics=None))
-    return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
+    return recorder.paths
+
+
+def worker_health_path() -> str:
+    """The health view the worker registers (read from stream.web, not copied)."""
+    return next(p for p in worker_view_paths() if p.rstrip("/").endswith("health"))
+
+
+def worker_probe_paths() -> dict[str, str]:
+    """Readiness asks /ready (a long rebalance takes a pod out of the Service, never kills it);
+    liveness and startup ask /live. Both must be views the worker really registers."""
+    paths = worker_view_paths()
+    ready = next(p for p in paths if p.rstrip("/").endswith("ready"))
+    live = next(p for p in paths if p.rstrip("/").endswith("live"))
+    return {"readinessProbe": ready, "livenessProbe": live, "startupProbe": live}
 
 
 def monitor_health_path() -> str:
@@ -815,7 +829,8 @@ def test_k8s_topics_job_runs_the_workers_topic_creation():
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
 
 
-def probe_problems(dep: dict, path: str, port: int, where: str) -> list[str]:
+def probe_problems(dep: dict, path: str | dict[str, str], port: int, where: str) -> list[str]:
+    """`path`: one path for every probe, or the path each probe kind must ask."""
     problems = []
     container = dep["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -824,8 +839,9 @@ def probe_problems(dep: dict, path: str, port: int, where: str) -> list[str]:
         if not http:
             problems.append(f"{where}: no {kind} httpGet")
             continue
-        if http["path"] != path or ports.get(http["port"], http["port"]) != port:
-            problems.append(f"{where}: {kind} asks {http['port']}{http['path']}, the app serves {port}{path}")
+        want = path[kind] if isinstance(path, dict) else path
+        if http["path"] != want or ports.get(http["port"], http["port"]) != port:
+            problems.append(f"{where}: {kind} asks {http['port']}{http['path']}, the app serves {port}{want}")
     return problems
 
 
@@ -834,19 +850,27 @@ def test_k8s_probes_ask_the_health_paths_on_the_apps_ports():
     worker_port = setting("WorkerSettings", "web_port").default
     dashboard_port = setting("DashboardSettings", "port").default
     worker = deployment(objects, "worker")
-    problems = probe_problems(worker, worker_health_path(), worker_port, "worker")
+    problems = probe_problems(worker, worker_probe_paths(), worker_port, "worker")
     problems += probe_problems(
         deployment(objects, "dashboard"), dashboard_health_path(), dashboard_port, "dash"
     )
     startup = worker["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"]
-    assert startup["path"] == worker_health_path()
+    assert startup["path"] == worker_probe_paths()["startupProbe"]
     assert worker["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(worker_port)
     assert problems == []
 
 
 def test_k8s_probe_check_catches_a_wrong_port():
     worker = deployment(k8s_objects(), "worker")
-    assert probe_problems(worker, worker_health_path(), 1234, "worker")
+    assert probe_problems(worker, worker_probe_paths(), 1234, "worker")
+
+
+def test_k8s_probe_check_catches_liveness_on_the_readiness_path():
+    """Liveness on /ready would restart pods through every long rebalance."""
+    worker = deployment(k8s_objects(), "worker")
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    container["livenessProbe"]["httpGet"]["path"] = worker_probe_paths()["readinessProbe"]
+    assert probe_problems(worker, worker_probe_paths(), setting("WorkerSettings", "web_port").default, "w")
 
 
 def test_k8s_services_route_to_the_apps_ports_and_the_dashboard_finds_the_workers():

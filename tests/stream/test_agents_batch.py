@@ -112,3 +112,31 @@ def test_tumbling_stats_close_windows_once_with_counts_and_percentiles() -> None
     assert window.window_end.timestamp() - window.window_start.timestamp() == 10.0
     (rest,) = stats.close_all()
     assert rest.counts == {"neutral": 1} and stats.close_all() == []
+
+
+def test_nan_inf_and_out_of_range_scores_are_failures() -> None:
+    from stream.scoring import checked
+
+    for bad in (float("nan"), float("inf"), 1.5, -0.1):
+        assert not checked(Prediction("positive", bad, {"negative": 0.1, "positive": bad})).ok
+    assert not checked(Prediction("odd", 0.9, {"positive": 0.9})).ok  # a label without its score
+    assert checked(Prediction("positive", 0.9, {"negative": 0.1, "positive": 0.9})).ok
+
+
+def test_outputs_are_cut_to_fit_the_message_limit() -> None:
+    kafka = KafkaSettings(scored_topic="s", dlq_topic="d")
+    engine = load_engine(None, backend="constant")
+    messages = [
+        (json.dumps({"text": "fine", "id": "a", "blob": "b" * 50_000}).encode(), src(0)),
+        (json.dumps({"text": "fine", "id": "x" * 600_000}).encode(), src(1, key=b"k" * 600_000)),
+        (json.dumps({"text": "fine", "id": "c", "user": "u" * 30_000}).encode(), src(2)),
+    ]
+    result = process_batch(messages, engine, 100)
+    records = to_records(result, [s for _, s in messages], kafka, keep_partition=False, limit=20_000)
+    assert all(len(r.value) + len(r.key or b"") <= 20_000 for r in records)
+    slim = ScoredTweet.model_validate_json(records[0].value)
+    assert records[0].topic == "s" and slim.id == "a" and slim.truncated and not slim.model_extra
+    letter = DeadLetter.model_validate_json(records[1].value)
+    assert records[1].topic == "d" and letter.stage == "validate" and "600000 characters" in letter.error
+    assert "original cut" in letter.error and len(letter.key) <= 512
+    assert len(ScoredTweet.model_validate_json(records[2].value).user) == 1000

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.web import HttpError, parse_predict
-from tests.stream.worker_process import Topics, WorkerProcess, produce, read_topic
+from tests.stream.worker_process import Topics, WorkerProcess, produce, read_topic, wait_until
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,8 @@ def worker(broker_url: str, tmp_path_factory: pytest.TempPathFactory):
     topics = Topics()
     process = WorkerProcess(
         broker_url, topics, tmp_path_factory.mktemp("web"), "--max-predict-texts", "8",
-        "--max-predict-bytes", "2000", "--partitions", "2",
+        "--max-predict-bytes", "2000", "--partitions", "2", "--max-predict-concurrency", "1",
+        "--predict-read-timeout-s", "2",
     ).start()  # fmt: skip
     try:
         process.wait_ready()
@@ -116,3 +118,33 @@ def test_chunked_oversized_body_is_refused(worker) -> None:
     chunks = (b"x" * 1000 for _ in range(5))  # no Content-Length: the limit is enforced while reading
     answer = requests.post(process.url + "/predict", data=chunks, timeout=5)
     assert answer.status_code == 413 and "at most 2000" in answer.json()["error"]
+
+
+def test_live_and_ready_answer_200_on_a_working_worker(worker) -> None:
+    process, _ = worker
+    for path in ("/live", "/ready"):
+        answer = requests.get(process.url + path, timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["problems"] == []
+
+
+def test_a_slow_body_holds_the_only_slot_then_gets_408_and_others_get_429(worker) -> None:
+    process, _ = worker
+    slow = socket.create_connection(("127.0.0.1", process.port), timeout=30)
+    try:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        slow.sendall(head + b'{"texts": [')  # and never the rest
+        statuses = []
+
+        def refused() -> bool:
+            statuses.append(
+                requests.post(process.url + "/predict", json={"texts": ["hi"]}, timeout=10).status_code
+            )
+            return statuses[-1] == 429
+
+        wait_until(refused, 20, "a 429 while the slow request holds the slot")
+        answer = slow.recv(65536).decode()
+    finally:
+        slow.close()
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive" in answer
+    assert requests.post(process.url + "/predict", json={"texts": ["hi"]}, timeout=10).status_code == 200

@@ -57,13 +57,18 @@ class Topics:
 class WorkerProcess:
     """One `sentistream worker` subprocess with its own web port and log file."""
 
-    def __init__(self, broker_url: str, topics: Topics, log_dir: Path, *extra: str, name: str = "w") -> None:
+    def __init__(
+        self, broker_url: str, topics: Topics, log_dir: Path, *extra: str, name: str = "w", faults: str = ""
+    ) -> None:
+        """`faults` (see tests/stream/faulty_worker.py) runs the worker with a fault-injecting engine."""
         self.port = free_port()
         self.log_path = log_dir / f"worker-{name}-{self.port}.log"
+        command = [sys.executable, "-m", "tests.stream.faulty_worker"] if faults else [SENTISTREAM]
         self.args = [
-            SENTISTREAM, "worker", "--broker", broker_url, "--web-port", str(self.port),
+            *command, "worker", "--broker", broker_url, "--web-port", str(self.port),
             "--backend", "vader", *topics.flags(), *extra,
         ]  # fmt: skip
+        self.faults = faults
         self.process: subprocess.Popen | None = None
 
     @property
@@ -71,12 +76,12 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTISTREAM_TEST_FAULTS": self.faults}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> dict:
+    def wait_ready(self, timeout: float = 180.0) -> dict:
         """Poll /health until it answers 200; fail with the worker's log tail otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

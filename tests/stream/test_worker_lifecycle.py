@@ -1,0 +1,52 @@
+"""Start and stop on a real broker: exactly-once refuses outputs with too few partitions, in one
+line; a clean stop publishes the last (still open) stats window."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+from stream.events import SentimentStats
+from tests.stream.worker_process import (
+    SENTISTREAM,
+    Topics,
+    WorkerProcess,
+    create_topics,
+    produce,
+    read_topic,
+    tweets,
+)
+
+
+def test_exactly_once_with_too_few_output_partitions_fails_with_the_fix(broker_url) -> None:
+    topics = Topics()
+    create_topics(broker_url, [topics.tweets], partitions=4)
+    create_topics(broker_url, [topics.scored], partitions=1)
+    result = subprocess.run(
+        [SENTISTREAM, "worker", "--broker", broker_url, "--backend", "vader", *topics.flags(),
+         "--guarantee", "exactly_once"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"exactly_once needs {topics.scored} to have at least the 4 partitions" in last
+    assert "--partitions 4" in last and "Traceback" not in result.stderr
+
+
+def test_a_clean_stop_publishes_the_open_stats_window(broker_url, tmp_path) -> None:
+    topics = Topics()
+    create_topics(broker_url, [topics.tweets], partitions=1)
+    worker = WorkerProcess(broker_url, topics, tmp_path, "--stats-window-s", "3600").start()
+    try:
+        worker.wait_ready()
+        produce(broker_url, topics.tweets, tweets("s", 7))
+        assert len(read_topic(broker_url, topics.scored, 7, timeout=60, idle_s=0.5)) == 7
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log_tail()
+    finally:
+        worker.stop()
+    windows = [
+        SentimentStats.model_validate_json(r.value)
+        for r in read_topic(broker_url, topics.stats, 1, timeout=20, idle_s=0.5)
+    ]
+    assert sum(w.count for w in windows) == 7, worker.log_tail()
