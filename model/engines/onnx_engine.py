@@ -77,6 +77,7 @@ def _session(onnx_file: Path, device: str):  # -> onnxruntime.InferenceSession
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = physical_cores()
+    options.log_severity_level = 3  # errors only: graph clean-up notices are not the user's business
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if not cuda_provider_available():
