@@ -9,6 +9,7 @@ The choice and the reason are logged in one line.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from model.bundle import Bundle, load_bundle
@@ -77,7 +78,7 @@ def resolve_device(device: str) -> str:
     """ "cpu" or "cuda"; auto means cuda when PyTorch sees a GPU."""
     if device not in DEVICE_CHOICES:
         raise UsageError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
-    if device == "cpu":
+    if device == "cpu" or (device == "auto" and not gpu_device_files()):
         return "cpu"
     import torch
 
@@ -85,6 +86,23 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not has_gpu:
         raise UsageError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return "cuda" if has_gpu else "cpu"
+
+
+def gpu_device_files() -> bool:
+    """Whether the OS shows any GPU device PyTorch could use (Linux: NVIDIA, ROCm, WSL; elsewhere: maybe).
+
+    Checked before `import torch`, which costs seconds of a worker's start: with no device file
+    there is no GPU for it to find, so `--device auto` on a CPU box never imports it.
+    """
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap test elsewhere: let PyTorch look
+    dev = Path("/dev")
+    return (
+        any(dev.glob("nvidia[0-9]*"))
+        or (dev / "kfd").exists()
+        or (dev / "dxg").exists()
+        or Path("/proc/driver/nvidia/gpus").is_dir()
+    )
 
 
 def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
