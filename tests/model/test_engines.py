@@ -84,15 +84,23 @@ def test_onnx_fp32_matches_torch(engines: dict) -> None:
     np.testing.assert_allclose(_probs(onnx_out), _probs(torch_out), atol=1e-4)
 
 
-def test_onnx_int8_mostly_matches_torch(engines: dict) -> None:
-    torch_out, int8_out = engines["torch"].predict(TEXTS), engines["onnx-int8"].predict(TEXTS)
-    agree = np.mean([a.label == b.label for a, b in zip(torch_out, int8_out, strict=True)])
-    assert agree >= 0.8
-    # Wide random weights amplify quantisation error; trained models stay far closer than this.
-    # The bound is loose because the fixture's tokenizer vocabulary (and so the logits) varies
-    # from run to run (the WordPiece trainer breaks ties in hash order): 0.058 was seen once.
-    # A broken quantisation (wrong scales, wrong outputs) lands far above it.
-    assert np.abs(_probs(int8_out) - _probs(torch_out)).mean() < 0.1
+def test_onnx_int8_keeps_the_labels_of_a_model_with_bert_like_weights(int8_bundle_dir: Path) -> None:
+    # The shipped recipe (optimised graph, calibrated static int8, head in fp32); measured on this
+    # model: 18/18 labels kept, mean probability change 0.032, largest 0.13. The bounds leave room
+    # for other CPUs' int8 kernels; a broken quantisation (wrong scales or outputs) lands far above.
+    torch, int8 = (
+        load_engine(int8_bundle_dir, "torch", "cpu"),
+        load_engine(int8_bundle_dir, "onnx", "cpu", int8=True),
+    )
+    try:
+        torch_out, int8_out = torch.predict(TEXTS), int8.predict(TEXTS)
+    finally:
+        torch.close()
+        int8.close()
+    assert len({p.label for p in torch_out}) > 1, "the test model should not give every text one label"
+    flipped = sum(a.label != b.label for a, b in zip(torch_out, int8_out, strict=True))
+    assert flipped <= 1
+    assert np.abs(_probs(int8_out) - _probs(torch_out)).mean() < 0.06
 
 
 def test_vader_gets_obvious_texts_right(engines: dict) -> None:
