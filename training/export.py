@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,14 @@ log = logging.getLogger(__name__)
 MAX_DISAGREEMENT = 0.001  # fp32 ONNX may change at most 0.1% of labels
 CALIBRATION_FILE = "calibration.json"  # the texts int8 was calibrated on, for the next export
 CALIBRATION_TEXTS = 512
-# How model.int8.onnx is made from the optimised graph (chosen by measurement: benchmarks/README.md).
-INT8_RECIPE: dict[str, Any] = {"exclude": (r"classifier", r"pooler"), "calibrate": "minmax"}
+# int8 files made from the optimised graph at export, (calibrated?, quantize_int8 options) each; the
+# one that keeps the most labels on the parity texts is kept (the first on a tie). Which wins
+# depends on the model: benchmarks/README.md has the measurements.
+FP32_HEAD = (r"classifier", r"pooler")  # the classification head stays fp32: a few weights, all decisive
+INT8_RECIPES: dict[str, tuple[bool, dict[str, Any]]] = {
+    "static QDQ, calibrated": (True, {"exclude": FP32_HEAD, "calibrate": "minmax"}),
+    "dynamic": (False, {"exclude": FP32_HEAD}),
+}
 SAMPLE_TEXTS = [
     "I love this, best day ever!",
     "This is awful and I hate it.",
@@ -55,10 +62,10 @@ def export_bundle(
     sample = calibration_sample(bundle_dir, calibration, calibration_source)
     with tempfile.TemporaryDirectory(prefix="sentistream-export-") as tmp:
         plain = export_onnx(bundle.load_torch_model(), bundle.load_tokenizer(), Path(tmp) / ONNX_FILE)
-        recipe = write_graphs(bundle, plain, sample["texts"], bundle_dir)
-    parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS)
+        candidates = write_graphs(bundle, plain, sample["texts"], bundle_dir, Path(tmp))
+        parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS, candidates)
     parity["split"] = split if texts else "built-in sample"
-    parity["int8_recipe"] = recipe | {"calibration": {k: v for k, v in sample.items() if k != "texts"}}
+    parity["int8_recipe"]["calibration"] = {k: v for k, v in sample.items() if k != "texts"}
     write_bundle_meta(bundle_dir, bundle.meta.model_copy(update={"onnx_parity": parity}))
     fp32 = parity["onnx"]
     if fp32["label_disagreement"] > max_disagreement:
@@ -72,18 +79,18 @@ def export_bundle(
     return parity
 
 
-def write_graphs(bundle: Any, plain: Path, calibration: Sequence[str], bundle_dir: Path) -> dict:
-    """model.onnx (graph-optimised fp32) and model.int8.onnx (calibrated static int8); returns the recipe."""
-    from model.bundle import ONNX_FILE, ONNX_INT8_FILE
+def write_graphs(bundle: Any, plain: Path, calibration: Sequence[str], bundle_dir: Path, tmp: Path) -> dict:
+    """model.onnx (graph-optimised fp32) and one int8 file per INT8_RECIPES entry: {name: path}."""
+    from model.bundle import ONNX_FILE
     from model.onnx_export import calibration_feeds, optimize_graph, quantize_int8
 
     optimized = optimize_graph(plain, bundle_dir / ONNX_FILE)
     feeds = calibration_feeds(
         bundle.load_tokenizer(), calibration, bundle.meta.max_length, bundle.meta.cleaning
     )
-    quantize_int8(optimized, bundle_dir / ONNX_INT8_FILE, feeds, **INT8_RECIPE)
-    return {"graph": "onnxruntime transformer optimiser (bert)", "int8": "static QDQ"} | {
-        k: list(v) if isinstance(v, tuple) else v for k, v in INT8_RECIPE.items()
+    return {
+        name: quantize_int8(optimized, tmp / f"{name}.int8.onnx", feeds if static else None, **options)
+        for name, (static, options) in INT8_RECIPES.items()
     }
 
 
@@ -128,19 +135,46 @@ def read_calibration_data(path: Path | None, bundle_dir: str | Path) -> tuple[li
     return frame["text"].tolist(), f"{path.name} (the training data)" if same else path.name
 
 
-def check_parity(bundle_dir: Path, texts: Sequence[str]) -> dict:
-    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch."""
+def check_parity(
+    bundle_dir: Path, texts: Sequence[str], int8_candidates: dict[str, Path] | None = None
+) -> dict:
+    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch.
+
+    With `int8_candidates`, each is measured and the one that keeps the most labels (the first on a
+    tie) becomes the bundle's model.int8.onnx.
+    """
+    from model.bundle import ONNX_INT8_FILE
+
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
-    result: dict = {"n": len(texts)}
-    for key, int8 in (("onnx", False), ("onnx_int8", True)):
-        probs = _probabilities(bundle_dir, "onnx", int8, texts)
-        disagree = float(np.mean(probs.argmax(axis=1) != torch_probs.argmax(axis=1)))
-        result[key] = {
-            "label_agreement": 1.0 - disagree,
-            "label_disagreement": disagree,
-            "max_prob_diff": float(np.abs(probs - torch_probs).max()),
-        }
+    result: dict = {
+        "n": len(texts),
+        "onnx": _compare(_probabilities(bundle_dir, "onnx", False, texts), torch_probs),
+    }
+    measured = {}
+    for name, path in (int8_candidates or {"as exported": None}).items():
+        if path is not None:
+            shutil.copyfile(path, bundle_dir / ONNX_INT8_FILE)
+        measured[name] = _compare(_probabilities(bundle_dir, "onnx", True, texts), torch_probs)
+    best = max(measured, key=lambda name: measured[name]["label_agreement"])  # max keeps the first on ties
+    if int8_candidates:
+        shutil.copyfile(int8_candidates[best], bundle_dir / ONNX_INT8_FILE)
+    result["onnx_int8"] = measured[best]
+    recipe = INT8_RECIPES.get(best, (None, {}))[1]
+    result["int8_recipe"] = {
+        "chosen": best,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+        "label_agreement": {name: m["label_agreement"] for name, m in measured.items()},
+    }
     return result
+
+
+def _compare(probs: np.ndarray, torch_probs: np.ndarray) -> dict:
+    disagree = float(np.mean(probs.argmax(axis=1) != torch_probs.argmax(axis=1)))
+    return {
+        "label_agreement": 1.0 - disagree,
+        "label_disagreement": disagree,
+        "max_prob_diff": float(np.abs(probs - torch_probs).max()),
+    }
 
 
 def _probabilities(bundle_dir: Path, backend: str, int8: bool | None, texts: Sequence[str]) -> np.ndarray:

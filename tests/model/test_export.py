@@ -34,9 +34,17 @@ def _graph(path: Path) -> onnx.GraphProto:
     return onnx.load(str(path)).graph
 
 
-def test_int8_is_static_qdq_with_the_head_kept_in_fp32(exported: tuple[Path, dict]) -> None:
+def test_static_int8_is_qdq_with_the_head_kept_in_fp32(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    from model.bundle import load_bundle
+    from model.onnx_export import calibration_feeds, quantize_int8
+    from training.export import FP32_HEAD
+
     bundle, _ = exported
-    graph = _graph(bundle / "model.int8.onnx")
+    meta = load_bundle(bundle).meta
+    feeds = calibration_feeds(
+        load_bundle(bundle).load_tokenizer(), CALIBRATION, meta.max_length, meta.cleaning
+    )
+    graph = _graph(quantize_int8(bundle / "model.onnx", tmp_path / "static.onnx", feeds, exclude=FP32_HEAD))
     ops = [n.op_type for n in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # activations quantised: static QDQ
     assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops  # not the dynamic recipe
@@ -60,7 +68,10 @@ def test_parity_and_recipe_are_recorded(exported: tuple[Path, dict]) -> None:
     recorded = json.loads((bundle / "sentistream.json").read_text())["onnx_parity"]
     assert recorded == json.loads(json.dumps(parity))
     assert recorded["n"] == len(TEXTS)
-    assert recorded["int8_recipe"]["int8"] == "static QDQ"
+    recipe = recorded["int8_recipe"]
+    assert set(recipe["label_agreement"]) == {"static QDQ, calibrated", "dynamic"}
+    assert recorded["onnx_int8"]["label_agreement"] == max(recipe["label_agreement"].values())
+    assert recipe["label_agreement"][recipe["chosen"]] == recorded["onnx_int8"]["label_agreement"]
     assert recorded["int8_recipe"]["calibration"] == {"source": "corpus", "n": len(set(CALIBRATION))}
     int8 = recorded["onnx_int8"]
     assert int8["label_agreement"] + int8["label_disagreement"] == pytest.approx(1.0)
