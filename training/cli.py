@@ -63,11 +63,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export ONNX fp32 + int8 and check parity; prints the parity record."""
-    from training.export import export_bundle
+    from training.export import export_bundle, read_calibration_data
 
     settings = settings_from_args(ExportSettings, args)
     texts, split = parity_texts(settings)
-    parity = export_bundle(settings.model, texts, split=split, max_disagreement=settings.max_disagreement)
+    calibration, source = read_calibration_data(settings.calibration_data, settings.model)
+    parity = export_bundle(settings.model, texts, split=split, max_disagreement=settings.max_disagreement,
+                           calibration=calibration, calibration_source=source)  # fmt: skip
     print(f"{settings.model}: model.onnx label agreement {parity['onnx']['label_agreement']:.4f}, "
           f"int8 {parity['onnx_int8']['label_agreement']:.4f} on {parity['n']} texts")  # fmt: skip
     return 0

@@ -8,16 +8,30 @@ records the result in `sentistream.json`, and refuses a bundle whose fp32 graph 
 from __future__ import annotations
 
 import logging
+import random
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sentistream.errors import SentistreamError
+from sentistream.errors import SentistreamError, UsageError
 
 log = logging.getLogger(__name__)
 
 MAX_DISAGREEMENT = 0.001  # fp32 ONNX may change at most 0.1% of labels
+CALIBRATION_FILE = "calibration.json"  # the texts int8 was calibrated on, for the next export
+CALIBRATION_TEXTS = 512
+# int8 files made from the optimised graph at export, (calibrated?, quantize_int8 options) each; the
+# one that keeps the most labels on the parity texts is kept (the first on a tie). Which wins
+# depends on the model: benchmarks/README.md has the measurements.
+FP32_HEAD = (r"classifier", r"pooler")  # the classification head stays fp32: a few weights, all decisive
+INT8_RECIPES: dict[str, tuple[bool, dict[str, Any]]] = {
+    "static QDQ, calibrated": (True, {"exclude": FP32_HEAD, "calibrate": "minmax"}),
+    "dynamic": (False, {"exclude": FP32_HEAD}),
+}
 SAMPLE_TEXTS = [
     "I love this, best day ever!",
     "This is awful and I hate it.",
@@ -32,17 +46,26 @@ def export_bundle(
     texts: Sequence[str],
     split: str = "validation",
     max_disagreement: float = MAX_DISAGREEMENT,
+    calibration: Sequence[str] | None = None,
+    calibration_source: str = "training data",
 ) -> dict:
-    """Write model.onnx and model.int8.onnx into `bundle_dir`, check parity on `texts`, record it."""
+    """Write model.onnx and model.int8.onnx into `bundle_dir`, check parity on `texts`, record it.
+
+    `calibration`: texts like the training data (a sample is kept); None reuses the sample the
+    bundle's last export kept, and with neither the export stops with a usage error.
+    """
     from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_meta
-    from model.onnx_export import export_onnx, quantize_int8
+    from model.onnx_export import export_onnx
 
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
-    export_onnx(bundle.load_torch_model(), bundle.load_tokenizer(), bundle_dir / ONNX_FILE)
-    quantize_int8(bundle_dir / ONNX_FILE, bundle_dir / ONNX_INT8_FILE)
-    parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS)
+    sample = calibration_sample(bundle_dir, calibration, calibration_source)
+    with tempfile.TemporaryDirectory(prefix="sentistream-export-") as tmp:
+        plain = export_onnx(bundle.load_torch_model(), bundle.load_tokenizer(), Path(tmp) / ONNX_FILE)
+        candidates = write_graphs(bundle, plain, sample["texts"], bundle_dir, Path(tmp))
+        parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS, candidates)
     parity["split"] = split if texts else "built-in sample"
+    parity["int8_recipe"]["calibration"] = {k: v for k, v in sample.items() if k != "texts"}
     write_bundle_meta(bundle_dir, bundle.meta.model_copy(update={"onnx_parity": parity}))
     fp32 = parity["onnx"]
     if fp32["label_disagreement"] > max_disagreement:
@@ -56,19 +79,102 @@ def export_bundle(
     return parity
 
 
-def check_parity(bundle_dir: Path, texts: Sequence[str]) -> dict:
-    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch."""
+def write_graphs(bundle: Any, plain: Path, calibration: Sequence[str], bundle_dir: Path, tmp: Path) -> dict:
+    """model.onnx (graph-optimised fp32) and one int8 file per INT8_RECIPES entry: {name: path}."""
+    from model.bundle import ONNX_FILE
+    from model.onnx_export import calibration_feeds, optimize_graph, quantize_int8
+
+    optimized = optimize_graph(plain, bundle_dir / ONNX_FILE)
+    feeds = calibration_feeds(
+        bundle.load_tokenizer(), calibration, bundle.meta.max_length, bundle.meta.cleaning
+    )
+    return {
+        name: quantize_int8(optimized, tmp / f"{name}.int8.onnx", feeds if static else None, **options)
+        for name, (static, options) in INT8_RECIPES.items()
+    }
+
+
+def calibration_sample(bundle_dir: Path, texts: Sequence[str] | None, source: str) -> dict:
+    """Up to CALIBRATION_TEXTS texts (a seeded sample), kept in the bundle for the next export."""
+    import json
+
+    kept = bundle_dir / CALIBRATION_FILE
+    if texts is None:
+        if not kept.is_file():
+            raise UsageError(
+                f"{bundle_dir}: no calibration texts for int8; pass --calibration-data CSV "
+                "(the training data, or texts like it)"
+            )
+        return json.loads(kept.read_text(encoding="utf-8"))
+    usable = sorted({t for t in texts if isinstance(t, str) and t.strip()})
+    if not usable:
+        raise UsageError(f"calibration data ({source}) has no usable texts; pass a CSV with a text column")
+    picked = random.Random(0).sample(usable, min(CALIBRATION_TEXTS, len(usable)))  # noqa: S311 (reproducible, not secret)
+    sample = {"source": source, "n": len(picked), "texts": picked}
+    kept.write_text(json.dumps(sample, ensure_ascii=False) + "\n", encoding="utf-8")
+    return sample
+
+
+def read_calibration_data(path: Path | None, bundle_dir: str | Path) -> tuple[list[str] | None, str]:
+    """`--calibration-data`: the file's texts (its train split when it has one) and where they came from."""
+    from model.bundle import load_bundle
+    from training.datasets import load_dataset
+
+    if path is None:
+        return None, ""
+    data = load_dataset(path, require_labels=False)
+    frame = data.frame
+    if "split" in frame and (frame["split"] == "train").any():
+        frame = frame[frame["split"] == "train"]
+    trained_on = load_bundle(bundle_dir).meta.data_fingerprint
+    same = trained_on is not None and data.fingerprint == trained_on
+    if trained_on is not None and not same:
+        log.warning(
+            "--calibration-data %s is not the data the bundle was trained on (fingerprints differ)", path
+        )
+    return frame["text"].tolist(), f"{path.name} (the training data)" if same else path.name
+
+
+def check_parity(
+    bundle_dir: Path, texts: Sequence[str], int8_candidates: dict[str, Path] | None = None
+) -> dict:
+    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch.
+
+    With `int8_candidates`, each is measured and the one that keeps the most labels (the first on a
+    tie) becomes the bundle's model.int8.onnx.
+    """
+    from model.bundle import ONNX_INT8_FILE
+
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
-    result: dict = {"n": len(texts)}
-    for key, int8 in (("onnx", False), ("onnx_int8", True)):
-        probs = _probabilities(bundle_dir, "onnx", int8, texts)
-        disagree = float(np.mean(probs.argmax(axis=1) != torch_probs.argmax(axis=1)))
-        result[key] = {
-            "label_agreement": 1.0 - disagree,
-            "label_disagreement": disagree,
-            "max_prob_diff": float(np.abs(probs - torch_probs).max()),
-        }
+    result: dict = {
+        "n": len(texts),
+        "onnx": _compare(_probabilities(bundle_dir, "onnx", False, texts), torch_probs),
+    }
+    measured = {}
+    for name, path in (int8_candidates or {"as exported": None}).items():
+        if path is not None:
+            shutil.copyfile(path, bundle_dir / ONNX_INT8_FILE)
+        measured[name] = _compare(_probabilities(bundle_dir, "onnx", True, texts), torch_probs)
+    best = max(measured, key=lambda name: measured[name]["label_agreement"])  # max keeps the first on ties
+    if int8_candidates:
+        shutil.copyfile(int8_candidates[best], bundle_dir / ONNX_INT8_FILE)
+    result["onnx_int8"] = measured[best]
+    recipe = INT8_RECIPES.get(best, (None, {}))[1]
+    result["int8_recipe"] = {
+        "chosen": best,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+        "label_agreement": {name: m["label_agreement"] for name, m in measured.items()},
+    }
     return result
+
+
+def _compare(probs: np.ndarray, torch_probs: np.ndarray) -> dict:
+    disagree = float(np.mean(probs.argmax(axis=1) != torch_probs.argmax(axis=1)))
+    return {
+        "label_agreement": 1.0 - disagree,
+        "label_disagreement": disagree,
+        "max_prob_diff": float(np.abs(probs - torch_probs).max()),
+    }
 
 
 def _probabilities(bundle_dir: Path, backend: str, int8: bool | None, texts: Sequence[str]) -> np.ndarray:

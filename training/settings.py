@@ -165,6 +165,10 @@ class ExportSettings(BaseSettings):
     max_disagreement: float = Field(
         0.001, ge=0, description="largest fp32 ONNX vs PyTorch label disagreement allowed"
     )
+    calibration_data: Path | None = Field(
+        None,
+        description="training data whose texts calibrate int8 (default: the sample the last export kept)",
+    )
 
 
 class EdaSettings(DataSettings):

@@ -100,7 +100,8 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
     if settings.export:
         from training.export import export_bundle
 
-        export_bundle(out_dir, splits["validation"]["text"].tolist(), split="validation")
+        texts = {name: frame["text"].tolist() for name, frame in splits.items()}
+        export_bundle(out_dir, texts["validation"], split="validation", calibration=texts["train"])
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     if settings.output is None:
         link_latest(out_dir)

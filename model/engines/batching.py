@@ -165,6 +165,8 @@ class TokenBatcher:
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text (cut at max_length) and whether each was cut."""
+        if isinstance(self.tokenizer, RustTokenizer):
+            return self.tokenizer.encode_rows(texts)
         enc = self.tokenizer(
             texts,
             truncation=True,
@@ -192,3 +194,24 @@ class TokenBatcher:
             truncated=[chunk[m].truncated or cut[m] for m in members],
             payload=self.collate(ids, mask) if self.collate else None,
         )
+
+
+class RustTokenizer:
+    """A bundle's `tokenizer.json` run by the `tokenizers` library itself, without transformers.
+
+    The transformers fast tokenizer is a wrapper around this same file, so the ids are the same;
+    skipping it keeps transformers (and the torch it imports) out of an ONNX worker's start.
+    """
+
+    def __init__(self, tokenizer_json: str, pad_token: str, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(tokenizer_json)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self.pad_token_id = self._tokenizer.token_to_id(pad_token)
+
+    def encode_rows(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids per text (special tokens added, cut at max_length) and whether each was cut."""
+        encodings = self._tokenizer.encode_batch(texts)
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]

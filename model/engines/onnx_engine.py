@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from model.bundle import Bundle
 from model.engines.base import Prediction
-from model.engines.batching import TokenBatch, TokenBatcher
+from model.engines.batching import RustTokenizer, TokenBatch, TokenBatcher
 from sentistream.errors import UsageError
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -40,7 +41,7 @@ class OnnxEngine:
         self.session = _session(onnx_file, device)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._batcher = TokenBatcher(
-            bundle.load_tokenizer(),
+            load_tokenizer(bundle),
             bundle.labels,
             bundle.meta.max_length,
             bundle.meta.cleaning,
@@ -63,6 +64,32 @@ class OnnxEngine:
         return softmax(logits)
 
 
+def load_tokenizer(bundle: Bundle):  # -> RustTokenizer | transformers.PreTrainedTokenizerFast
+    """The bundle's tokenizer.json through `tokenizers` when it can, else the transformers tokenizer.
+
+    Only when the special tokens are plain (the pad token named in special_tokens_map.json) and the
+    file exists; anything else goes through transformers, which knows every tokenizer's quirks.
+    """
+    if bundle.path is not None:
+        tokenizer_json = bundle.path / "tokenizer.json"
+        pad = _pad_token(bundle.path / "special_tokens_map.json")
+        if tokenizer_json.is_file() and pad is not None:
+            fast = RustTokenizer(str(tokenizer_json), pad, bundle.meta.max_length)
+            if fast.pad_token_id is not None:
+                return fast
+    return bundle.load_tokenizer()
+
+
+def _pad_token(special_tokens_map: Path) -> str | None:
+    try:
+        pad = json.loads(special_tokens_map.read_text(encoding="utf-8")).get("pad_token")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    return pad if isinstance(pad, str) else None
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64, stable for large logits."""
     z = logits.astype(np.float64)
@@ -77,6 +104,7 @@ def _session(onnx_file: Path, device: str):  # -> onnxruntime.InferenceSession
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = physical_cores()
+    options.log_severity_level = 3  # errors only: graph clean-up notices are not the user's business
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if not cuda_provider_available():

@@ -2,12 +2,14 @@
 
 auto, in order: no model -> VADER; a GPU -> PyTorch in half precision (faster there than ONNX
 Runtime's fp32 graph); a CPU and a bundle with `model.onnx` -> ONNX Runtime, int8 when the bundle
-has it and its export measured int8 keeping >= 99% of labels; otherwise PyTorch. The choice and the reason are logged in one line.
+has it and its export recorded int8 keeping >= 99% of labels (no record: fp32); otherwise PyTorch.
+The choice and the reason are logged in one line.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from model.bundle import Bundle, load_bundle
@@ -37,7 +39,7 @@ def load_engine(
     """An engine for `model` (bundle dir, HF dir or Hub id; None = lexicon baseline).
 
     `max_batch_tokens`: None picks the device's best (small passes on a CPU, big on a GPU).
-    `int8`: None uses the int8 ONNX file when the bundle has one and the device is the CPU.
+    `int8`: None uses the int8 ONNX file on a CPU when the bundle's export recorded it keeping the labels.
     """
     if backend not in ALL_BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; use one of {', '.join(BACKEND_CHOICES)}")
@@ -76,7 +78,7 @@ def resolve_device(device: str) -> str:
     """ "cpu" or "cuda"; auto means cuda when PyTorch sees a GPU."""
     if device not in DEVICE_CHOICES:
         raise UsageError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
-    if device == "cpu":
+    if device == "cpu" or (device == "auto" and not gpu_device_files()):
         return "cpu"
     import torch
 
@@ -84,6 +86,23 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not has_gpu:
         raise UsageError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return "cuda" if has_gpu else "cpu"
+
+
+def gpu_device_files() -> bool:
+    """Whether the OS shows any GPU device PyTorch could use (Linux: NVIDIA, ROCm, WSL; elsewhere: maybe).
+
+    Checked before `import torch`, which costs seconds of a worker's start: with no device file
+    there is no GPU for it to find, so `--device auto` on a CPU box never imports it.
+    """
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap test elsewhere: let PyTorch look
+    dev = Path("/dev")
+    return (
+        any(dev.glob("nvidia[0-9]*"))
+        or (dev / "kfd").exists()
+        or (dev / "dxg").exists()
+        or Path("/proc/driver/nvidia/gpus").is_dir()
+    )
 
 
 def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
@@ -106,8 +125,8 @@ def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
 def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engine:
     from model.engines.onnx_engine import OnnxEngine
 
-    # int8 dynamic quantisation is a CPU optimisation; GPUs run the fp32 graph. Left to itself,
-    # the engine takes int8 only where the bundle's export measured it to keep the labels.
+    # int8 is a CPU optimisation; GPUs run the fp32 graph. Left to itself, the engine takes int8
+    # only where the bundle's export measured it to keep the labels.
     want_int8 = (device == "cpu" and int8_keeps_labels(bundle)) if int8 is None else int8
     path = bundle.onnx_path(int8=True) if want_int8 else None
     if want_int8 and path is None and int8:
@@ -116,16 +135,22 @@ def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engi
 
 
 def int8_keeps_labels(bundle: Bundle) -> bool:
-    """True when the export's parity check found int8 agreeing with PyTorch on >= 99% of labels."""
+    """True when the export's parity check found int8 agreeing with PyTorch on >= 99% of labels.
+
+    No record (a hand-made bundle, or one exported before parity was recorded) means no evidence,
+    so fp32: int8 is then served only when asked for (`--int8`).
+    """
     parity = (bundle.meta.onnx_parity or {}).get("onnx_int8") or {}
     agreement = parity.get("label_agreement")
-    if agreement is None or agreement >= INT8_MIN_AGREEMENT:
-        return True  # no measurement (a hand-made bundle): trust whoever put the file there
-    logger.info(
-        "int8 ONNX agreed with PyTorch on only %.1f%% of labels at export (< %.0f%%); using fp32 ONNX",
-        100 * agreement,
-        100 * INT8_MIN_AGREEMENT,
-    )
+    if agreement is not None and agreement >= INT8_MIN_AGREEMENT:
+        return True
+    if bundle.onnx_path(int8=True) is not None:
+        measured = "no agreement was recorded" if agreement is None else f"agreed on only {agreement:.1%}"
+        logger.info(
+            "int8 ONNX %s at export (needs >= %.0f%% of labels); using fp32 ONNX (--int8 forces it)",
+            measured,
+            100 * INT8_MIN_AGREEMENT,
+        )
     return False
 
 

@@ -90,3 +90,39 @@ def test_token_truncation_is_marked(batcher: TokenBatcher) -> None:
     assert cut == [False, True]
     assert len(rows[1]) == 64
     assert rows[1][-1] == batcher.tokenizer.sep_token_id
+
+
+def test_the_rust_tokenizer_gives_the_transformers_ids_and_cuts(bundle_dir: Path) -> None:
+    from model.engines.onnx_engine import load_tokenizer
+    from tests.model.conftest import TEXTS
+
+    bundle = load_bundle(bundle_dir)
+    rust, hf = load_tokenizer(bundle), bundle.load_tokenizer()
+    texts = [*TEXTS, "so happy " * 80, "[CLS] ünïcödé 😂 [PAD] text"]
+    batcher = TokenBatcher(hf, bundle.labels, bundle.meta.max_length, bundle.meta.cleaning)
+    try:
+        assert rust.encode_rows(texts) == batcher.tokenize(texts)
+    finally:
+        batcher.close()
+    assert rust.pad_token_id == hf.pad_token_id
+    assert any(rust.encode_rows(texts)[1]), "the long text should be cut"
+
+
+def test_an_onnx_engine_starts_without_importing_torch_or_transformers(bundle_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from model.engines.select import gpu_device_files
+
+    if gpu_device_files():
+        pytest.skip("this machine shows a GPU device, so auto rightly asks PyTorch")
+    # Cold start of an ONNX worker: torch and transformers take seconds to import and are not needed.
+    code = (
+        "import sys; from model.engines import load_engine; "
+        f"e = load_engine({str(bundle_dir)!r}, 'onnx', 'auto'); e.predict(['good day']); e.close(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"

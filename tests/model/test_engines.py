@@ -22,7 +22,7 @@ def engines(bundle_dir: Path):
     built = {
         "torch": load_engine(bundle_dir, "torch", "cpu"),
         "onnx": load_engine(bundle_dir, "onnx", "cpu", int8=False),
-        "onnx-int8": load_engine(bundle_dir, "onnx", "cpu"),
+        "onnx-int8": load_engine(bundle_dir, "onnx", "cpu", int8=True),
         "vader": load_engine(None, "vader"),
         "constant": load_engine(None, "constant"),
     }
@@ -84,15 +84,23 @@ def test_onnx_fp32_matches_torch(engines: dict) -> None:
     np.testing.assert_allclose(_probs(onnx_out), _probs(torch_out), atol=1e-4)
 
 
-def test_onnx_int8_mostly_matches_torch(engines: dict) -> None:
-    torch_out, int8_out = engines["torch"].predict(TEXTS), engines["onnx-int8"].predict(TEXTS)
-    agree = np.mean([a.label == b.label for a, b in zip(torch_out, int8_out, strict=True)])
-    assert agree >= 0.8
-    # Wide random weights amplify quantisation error; trained models stay far closer than this.
-    # The bound is loose because the fixture's tokenizer vocabulary (and so the logits) varies
-    # from run to run (the WordPiece trainer breaks ties in hash order): 0.058 was seen once.
-    # A broken quantisation (wrong scales, wrong outputs) lands far above it.
-    assert np.abs(_probs(int8_out) - _probs(torch_out)).mean() < 0.1
+def test_onnx_int8_keeps_the_labels_of_a_model_with_bert_like_weights(int8_bundle_dir: Path) -> None:
+    # The shipped recipe (optimised graph, calibrated static int8, head in fp32); measured on this
+    # model: 18/18 labels kept, mean probability change 0.032, largest 0.13. The bounds leave room
+    # for other CPUs' int8 kernels; a broken quantisation (wrong scales or outputs) lands far above.
+    torch, int8 = (
+        load_engine(int8_bundle_dir, "torch", "cpu"),
+        load_engine(int8_bundle_dir, "onnx", "cpu", int8=True),
+    )
+    try:
+        torch_out, int8_out = torch.predict(TEXTS), int8.predict(TEXTS)
+    finally:
+        torch.close()
+        int8.close()
+    assert len({p.label for p in torch_out}) > 1, "the test model should not give every text one label"
+    flipped = sum(a.label != b.label for a, b in zip(torch_out, int8_out, strict=True))
+    assert flipped <= 1
+    assert np.abs(_probs(int8_out) - _probs(torch_out)).mean() < 0.06
 
 
 def test_vader_gets_obvious_texts_right(engines: dict) -> None:
@@ -129,31 +137,16 @@ def test_auto_without_a_model_falls_back_to_vader_and_says_so(caplog: pytest.Log
     assert "no --model given" in caplog.text
 
 
-def test_auto_on_cpu_prefers_int8_onnx(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_on_cpu_without_a_parity_record_uses_fp32_onnx(
+    bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fixture's bundle has int8 but no recorded agreement: no evidence, so no int8 (test_export.py).
     with caplog.at_level(logging.INFO, logger="model.engines"):
         engine = load_engine(bundle_dir, device="cpu")
     engine.close()
-    assert engine.backend == "onnx-int8"
+    assert engine.backend == "onnx"
     assert "auto: the bundle has ONNX files" in caplog.text
-
-
-@pytest.mark.parametrize(("agreement", "backend"), [(0.95, "onnx"), (0.995, "onnx-int8")])
-def test_auto_takes_int8_only_when_its_export_kept_the_labels(
-    bundle_copy: Path, agreement: float, backend: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    from model.bundle import load_bundle, write_bundle_meta
-
-    meta = load_bundle(bundle_copy).meta
-    parity = {"n": 200, "onnx_int8": {"label_agreement": agreement}}
-    write_bundle_meta(bundle_copy, meta.model_copy(update={"onnx_parity": parity}))
-    with caplog.at_level(logging.INFO, logger="model.engines"):
-        engine = load_engine(bundle_copy, device="cpu")
-    engine.close()
-    assert engine.backend == backend
-    assert ("using fp32 ONNX" in caplog.text) == (backend == "onnx")
-    forced = load_engine(bundle_copy, "onnx", "cpu", int8=True)  # asking for int8 still gets it
-    forced.close()
-    assert forced.backend == "onnx-int8"
+    assert "no agreement was recorded" in caplog.text
 
 
 def test_auto_without_onnx_files_uses_torch(tiny_model_dir: Path) -> None:
