@@ -22,6 +22,7 @@ import pandas as pd
 from model.hub import hub_reachable
 from sentistream.errors import UsageError
 from training.datasets import LoadedDataset, load_sources, parse_label_map
+from training.export import calibration_sample, export_bundle
 from training.settings import TrainSettings
 from training.splits import balance_classes, find_leakage, split_dataset
 
@@ -97,11 +98,11 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
         data_fingerprint=data.fingerprint, metrics=metrics,
     )  # fmt: skip
     save_bundle(trainer.model, tokenizer, out_dir, meta)
+    texts = {name: frame["text"].tolist() for name, frame in splits.items()}
     if settings.export:
-        from training.export import export_bundle
-
-        texts = {name: frame["text"].tolist() for name, frame in splits.items()}
         export_bundle(out_dir, texts["validation"], split="validation", calibration=texts["train"])
+    else:  # keep the calibration sample, so a later `sentistream export` needs no --calibration-data
+        calibration_sample(out_dir, texts["train"], "training data")
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     if settings.output is None:
         link_latest(out_dir)
