@@ -62,6 +62,9 @@ def chunks(
         yield chunk
 
 
+CONNECT_TIMEOUT_S = 3.0
+
+
 def score_with_worker(worker_url: str, texts: Sequence[str], timeout: float = 30.0) -> Scored:
     """Score through the worker's POST /predict, one request per chunk it accepts."""
     predictions: list[Prediction] = []
@@ -86,7 +89,9 @@ def _post_predict(worker_url: str, body: bytes, timeout: float) -> object:
             f"{worker_url.rstrip('/')}/predict",
             data=body,
             headers={"Content-Type": "application/json"},
-            timeout=timeout,
+            # Connecting gets 3 s: a Service with no endpoints (workers scaled to zero) may drop the
+            # connection instead of refusing it, and "Try it" should fall back to local scoring fast.
+            timeout=(CONNECT_TIMEOUT_S, timeout),
         )
     except requests.RequestException as exc:
         raise WorkerUnavailableError(str(exc)) from None
