@@ -96,8 +96,9 @@ def test_demo_runs_everything_and_stops_what_it_started(tmp_path):
             demo.kill()
             demo.wait(60)
     assert "Demo stopped." in "".join(lines)
-    pids = [int(p) for p in re.findall(r"Started \w+ \(pid (\d+)\)", "".join(lines))]
-    assert len(pids) == 3, lines  # worker, replay, dashboard
+    started = dict(re.findall(r"Started (\w+) \(pid (\d+)\)", "".join(lines)))
+    assert set(started) == {"worker", "replay", "sink", "monitor", "dashboard"}, lines
+    pids = [int(p) for p in started.values()]
     # Waited for, not slept on: a child that outlives the demo fails after the bound, not by chance.
     assert not still_running(pids), "still running after the demo exited"
     broker = LocalBroker(BrokerSettings(port=ports["kafka"], data_dir=tmp_path / "kafka"))
