@@ -56,19 +56,20 @@ def _colour_scale(labels: Iterable[str]) -> alt.Scale:
     return alt.Scale(domain=names, range=[label_colour(n, names) for n in names])
 
 
-def share_chart(shares: pd.DataFrame) -> alt.Chart:
-    """Stacked bars of each label's share per time bucket (bars, not areas: one bucket still shows)."""
-    return (
-        alt.Chart(shares)
-        .mark_bar()
-        .encode(
-            x=alt.X("hoursminutesseconds(time):O", title=None),
-            y=alt.Y("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share"),
-            color=alt.Color("label:N", scale=_colour_scale(shares["label"])),
-            tooltip=["time:T", "label:N", alt.Tooltip("share:Q", format=".0%"), "count:Q"],
-        )
-        .properties(height=260)
-    )
+def share_chart(shares: pd.DataFrame, continuous: bool = False) -> alt.Chart:
+    """Stacked shares of each label per time bucket (labels and numbers only, never text).
+
+    Live: bars on an ordinal clock axis (bars, not areas: one bucket still shows). `continuous`
+    (the History tab): areas on a temporal axis, on which alert markers can be layered.
+    """
+    chart = alt.Chart(shares).mark_area() if continuous else alt.Chart(shares).mark_bar()
+    x = alt.X("time:T", title=None) if continuous else alt.X("hoursminutesseconds(time):O", title=None)
+    return chart.encode(
+        x=x,
+        y=alt.Y("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share"),
+        color=alt.Color("label:N", scale=_colour_scale(shares["label"])),
+        tooltip=["time:T", "label:N", alt.Tooltip("share:Q", format=".0%"), "count:Q"],
+    ).properties(height=260)
 
 
 def confidence_chart(rows: pd.DataFrame) -> alt.Chart:

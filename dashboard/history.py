@@ -19,6 +19,8 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dashboard import charts
+
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
 DEFAULT_RANGE = "last 24 hours"
 SEARCH_LIMIT = 200
@@ -123,25 +125,6 @@ class History:
 # ---- rendering -----------------------------------------------------------------------------------
 
 
-def share_chart(shares: pd.DataFrame):  # -> altair.Chart
-    """Stacked areas of each label's share over time (labels and numbers only, never text)."""
-    import altair as alt
-
-    from dashboard.charts import _colour_scale
-
-    return (
-        alt.Chart(shares)
-        .mark_area()
-        .encode(
-            x=alt.X("time:T", title=None),
-            y=alt.Y("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share"),
-            color=alt.Color("label:N", scale=_colour_scale(shares["label"])),
-            tooltip=["time:T", "label:N", alt.Tooltip("share:Q", format=".0%"), "count:Q"],
-        )
-        .properties(height=260)
-    )
-
-
 def history_tab_ui(kafka) -> None:
     """The whole tab as app.py calls it: settings from the environment, alerts from the alert feed."""
     from dashboard.alerts import shared_alert_feed
@@ -173,7 +156,7 @@ def history_ui(output: Path | None, alerts: Sequence = ()) -> None:
         return
     st.subheader("Sentiment over time")
     in_span = [a for a in alerts if span.since <= a.since < span.until]
-    chart = with_alert_markers(share_chart(history.share_over_time(span)), in_span)
+    chart = with_alert_markers(charts.share_chart(history.share_over_time(span), continuous=True), in_span)
     st.altair_chart(chart, use_container_width=True)
     hashtags_ui(history, span)
     search_ui(history, span)
