@@ -159,6 +159,11 @@ class ScoredTweet(Tweet):
     score: float = Field(ge=0.0, le=1.0, description="probability of `label`")
     scores: dict[str, float] = Field(description="label -> probability")
     model: str = Field(description="name@version of the model that scored it")
+    model_version: str = Field(
+        "",
+        description="the exact model: name@version+first 12 hex digits of the bundle's sha256 "
+        "(vader@3.3.2 for the lexicon); empty only in events written before versions existed",
+    )
     scored_at: datetime
     latency_ms: float = Field(description="broker timestamp of the input -> scoring, in ms")
     truncated: bool = Field(default=False, description="text was cut to the cleaning cap")
@@ -188,6 +193,27 @@ class DeadLetter(BaseModel):
     failed_at: datetime = Field(default_factory=utcnow)
 
 
+class ModelAccuracy(BaseModel):
+    """How one model did on the labelled events of a window."""
+
+    labelled: int = 0
+    correct: int = 0
+
+
+class ShadowStats(BaseModel):
+    """A challenger scored off the critical path on the same batches as the champion, in one window."""
+
+    champion: str = Field(description="model_version of the model whose events were published")
+    challenger: str = Field(description="model_version of the shadow model")
+    compared: int = Field(0, description="events both models scored")
+    agreed: int = Field(0, description="of those, events where both gave the same label")
+    dropped: int = Field(0, description="events the challenger skipped because it could not keep up")
+    confusion: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="champion label -> challenger label -> events"
+    )
+    challenger_accuracy: ModelAccuracy = Field(default_factory=ModelAccuracy)
+
+
 class SentimentStats(BaseModel):
     """One event on `sentiment-stats` per closed tumbling window per worker."""
 
@@ -202,3 +228,14 @@ class SentimentStats(BaseModel):
     latency_p95_ms: float
     latency_p99_ms: float
     dead_lettered: int = 0
+    by_model: dict[str, int] = Field(
+        default_factory=dict, description="model_version -> events it scored in this window"
+    )
+    accuracy: dict[str, ModelAccuracy] = Field(
+        default_factory=dict,
+        description="model_version -> its hits on events that carry a true_label (replayed datasets)",
+    )
+    shadow: ShadowStats | None = Field(None, description="champion vs challenger, when a shadow runs")
+    model_error: str | None = Field(
+        None, description="the last deployment this worker rejected, and why (it kept its model)"
+    )
