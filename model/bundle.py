@@ -8,6 +8,7 @@ failing on the first request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ class Bundle:
         """`name@version`, the model field of every scored event."""
         return f"{self.meta.name}@{self.meta.version}"
 
+    @property
+    def model_version(self) -> str:
+        """`name@version+` the first 12 hex digits of the files' sha256: two different bundles that
+        share a name and version (retrained in place) still tell apart in every scored event."""
+        digest = checksum(self.path) if self.path is not None else "hub"
+        return f"{self.ref}+{digest[:12]}"
+
     def load_torch_model(self, **kwargs: Any) -> Any:
         """The PyTorch classifier (`from_pretrained` kwargs such as dtype or attn_implementation pass through)."""
         from transformers import AutoModelForSequenceClassification
@@ -85,6 +93,19 @@ class Bundle:
             return None
         path = self.path / (ONNX_INT8_FILE if int8 else ONNX_FILE)
         return path if path.is_file() else None
+
+
+def checksum(path: str | Path) -> str:
+    """sha256 (hex) of a bundle directory: every file's relative path and bytes, in path order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def write_bundle_meta(out_dir: str | Path, meta: BundleMeta) -> Path:

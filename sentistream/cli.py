@@ -29,6 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("stream.produce_cli", "send texts or JSON lines to the tweets topic"),
     "replay": ("stream.produce_cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
     "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
+    "deploy": (
+        "stream.deploy_cli",
+        "ship a model bundle into the running stream (or roll back, shadow, promote)",
+    ),
     "sink": ("stream.sink_cli", "write the scored topic to hourly Parquet files (exactly once)"),
     "monitor": ("stream.monitor_cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
     "demo": ("infra.demo", "start broker, worker, replay and dashboard together"),

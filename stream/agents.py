@@ -29,12 +29,14 @@ from stream.inference import STREAM, InferenceThread
 from stream.metrics import WorkerMetrics
 from stream.scoring import (
     Item,
+    ModelId,
     dlq_key,
     fit_dead_letter,
     fit_output,
     predict_guarded,
     to_outputs,
 )
+from stream.serving import ServingModels
 from stream.settings import KafkaSettings, WorkerSettings
 from stream.stats import TumblingStats
 
@@ -80,7 +82,8 @@ def process_batch(
     began = time.perf_counter()
     predictions = predict_guarded(engine, [item.tweet.text for item in items]) if items else []
     inference_s = time.perf_counter() - began
-    scored = iter(to_outputs(items, predictions, engine.name, max_text_chars))
+    model = ModelId(engine.name, engine.model_version)
+    scored = iter(to_outputs(items, predictions, model, max_text_chars))
     outputs = [out if isinstance(out, DeadLetter) else next(scored) for out, _, _ in decoded]
     return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
 
@@ -141,9 +144,11 @@ class Scorer:
         stats: TumblingStats,
         max_message_bytes: int | None = None,
         exit: Callable[[int], None] = os._exit,
+        models: ServingModels | None = None,
     ) -> None:
-        self.app, self.kafka, self.settings, self.engine = app, kafka, settings, engine
+        self.app, self.kafka, self.settings = app, kafka, settings
         self.metrics, self.stats = metrics, stats
+        self.models = models or ServingModels(engine, metrics, stats)
         self.max_message_bytes = max_message_bytes or settings.max_message_bytes
         self.inference = InferenceThread()
         self.state = WorkerState()
@@ -151,6 +156,11 @@ class Scorer:
         self.batches = 0
         self.transactional = settings.guarantee == "exactly_once"
         self._exit = exit
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that scores the stream now (it changes between batches on a deployment)."""
+        return self.models.engine
 
     async def consume(self, stream) -> None:
         """The agent body: take micro-batches, score them, ack them once their outputs landed."""
@@ -200,14 +210,18 @@ class Scorer:
         """Score one batch of Faust events and wait until the broker has every output."""
         sources = [_source(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
+        engine = self.models.take()  # between batches: a deployed model takes over here, never mid-batch
         result = await self.inference.run(
-            STREAM, process_batch, messages, self.engine, self.settings.max_text_chars
+            STREAM, process_batch, messages, engine, self.settings.max_text_chars
         )
         records = to_records(
             result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
         )
         delivered = await self.publish(records)
         self.record(result, delivered, sources)
+        if self.models.shadow is not None:
+            scored = [r.event for r in delivered if isinstance(r.event, ScoredTweet)]
+            self.models.shadow.offer(engine.model_version, scored)
 
     async def publish(self, records: Sequence[Record]) -> list[Record]:
         """Send every record and wait for the broker's acknowledgements; retry what failed.
@@ -296,8 +310,11 @@ class Scorer:
                 m.dead_lettered.labels(out.stage).inc()
             elif out is not None:
                 m.scored.labels(out.label).inc()
+                m.scored_by_model.labels(out.model_version).inc()
                 m.latency_seconds.observe(out.latency_ms / 1000.0)
-                self.stats.add_scored(out.label, out.score, out.latency_ms, now)
+                self.stats.add_scored(
+                    out.label, out.score, out.latency_ms, now, out.model_version, out.true_label
+                )
         m.dropped_revoked.inc(len(result.outputs) - len(delivered))
         self.stats.add_dead_letters(dead, now)
         self.batches += 1
@@ -342,8 +359,9 @@ class Scorer:
         self.state.progressed()
 
     def close(self) -> None:
-        """Let the inference thread finish its batch, then release it."""
+        """Let the inference thread finish its batch, then release it (and the model loader)."""
         self.inference.shutdown()
+        self.models.close()
 
 
 async def _outcome(pending) -> BaseException | None:

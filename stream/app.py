@@ -11,14 +11,20 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.engines.base import Engine
 from stream.agents import Scorer
+from stream.deployments import Deployment, follow
 from stream.metrics import WorkerMetrics
+from stream.serving import ServingModels
 from stream.settings import KafkaSettings, WorkerSettings
 from stream.stats import TumblingStats
 from stream.topics import declare_topics
 from stream.web import register_views
+
+if TYPE_CHECKING:
+    from model.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +40,15 @@ def create_app(
     engine: Engine,
     datadir: Path,
     max_message_bytes: int | None = None,
+    deployment: Deployment | None = None,
+    model_settings: ModelSettings | None = None,
 ):
     """A faust.App wired to score `kafka.topic` with `engine`; returns (app, scorer).
 
     `datadir` is Faust's scratch directory (the worker keeps no state there; a temporary one will do).
     `max_message_bytes` is the largest output the topics take (default: the setting).
+    `deployment` is the control-topic record `engine` was loaded from (None: the worker's --model);
+    `model_settings` is how deployed bundles are loaded (None: this worker never swaps models).
     """
     import faust
 
@@ -47,12 +57,22 @@ def create_app(
     metrics.model_loaded.set(1)
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))
     limit = min(max_message_bytes or settings.max_message_bytes, settings.max_message_bytes)
-    scorer = Scorer(app, kafka, settings, engine, metrics, stats, max_message_bytes=limit)
+    cache = settings.model_cache_dir.expanduser()
+    models = ServingModels(engine, metrics, stats, deployment, model_settings, cache)
+    scorer = Scorer(app, kafka, settings, engine, metrics, stats, max_message_bytes=limit, models=models)
     app.agent(declare_topics(app, kafka, settings), name="score-tweets", concurrency=1)(scorer.consume)
     _track_assignment(app, scorer)
     _publish_stats_every_window(app, kafka, scorer)
     register_views(app, scorer)
     return app, scorer
+
+
+def follow_deployments(app, kafka: KafkaSettings, models: ServingModels, start: int) -> None:
+    """Have `app` pass every control-topic record from offset `start` to `models` while it runs."""
+
+    @app.task
+    async def _follow() -> None:
+        await follow(kafka, start, models.offer)
 
 
 def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:

@@ -41,20 +41,77 @@ def run(args: argparse.Namespace) -> int:
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(WorkerSettings, args)
     model_settings = settings_from_args(ModelSettings, args)
-    engine = load_engine(model_settings)
     topics = asyncio.run(_ensure_topics(kafka, settings))
     if topics.created:
         log.info("created topics %s", topics.created)
+    deployments, follow_from = asyncio.run(_deployments(kafka, settings))
+    engine, deployment, rejected = _champion(deployments.get("champion"), model_settings, settings)
+    shadow = _shadow(settings, model_settings)
 
-    from stream.app import create_app
+    from stream.app import create_app, follow_deployments
     from stream.explain_view import register_explain_view
     from stream.worker import run_worker
 
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
-        app, scorer = create_app(kafka, settings, engine, Path(datadir), topics.max_message_bytes)
+        app, scorer = create_app(
+            kafka, settings, engine, Path(datadir), topics.max_message_bytes, deployment, model_settings
+        )
+        models = scorer.models
+        if rejected is not None:
+            models.reject("champion", *rejected)
+        if shadow is not None:
+            models.start_shadow(shadow)
+        elif "challenger" in deployments:
+            models.offer("challenger", deployments["challenger"])  # loads in the background
+        if follow_from is not None:
+            follow_deployments(app, kafka, models, follow_from)
         register_explain_view(app, scorer, model_settings)  # its own thread and model: never the stream's
         return run_worker(app, scorer, loglevel, json_logs=args.json_logs)
+
+
+async def _deployments(kafka, settings) -> tuple[dict, int | None]:
+    """The control topic's current deployments and where to follow it from (None: not following)."""
+    if not settings.follow_deployments:
+        return {}, None
+    from stream.deployments import read_deployments
+
+    try:
+        return await read_deployments(kafka, settings.startup_timeout_s)
+    except Exception as exc:  # the broker answered a moment ago: say which step failed
+        raise SentistreamError(
+            f"cannot read the deployments topic {kafka.models_topic} ({type(exc).__name__}); "
+            "check the broker, or pin --model with --no-follow-deployments"
+        ) from None
+
+
+def _champion(deployment, model_settings, settings):
+    """(engine, the deployment it serves or None, (deployment, reason) when it was rejected or None).
+
+    A worker that starts after a deploy serves the deployed bundle from its first event; when that
+    bundle cannot be served here, --model serves and the rejection is reported.
+    """
+    if deployment is not None:
+        from stream.deployments import DeploymentError, fetch, load_verified
+
+        try:
+            path = fetch(deployment.uri, settings.model_cache_dir.expanduser(), deployment.checksum)
+            engine = load_verified(path, model_settings)
+            log.info(
+                "serving the deployed model %s (deployed by %s)", engine.model_version, deployment.deployed_by
+            )
+            return engine, deployment, None
+        except DeploymentError as exc:
+            log.error("cannot serve the deployed model %s: %s; serving --model instead", deployment.uri, exc)
+            return load_engine(model_settings), None, (deployment, str(exc))
+    return load_engine(model_settings), None, None
+
+
+def _shadow(settings, model_settings):
+    """The --shadow challenger's engine, or None."""
+    if not settings.shadow:
+        return None
+    return load_engine(model_settings.model_copy(update={"model": settings.shadow, "backend": "auto"}))
 
 
 def load_engine(model_settings):  # -> model.engines.Engine

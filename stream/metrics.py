@@ -46,6 +46,37 @@ class WorkerMetrics:
             "sentistream_predict_requests", "POST /predict requests by status", ["status"], registry=r
         )
 
+        self.scored_by_model = Counter(
+            "sentistream_scored_by_model", "scored events per model", ["model_version"], registry=r
+        )
+        self.model_info = Gauge(
+            "sentistream_model_info",
+            "1 for each model this worker serves",
+            ["model_version", "role"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "sentistream_model_swaps", "deployments switched to between batches", registry=r
+        )
+        self.model_swap_seconds = Gauge(
+            "sentistream_model_swap_seconds", "last switch: seconds from `deploy` to serving", registry=r
+        )
+        self.model_rejected = Counter(
+            "sentistream_model_rejected",
+            "deployments refused (load, smoke batch, checksum)",
+            ["role"],
+            registry=r,
+        )
+        self.shadow_compared = Counter(
+            "sentistream_shadow_compared", "events the shadow model scored too", registry=r
+        )
+        self.shadow_agreed = Counter(
+            "sentistream_shadow_agreed", "events the shadow model gave the champion's label", registry=r
+        )
+        self.shadow_dropped = Counter(
+            "sentistream_shadow_dropped", "events the shadow model skipped to keep up", registry=r
+        )
+
     def render(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)

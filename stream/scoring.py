@@ -67,8 +67,16 @@ def checked(pred: Prediction) -> Prediction:
     return pred
 
 
+@dataclass(frozen=True)
+class ModelId:
+    """Which model scored an event: `model` (name@version) and `model_version` (+ checksum)."""
+
+    model: str
+    model_version: str
+
+
 def to_outputs(
-    items: Sequence[Item], predictions: Sequence[Prediction], model: str, max_text_chars: int
+    items: Sequence[Item], predictions: Sequence[Prediction], model: ModelId, max_text_chars: int
 ) -> list[ScoredTweet | DeadLetter]:
     """One output per item, in order: scored when its prediction is ok, a dead letter otherwise."""
     scored_at = utcnow()
@@ -79,7 +87,7 @@ def to_outputs(
 
 
 def _output(
-    item: Item, pred: Prediction, model: str, scored_at: datetime, max_text_chars: int
+    item: Item, pred: Prediction, model: ModelId, scored_at: datetime, max_text_chars: int
 ) -> ScoredTweet | DeadLetter:
     if not pred.ok:
         reason = f"the model could not score this text: {pred.error}"
@@ -95,7 +103,7 @@ def _output(
 
 
 def scored_tweet(
-    item: Item, pred: Prediction, model: str, scored_at: datetime, max_text_chars: int, event_id: str
+    item: Item, pred: Prediction, model: ModelId, scored_at: datetime, max_text_chars: int, event_id: str
 ) -> ScoredTweet:
     """The input's fields plus the verdict; over-long text is cut so the event fits in Kafka."""
     fields = item.tweet.model_dump()
@@ -107,7 +115,8 @@ def scored_tweet(
         label=pred.label,
         score=pred.score,
         scores=pred.scores,
-        model=model,
+        model=model.model,
+        model_version=model.model_version,
         scored_at=scored_at,
         latency_ms=_latency_ms(item.source, scored_at.timestamp()),
         truncated=pred.truncated or cut,

@@ -27,11 +27,11 @@ CONNECTION_FLAGS = [
     "sasl_password_file",
     "ssl_cafile",
 ]
-TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic"]
+TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic", "models_topic"]
 
 
 class KafkaSettings(BaseSettings):
-    """Connection to Kafka and the names of the four topics (docs/ARCHITECTURE.md, "Topics")."""
+    """Connection to Kafka and the names of the topics (docs/ARCHITECTURE.md, "Topics")."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
 
@@ -40,6 +40,9 @@ class KafkaSettings(BaseSettings):
     scored_topic: str = Field(default="tweets-scored", description="scored events topic")
     dlq_topic: str = Field(default="tweets-dlq", description="dead-letter topic")
     stats_topic: str = Field(default="sentiment-stats", description="windowed aggregates topic")
+    models_topic: str = Field(
+        default="sentistream-models", description="compacted control topic of model deployments"
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol"
     )
@@ -198,6 +201,20 @@ class WorkerSettings(ConsumerGroupSettings):
     )
     max_predict_concurrency: int = Field(
         default=4, ge=1, description="POST /predict requests served at once; more get 429"
+    )
+    follow_deployments: bool = Field(
+        default=True,
+        description="serve the model `sentistream deploy` publishes (swapped between batches) instead "
+        "of --model; --no-follow-deployments pins --model",
+    )
+    shadow: str | None = Field(
+        default=None,
+        description="a challenger model scored on the same batches off the critical path, compared "
+        "with the champion in sentiment-stats (deploy --shadow sets one for every worker)",
+    )
+    model_cache_dir: Path = Field(
+        default=Path("~/.cache/sentistream/models"),
+        description="where bundles deployed by URI (s3://, gs://, https://...) are cached by checksum",
     )
     predict_read_timeout_s: float = Field(
         default=10.0, gt=0, description="seconds to receive a POST /predict body before answering 408"

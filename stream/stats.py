@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from stream.events import SentimentStats
+from stream.events import ModelAccuracy, SentimentStats, ShadowStats
 
 
 @dataclass
@@ -27,6 +27,9 @@ class Window:
     score_sum: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     dead_lettered: int = 0
+    by_model: Counter = field(default_factory=Counter)
+    accuracy: dict[str, ModelAccuracy] = field(default_factory=dict)
+    shadow: ShadowStats | None = None
 
 
 class TumblingStats:
@@ -36,13 +39,53 @@ class TumblingStats:
         self.size_s = size_s
         self.worker = worker
         self.windows: dict[int, Window] = {}
+        self.model_error: str | None = None  # the last deployment rejected (stream/serving.py)
 
-    def add_scored(self, label: str, score: float, latency_ms: float, now: float) -> None:
+    def add_scored(
+        self,
+        label: str,
+        score: float,
+        latency_ms: float,
+        now: float,
+        model_version: str = "",
+        true_label: str | None = None,
+    ) -> None:
         """Count one scored event at processing time `now` (epoch seconds)."""
         window = self._window(now)
         window.counts[label] += 1
         window.score_sum += score
         window.latencies_ms.append(latency_ms)
+        window.by_model[model_version] += 1
+        if true_label is not None:
+            _count_hit(window.accuracy.setdefault(model_version, ModelAccuracy()), label, true_label)
+
+    def add_shadow(
+        self, champion: str, challenger: str, pairs: list[tuple[str, str | None, str | None]], now: float
+    ) -> None:
+        """Count (champion label, challenger label or None, true label or None) triples."""
+        shadow = self._shadow(champion, challenger, now)
+        for mine, theirs, truth in pairs:
+            if theirs is None:
+                continue
+            shadow.compared += 1
+            shadow.agreed += mine == theirs
+            row = shadow.confusion.setdefault(mine, {})
+            row[theirs] = row.get(theirs, 0) + 1
+            if truth is not None:
+                _count_hit(shadow.challenger_accuracy, theirs, truth)
+
+    def add_shadow_dropped(self, champion: str, challenger: str, count: int, now: float) -> None:
+        """Count events the shadow skipped because it was busy."""
+        self._shadow(champion, challenger, now).dropped += count
+
+    def _shadow(self, champion: str, challenger: str, now: float) -> ShadowStats:
+        window = self._window(now)
+        if window.shadow is None or (window.shadow.champion, window.shadow.challenger) != (
+            champion,
+            challenger,
+        ):
+            window.shadow = ShadowStats(champion=champion, challenger=challenger)  # a swap starts afresh
+        return window.shadow
 
     def add_dead_letters(self, count: int, now: float) -> None:
         """Count dead-lettered events at processing time `now`."""
@@ -75,4 +118,13 @@ class TumblingStats:
             latency_p95_ms=float(p95),
             latency_p99_ms=float(p99),
             dead_lettered=window.dead_lettered,
+            by_model=dict(window.by_model),
+            accuracy=window.accuracy,
+            shadow=window.shadow,
+            model_error=self.model_error,
         )
+
+
+def _count_hit(accuracy: ModelAccuracy, label: str, true_label: str) -> None:
+    accuracy.labelled += 1
+    accuracy.correct += label.lower() == true_label.lower()

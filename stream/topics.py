@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from sentistream.errors import SentistreamError
+from stream.deployments import create_models_topic
 from stream.settings import KafkaSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ async def ensure_topics(kafka: KafkaSettings, settings: WorkerSettings) -> Topic
     try:
         await asyncio.wait_for(admin.start(), settings.startup_timeout_s)
         created = await _create_missing(admin, kafka, settings)
+        if await create_models_topic(admin, kafka, settings.replication_factor):
+            created.append(kafka.models_topic)
         partitions = await _partitions(admin, [kafka.topic, *output_topics(kafka)])
         if settings.guarantee == "exactly_once":
             check_copartitioned(kafka, partitions)

@@ -32,6 +32,7 @@ class Engine(Protocol):
     """A loaded model that scores batches of texts."""
 
     name: str  # the model as `name@version`
+    model_version: str  # the exact model: `name@version+checksum` (see Bundle.model_version)
     backend: str  # what ran: "onnx", "onnx-int8", "torch", "vader" or "constant"
     device: str  # "cpu" or "cuda"
     labels: list[str]

@@ -20,6 +20,7 @@ class ConstantEngine:
         if label not in labels:
             raise ValueError(f"label {label!r} is not one of {list(labels)}")
         self.name = "constant@0"
+        self.model_version = "constant@0"
         self.labels = list(labels)
         scores = {name: float(name == label) for name in self.labels}
         self._answer = Prediction(label=label, score=1.0, scores=scores)

@@ -35,6 +35,7 @@ class OnnxEngine:
 
     def __init__(self, bundle: Bundle, onnx_file: Path, device: str, batcher_options: dict) -> None:
         self.name = bundle.ref
+        self.model_version = bundle.model_version
         self.labels = bundle.labels
         self.device = device
         self.backend = "onnx-int8" if onnx_file.name.endswith(".int8.onnx") else "onnx"

@@ -24,6 +24,7 @@ class TorchEngine:
         import torch
 
         self.name = bundle.ref
+        self.model_version = bundle.model_version
         self.labels = bundle.labels
         self.device = device
         # Half precision only where it is fast: CPUs run fp16 matmuls slower than fp32.

@@ -42,6 +42,7 @@ class VaderEngine:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.name = "vader@3.3.2"
+        self.model_version = "vader@3.3.2"  # the lexicon ships inside the package version
         self.labels = list(LABELS)
         self._analyzer = SentimentIntensityAnalyzer()
 
