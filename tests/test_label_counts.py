@@ -135,7 +135,8 @@ def test_predict_writes_one_score_column_per_label(trained, tmp_path):
 def start_worker(broker_url: str, bundle: Path, prefix: str, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     topics = ["--topic", f"{prefix}-in", "--scored-topic", f"{prefix}-scored", "--dlq-topic", f"{prefix}-dlq",
-              "--stats-topic", f"{prefix}-stats", "--group-id", f"{prefix}-group"]  # fmt: skip
+              "--stats-topic", f"{prefix}-stats", "--models-topic", f"{prefix}-models",
+              "--group-id", f"{prefix}-group"]  # fmt: skip
     command = [
         sys.executable,
         "-m",

@@ -43,6 +43,10 @@ class Topics:
         return f"{self.prefix}-stats"
 
     @property
+    def models(self) -> str:
+        return f"{self.prefix}-models"
+
+    @property
     def group(self) -> str:
         return f"{self.prefix}-group"
 
@@ -50,7 +54,7 @@ class Topics:
         """The worker flags that point it at these topics and group."""
         return [
             "--topic", self.tweets, "--scored-topic", self.scored, "--dlq-topic", self.dlq,
-            "--stats-topic", self.stats, "--group-id", self.group,
+            "--stats-topic", self.stats, "--models-topic", self.models, "--group-id", self.group,
         ]  # fmt: skip
 
 
