@@ -560,10 +560,16 @@ def test_compose_topic_initialiser_script_creates_each_topic_once(tmp_path: Path
 
     broker = bootstrap_servers(service_env(topics)[setting("KafkaSettings", "broker").env])
     names = [s.default for s in app_topics()]
-    assert [c[c.index("--topic") + 1] for c in created] == names
+    models = setting("KafkaSettings", "models_topic").default
+    assert [c[c.index("--topic") + 1] for c in created] == [*names, models]
     for c in created:
-        assert c[c.index("--partitions") + 1] == str(partitions)
         assert c[c.index("--bootstrap-server") + 1].split(",") == broker
+        if c[c.index("--topic") + 1] != models:
+            assert c[c.index("--partitions") + 1] == str(partitions)
+    # The deployments topic: every worker reads all of it, in order, and only the newest per role matters.
+    (control,) = [c for c in created if c[c.index("--topic") + 1] == models]
+    assert control[control.index("--partitions") + 1] == "1"
+    assert control[control.index("--config") + 1] == "cleanup.policy=compact"
 
 
 def test_compose_kafka_is_the_official_image_of_the_local_brokers_version_in_kraft_mode():

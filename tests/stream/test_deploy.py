@@ -347,3 +347,44 @@ def test_fetch_copies_a_remote_bundle_once_per_checksum(bundle: Path, tmp_path: 
     if not cached:
         with pytest.raises(DeploymentError, match="checksum"):
             fetch(f"memory://{root}", tmp_path / "other-cache", "0" * 64)
+
+
+# ---- the swap itself, in process ------------------------------------------------------------------------
+
+
+def serving(tmp_path: Path):
+    from model.engines import load_engine
+    from model.settings import ModelSettings
+    from stream.metrics import WorkerMetrics
+    from stream.serving import ServingModels
+    from stream.stats import TumblingStats
+
+    stats = TumblingStats(10.0, "w")
+    vader = load_engine(None, backend="vader")
+    return ServingModels(vader, WorkerMetrics(), stats, None, ModelSettings(backend="vader"), tmp_path / "cache")
+
+
+def test_a_deployment_serves_from_the_next_batch_and_the_newest_one_wins(bundle: Path, tmp_path: Path) -> None:
+    models = serving(tmp_path)
+    newer = copy_with_note(bundle, tmp_path / "newer", "retrained")
+    models.offer("champion", record(bundle, checksum(bundle)))
+    models.offer("champion", record(newer, checksum(newer)))  # arrives while the first one loads
+    assert models.take().model_version == VADER  # nothing switches before the loads are verified
+    models._loader.shutdown(wait=True)
+    assert models.take().model_version == version_of(newer)
+    assert models.take().model_version == version_of(newer) and models.swaps == 1
+    assert models.describe()["deployment"]["uri"] == str(newer)
+    models.close()
+
+
+def test_a_rejected_deployment_leaves_the_serving_engine_and_says_why(bundle: Path, tmp_path: Path) -> None:
+    models = serving(tmp_path)
+    broken = corrupt_copy(bundle, tmp_path / "broken")
+    models.offer("champion", record(broken, checksum(broken)))
+    models._loader.shutdown(wait=True)
+    assert models.take().model_version == VADER and models.swaps == 0
+    assert "does not load" in models.rejected["reason"]
+    models.stats.add_dead_letters(0, 1.0)
+    (window,) = models.stats.close_all()
+    assert window.model_error and "does not load" in window.model_error
+    models.close()
