@@ -1,4 +1,5 @@
-"""Figures from summary frames: label shares over time, confidence histogram, word clouds.
+"""Figures from summary frames: label shares over time, confidence histogram, word clouds, and the
+model lifecycle (shadow agreement, live accuracy per model).
 
 Tweet text never reaches a chart as markup: the altair charts show labels and numbers only, and
 word clouds are pictures.
@@ -82,6 +83,41 @@ def confidence_chart(rows: pd.DataFrame) -> alt.Chart:
             y=alt.Y("count():Q", title="events"),
             color=alt.Color("label:N", scale=_colour_scale(rows["label"])),
             tooltip=["label:N", "count():Q"],
+        )
+        .properties(height=260)
+    )
+
+
+def agreement_chart(agreement: pd.DataFrame) -> alt.LayerChart:
+    """Champion/challenger agreement per window (line, left axis) over the events the challenger
+    dropped (bars, right axis); names and numbers only."""
+    base = alt.Chart(agreement.assign(pair=agreement["champion"] + " vs " + agreement["challenger"]))
+    x = alt.X("hoursminutesseconds(time):O", title=None)
+    tooltip = ["time:T", "pair:N", alt.Tooltip("agreement:Q", format=".1%"), "compared:Q", "dropped:Q"]
+    dropped = base.mark_bar(color=OTHER_COLOUR, opacity=0.6).encode(
+        x=x, y=alt.Y("sum(dropped):Q", title="dropped by the challenger"), tooltip=tooltip
+    )
+    agreed = base.mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("agreement:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="agreement"),
+        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=tooltip,
+    )
+    return alt.layer(dropped, agreed).resolve_scale(y="independent").properties(height=260)
+
+
+def accuracy_chart(accuracy: pd.DataFrame) -> alt.Chart:
+    """Live accuracy per window, one line per model (dashed for a shadow challenger)."""
+    frame = accuracy.assign(series=accuracy["model"] + " (" + accuracy["role"] + ")")
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("hoursminutesseconds(time):O", title=None),
+            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+            strokeDash=alt.StrokeDash("role:N", legend=None),
+            tooltip=["time:T", "model:N", "role:N", alt.Tooltip("accuracy:Q", format=".1%"), "labelled:Q"],
         )
         .properties(height=260)
     )

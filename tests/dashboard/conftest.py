@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel
 
-from stream.events import ScoredTweet
+from stream.events import ScoredTweet, SentimentStats
 from stream.settings import KafkaSettings
 
 LABELS = ("negative", "neutral", "positive")
@@ -25,6 +25,7 @@ def scored(
     latency_ms: float = 10.0,
     true_label: str | None = None,
     model: str = "tiny@1",
+    model_version: str = "",
 ) -> ScoredTweet:
     """A `tweets-scored` event as the worker writes it, scored `age_s` seconds ago."""
     rest = (1.0 - score) / (len(LABELS) - 1)
@@ -35,9 +36,29 @@ def scored(
         score=score,
         scores={name: (score if name == label else rest) for name in LABELS},
         model=model,
+        model_version=model_version,
         scored_at=datetime.now(UTC) - timedelta(seconds=age_s),
         latency_ms=latency_ms,
         true_label=true_label,
+    )
+
+
+def stats_window(
+    worker: str, end: datetime, count: int = 0, size_s: float = 10.0, **fields
+) -> SentimentStats:
+    """A `sentiment-stats` window of `worker` ending at `end`, as stream/stats.py publishes it."""
+    return SentimentStats(
+        window_start=end - timedelta(seconds=size_s),
+        window_end=end,
+        worker=worker,
+        count=count,
+        counts={"positive": count} if count else {},
+        mean_score=0.8 if count else 0.0,
+        events_per_s=count / size_s,
+        latency_p50_ms=5.0,
+        latency_p95_ms=8.0,
+        latency_p99_ms=9.0,
+        **fields,
     )
 
 
@@ -63,12 +84,13 @@ def produce(broker_url: str, topic: str, events: list[BaseModel]) -> None:
 
 @pytest.fixture
 def topics(topic_name: str) -> dict[str, str]:
-    """Unique names for the four topics of one test."""
+    """Unique names for the five topics of one test."""
     return {
         "SENTISTREAM_TOPIC": f"{topic_name}-in",
         "SENTISTREAM_SCORED_TOPIC": f"{topic_name}-scored",
         "SENTISTREAM_DLQ_TOPIC": f"{topic_name}-dlq",
         "SENTISTREAM_STATS_TOPIC": f"{topic_name}-stats",
+        "SENTISTREAM_MODELS_TOPIC": f"{topic_name}-models",
     }
 
 
