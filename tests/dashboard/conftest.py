@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import BaseModel
 
+from infra.broker import free_port
 from stream.events import ScoredTweet, SentimentStats
 from stream.settings import KafkaSettings
 
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
+
 LABELS = ("negative", "neutral", "positive")
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
 def scored(
@@ -92,6 +100,31 @@ def topics(topic_name: str) -> dict[str, str]:
         "SENTISTREAM_STATS_TOPIC": f"{topic_name}-stats",
         "SENTISTREAM_MODELS_TOPIC": f"{topic_name}-models",
     }
+
+
+@pytest.fixture
+def app_env(monkeypatch, broker_url, topics):
+    """Point the app at the session broker, this test's topics, and no worker."""
+    monkeypatch.setenv("SENTISTREAM_BROKER", broker_url)
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+    for name, value in topics.items():
+        monkeypatch.setenv(name, value)
+    return topics
+
+
+def run_until(at: AppTest, predicate, timeout: float = 30.0) -> AppTest:
+    """Rerun the page until `predicate(at)` holds (the feed fills in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if predicate(at) or time.monotonic() > deadline:
+            return at
+        time.sleep(0.3)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
 
 
 @pytest.fixture(autouse=True)
