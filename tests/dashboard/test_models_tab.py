@@ -52,6 +52,13 @@ def test_model_filter_lists_the_model_versions_and_narrows_the_live_view(app_env
     counts = frames(at, "model_version")[0].set_index("model_version")["in view"].to_dict()
     assert counts == {OLD: 3, NEW: 2, "unknown": 1}  # the Models tab counts every model
 
+    # A model deployed while someone looks joins the options; the choice made stays.
+    produce(
+        broker_url, app_env["SENTISTREAM_SCORED_TOPIC"], [scored("newest", "positive", model_version="t@3")]
+    )
+    at = run_until(at, lambda at: "t@3" in at.multiselect(key="models").options)
+    assert at.multiselect(key="models").value == [NEW, "unknown"] and "newest" not in in_view_texts(at)
+
 
 def deployment(version: str, history: list[ModelRef] = ()) -> Deployment:
     name = version.split("+")[0]
