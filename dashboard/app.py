@@ -136,7 +136,7 @@ def status_ui(snapshot: Snapshot, kafka: KafkaSettings, settings: DashboardSetti
 def rejections_ui(snapshot: Snapshot) -> None:
     """A banner per rejected deployment that a worker reports in its latest stats window."""
     for reason, workers in lifecycle.rejections(snapshot.stats).items():
-        names = ", ".join(f"`{history.plain_name(w)}`" for w in workers[:5])
+        names = ", ".join(_code(w) for w in workers[:5])
         more = f" and {len(workers) - 5} more" if len(workers) > 5 else ""
         st.warning(
             f"**Worker {names}{more} rejected a model deployment** and keeps serving its current model. "
@@ -306,7 +306,7 @@ def shadow_ui(windows: list[SentimentStats]) -> None:
     confusion = lifecycle.latest_confusion(windows)
     right.caption(
         f"Latest window ({confusion.window_end:%H:%M:%S} UTC): rows are the champion "
-        f"{plain(confusion.champion)}, columns the challenger {plain(confusion.challenger)}"
+        f"{_code(confusion.champion)}, columns the challenger {_code(confusion.challenger)}"
     )
     right.dataframe(confusion.table, use_container_width=True)
 
@@ -326,6 +326,13 @@ def accuracy_ui(windows: list[SentimentStats]) -> None:
         use_container_width=True,
         column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
     )
+
+
+def _code(name: object, limit: int = 80) -> str:
+    """A topic-supplied name (model_version, host:pid) as inline code, kept whole where `plain` would
+    turn its `+` and `:` into spaces: without backticks or line breaks nothing leaves the code span,
+    and nothing inside one is markup or a link."""
+    return "`" + (re.sub(r"[^\w\-.@/:+ ]", "", str(name)[: limit * 4])[:limit] or "?") + "`"
 
 
 def _share(part: int, whole: int) -> str:

@@ -20,6 +20,7 @@ from dashboard.feed import OTHER
 LABEL_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 FALLBACK_COLOURS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 OTHER_COLOUR = "#bdbdbd"
+LEGEND_LABEL_PX = 480  # a model_version (name@version+checksum) is long and must read whole
 # Labels come from the topic: the charts draw the most frequent few, the rest as one "(other)".
 MAX_LABELS = len(LABEL_COLOURS) + len(FALLBACK_COLOURS)
 # Word clouds read the newest rows only and count a bounded vocabulary of bounded words, so a
@@ -95,12 +96,16 @@ def agreement_chart(agreement: pd.DataFrame) -> alt.LayerChart:
     x = alt.X("hoursminutesseconds(time):O", title=None)
     tooltip = ["time:T", "pair:N", alt.Tooltip("agreement:Q", format=".1%"), "compared:Q", "dropped:Q"]
     dropped = base.mark_bar(color=OTHER_COLOUR, opacity=0.6).encode(
-        x=x, y=alt.Y("sum(dropped):Q", title="dropped by the challenger"), tooltip=tooltip
+        x=x,
+        y=alt.Y(
+            "sum(dropped):Q", title="dropped by the challenger", axis=alt.Axis(format="d", tickMinStep=1)
+        ),
+        tooltip=tooltip,
     )
     agreed = base.mark_line(point=True).encode(
         x=x,
         y=alt.Y("agreement:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="agreement"),
-        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom")),
+        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_PX)),
         tooltip=tooltip,
     )
     return alt.layer(dropped, agreed).resolve_scale(y="independent").properties(height=260)
@@ -115,7 +120,9 @@ def accuracy_chart(accuracy: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("hoursminutesseconds(time):O", title=None),
             y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+            color=alt.Color(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_PX)
+            ),
             strokeDash=alt.StrokeDash("role:N", legend=None),
             tooltip=["time:T", "model:N", "role:N", alt.Tooltip("accuracy:Q", format=".1%"), "labelled:Q"],
         )

@@ -181,3 +181,13 @@ def deployment(version: str) -> Deployment:
 @pytest.mark.parametrize("empty", [lifecycle.deployments_frame({}), lifecycle.accuracy_over_time([])])
 def test_empty_inputs_give_empty_frames_with_their_columns(empty):
     assert empty.empty and len(empty.columns) >= 5
+
+
+def test_names_from_the_topics_become_inline_code_that_nothing_escapes():
+    from dashboard.app import _code
+
+    hostile = "w`1:2** [x](javascript:a(1)) <img src=x>\n# h"
+    shown = _code(hostile)
+    assert shown.startswith("`") and shown.endswith("`") and shown.count("`") == 2
+    assert not set(shown) & set("<>[]()*#\n")
+    assert _code(NEW) == f"`{NEW}`" and _code("host-a:11") == "`host-a:11`"  # real names read whole
