@@ -123,7 +123,11 @@ def accuracy_chart(accuracy: pd.DataFrame) -> alt.Chart:
             color=alt.Color(
                 "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_PX)
             ),
-            strokeDash=alt.StrokeDash("role:N", legend=None),
+            strokeDash=alt.StrokeDash(
+                "role:N",
+                legend=None,
+                scale=alt.Scale(domain=["champion", "challenger"], range=[[1, 0], [4, 3]]),
+            ),
             tooltip=["time:T", "model:N", "role:N", alt.Tooltip("accuracy:Q", format=".1%"), "labelled:Q"],
         )
         .properties(height=260)
