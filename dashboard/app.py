@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from importlib.resources import files
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import alerts, charts, explanations, history, scoring, summary
+from dashboard import alerts, charts, explanations, history, lifecycle, scoring, summary
 from dashboard.feed import Feed, Snapshot
 from dashboard.settings import DashboardSettings
 from sentistream.errors import SentistreamError
+from stream.events import SentimentStats
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 DEFAULT_WINDOW = "last 15 minutes"
+MODELS_KEY = "models"  # the model filter's widget key: the word-cloud fragment reads it too
 WORD_CLOUD_REFRESH_S = 10
+MODELS_REFRESH_S = 5.0  # the Models tab: stats windows close every 10 s, deployments are rare
 
 
 @st.cache_resource(show_spinner=False)
@@ -129,6 +133,33 @@ def status_ui(snapshot: Snapshot, kafka: KafkaSettings, settings: DashboardSetti
         )
 
 
+def rejections_ui(snapshot: Snapshot) -> None:
+    """A banner per rejected deployment that a worker reports in its latest stats window."""
+    for reason, workers in lifecycle.rejections(snapshot.stats).items():
+        names = ", ".join(_code(w) for w in workers[:5])
+        more = f" and {len(workers) - 5} more" if len(workers) > 5 else ""
+        st.warning(
+            f"**Worker {names}{more} rejected a model deployment** and keeps serving its current model. "
+            "Fix the bundle and deploy it again (`sentistream deploy BUNDLE`), or roll back "
+            "(`sentistream deploy --rollback`). The worker's reason:",
+            icon="🛑",
+        )
+        st.text(reason[:500])  # the worker's words, shown as text only
+
+
+def model_filter_ui(rows: pd.DataFrame) -> tuple[str, ...]:
+    """The models to show (a multiselect of the model_versions seen; none chosen: every model)."""
+    options = lifecycle.model_options(rows, st.session_state.get(MODELS_KEY, ()))
+    chosen = st.multiselect(
+        "Models",
+        options,
+        key=MODELS_KEY,
+        placeholder="All models",
+        help="model_version of the model that scored each event (unknown: events from before versions)",
+    )
+    return tuple(chosen)
+
+
 def model_ui(snapshot: Snapshot, settings: DashboardSettings) -> None:
     """Which model and backend is scoring (from the worker's /health, else from the events)."""
     health = worker_health(settings.worker_url)
@@ -204,7 +235,9 @@ def live_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings, settings
     snapshot = feed.snapshot()
     alerts.live_banner_ui(kafka)
     status_ui(snapshot, kafka, settings)
+    rejections_ui(snapshot)
     model_ui(snapshot, settings)
+    filters = replace(filters, models=model_filter_ui(snapshot.rows))
     rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
     kpis_ui(summary.compute_kpis(snapshot, rows, filters))
     shown = charts.cap_labels(rows)  # a topic with thousands of labels still draws a few colours
@@ -212,13 +245,108 @@ def live_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings, settings
     latest_ui(rows, sorted(shown["label"].unique()))
 
 
+def models_tab_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings) -> None:
+    """The model lifecycle: deployments, events per model, shadow agreement, live accuracy per model."""
+    snapshot = feed.snapshot()
+    rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
+    windows = lifecycle.recent(snapshot.windows, filters.window_s, snapshot.taken_at)
+    left, right = st.columns(2)
+    with left:
+        deployments_ui(snapshot, kafka)
+    with right:
+        st.subheader("Events per model")
+        counts = lifecycle.events_per_model(windows, rows)
+        if counts.empty:
+            st.caption("Appears once scored events or stats windows arrive.")
+        else:
+            st.dataframe(counts, hide_index=True, use_container_width=True)
+            st.caption("scored: the workers' stats windows in the time window; in view: the events kept here")
+    shadow_ui(windows)
+    accuracy_ui(windows)
+
+
+def deployments_ui(snapshot: Snapshot, kafka: KafkaSettings) -> None:
+    """The current champion and challenger on the control topic (names shown as table cells)."""
+    st.subheader("Deployments")
+    deployed = lifecycle.deployments_frame(snapshot.deployments)
+    if deployed.empty:
+        st.caption(
+            f"Nothing deployed on `{plain(kafka.models_topic)}` yet: workers serve the model they started "
+            "with. `sentistream deploy BUNDLE` ships one into the running stream."
+        )
+        return
+    st.dataframe(
+        deployed,
+        hide_index=True,
+        use_container_width=True,
+        column_config={
+            "earlier": st.column_config.NumberColumn(help="champions `--rollback` can go back to")
+        },
+    )
+
+
+def shadow_ui(windows: list[SentimentStats]) -> None:
+    """Champion/challenger agreement per window, the events the challenger dropped, the latest confusion."""
+    st.subheader("Shadow challenger")
+    agreement = lifecycle.agreement_over_time(windows)
+    if agreement.empty:
+        st.caption(
+            "No challenger is scored in shadow. `sentistream deploy --shadow BUNDLE` scores one beside "
+            "the champion on the same events; `sentistream deploy --promote` makes it the champion."
+        )
+        return
+    latest = agreement[agreement["time"] == agreement["time"].max()]
+    cols = st.columns(4)
+    cols[0].metric("Agreement, latest window", _share(latest["agreed"].sum(), latest["compared"].sum()))
+    cols[1].metric("Agreement, in view", _share(agreement["agreed"].sum(), agreement["compared"].sum()))
+    cols[2].metric("Compared", f"{agreement['compared'].sum():,}")
+    cols[3].metric("Dropped by the challenger", f"{agreement['dropped'].sum():,}")
+    left, right = st.columns(2)
+    left.altair_chart(charts.agreement_chart(agreement), use_container_width=True)
+    confusion = lifecycle.latest_confusion(windows)
+    right.caption(
+        f"Latest window ({confusion.window_end:%H:%M:%S} UTC): rows are the champion "
+        f"{_code(confusion.champion)}, columns the challenger {_code(confusion.challenger)}"
+    )
+    right.dataframe(confusion.table, use_container_width=True)
+
+
+def accuracy_ui(windows: list[SentimentStats]) -> None:
+    """Live accuracy per model over time, from the events that carried a true label."""
+    st.subheader("Live accuracy per model")
+    over_time = lifecycle.accuracy_over_time(windows)
+    if over_time.empty:
+        st.caption("Appears when the replayed events carry a `true_label` (a labelled dataset).")
+        return
+    left, right = st.columns(2)
+    left.altair_chart(charts.accuracy_chart(over_time), use_container_width=True)
+    right.dataframe(
+        lifecycle.accuracy_per_model(over_time),
+        hide_index=True,
+        use_container_width=True,
+        column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
+    )
+
+
+def _code(name: object, limit: int = 80) -> str:
+    """A topic-supplied name (model_version, host:pid) as inline code, kept whole where `plain` would
+    turn its `+` and `:` into spaces: without backticks or line breaks nothing leaves the code span,
+    and nothing inside one is markup or a link."""
+    return "`" + (re.sub(r"[^\w\-.@/:+ ]", "", str(name)[: limit * 4])[:limit] or "?") + "`"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "n/a"
+
+
 @st.cache_data(ttl=WORD_CLOUD_REFRESH_S * 3, max_entries=16, show_spinner=False)
 def word_clouds(
-    feed_key: str, keyword: str, window_s: float | None, refresh: int, _feed: Feed
+    feed_key: str, keyword: str, window_s: float | None, models: tuple[str, ...], refresh: int, _feed: Feed
 ) -> list[tuple[str, object]]:
     """(label, picture) of the most frequent labels: drawn once per `refresh` slot for every viewer."""
     snapshot = _feed.snapshot()
-    rows = summary.filter_rows(snapshot.rows, summary.Filters(keyword, window_s), snapshot.taken_at)
+    filters = summary.Filters(keyword, window_s, models)
+    rows = summary.filter_rows(snapshot.rows, filters, snapshot.taken_at)
     rows = rows.tail(charts.MAX_CLOUD_ROWS)
     labels = rows["label"].value_counts().index[:4].tolist()
     frequencies = charts.word_frequencies_by_label(rows["text"], rows["label"], labels)
@@ -233,7 +361,8 @@ def word_clouds_ui(feed: Feed, feed_key: str, filters: summary.Filters) -> None:
     """One word cloud per label, from the filtered events (refreshed less often: drawing is slow)."""
     st.subheader("Words per label")
     refresh = summary.refresh_slot(WORD_CLOUD_REFRESH_S)
-    clouds = word_clouds(feed_key, filters.keyword, filters.window_s, refresh, feed)
+    models = tuple(st.session_state.get(MODELS_KEY, ()))  # the model filter, set in live_ui
+    clouds = word_clouds(feed_key, filters.keyword, filters.window_s, models, refresh, feed)
     if not clouds:
         st.caption("Word clouds appear once events arrive.")
         return
@@ -328,10 +457,13 @@ def main() -> None:
     feed = get_feed(feed_key, kafka, settings)
     st.title("Sentistream: what the stream is saying")
     filters = filters_ui()
-    live, try_it, past = st.tabs(["Live", "Try it", "History"])
+    live, models, try_it, past = st.tabs(["Live", "Models", "Try it", "History"])
     with live:
         st.fragment(live_ui, run_every=settings.refresh_s)(feed, filters, kafka, settings)
         st.fragment(word_clouds_ui, run_every=WORD_CLOUD_REFRESH_S)(feed, feed_key, filters)
+    with models:
+        models_every = max(settings.refresh_s, MODELS_REFRESH_S)
+        st.fragment(models_tab_ui, run_every=models_every)(feed, filters, kafka)
     with try_it:
         try_text_ui(settings)
         explanations.try_it_ui(settings.worker_url, local_engine)

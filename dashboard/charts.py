@@ -1,4 +1,5 @@
-"""Figures from summary frames: label shares over time, confidence histogram, word clouds.
+"""Figures from summary frames: label shares over time, confidence histogram, word clouds, and the
+model lifecycle (shadow agreement, live accuracy per model).
 
 Tweet text never reaches a chart as markup: the altair charts show labels and numbers only, and
 word clouds are pictures.
@@ -19,6 +20,7 @@ from dashboard.feed import OTHER
 LABEL_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 FALLBACK_COLOURS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 OTHER_COLOUR = "#bdbdbd"
+LEGEND_LABEL_PX = 480  # a model_version (name@version+checksum) is long and must read whole
 # Labels come from the topic: the charts draw the most frequent few, the rest as one "(other)".
 MAX_LABELS = len(LABEL_COLOURS) + len(FALLBACK_COLOURS)
 # Word clouds read the newest rows only and count a bounded vocabulary of bounded words, so a
@@ -82,6 +84,51 @@ def confidence_chart(rows: pd.DataFrame) -> alt.Chart:
             y=alt.Y("count():Q", title="events"),
             color=alt.Color("label:N", scale=_colour_scale(rows["label"])),
             tooltip=["label:N", "count():Q"],
+        )
+        .properties(height=260)
+    )
+
+
+def agreement_chart(agreement: pd.DataFrame) -> alt.LayerChart:
+    """Champion/challenger agreement per window (line, left axis) over the events the challenger
+    dropped (bars, right axis); names and numbers only."""
+    base = alt.Chart(agreement.assign(pair=agreement["champion"] + " vs " + agreement["challenger"]))
+    x = alt.X("hoursminutesseconds(time):O", title=None)
+    tooltip = ["time:T", "pair:N", alt.Tooltip("agreement:Q", format=".1%"), "compared:Q", "dropped:Q"]
+    dropped = base.mark_bar(color=OTHER_COLOUR, opacity=0.6).encode(
+        x=x,
+        y=alt.Y(
+            "sum(dropped):Q", title="dropped by the challenger", axis=alt.Axis(format="d", tickMinStep=1)
+        ),
+        tooltip=tooltip,
+    )
+    agreed = base.mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("agreement:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="agreement"),
+        color=alt.Color("pair:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_PX)),
+        tooltip=tooltip,
+    )
+    return alt.layer(dropped, agreed).resolve_scale(y="independent").properties(height=260)
+
+
+def accuracy_chart(accuracy: pd.DataFrame) -> alt.Chart:
+    """Live accuracy per window, one line per model (dashed for a shadow challenger)."""
+    frame = accuracy.assign(series=accuracy["model"] + " (" + accuracy["role"] + ")")
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("hoursminutesseconds(time):O", title=None),
+            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.Color(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_PX)
+            ),
+            strokeDash=alt.StrokeDash(
+                "role:N",
+                legend=None,
+                scale=alt.Scale(domain=["champion", "challenger"], range=[[1, 0], [4, 3]]),
+            ),
+            tooltip=["time:T", "model:N", "role:N", alt.Tooltip("accuracy:Q", format=".1%"), "labelled:Q"],
         )
         .properties(height=260)
     )

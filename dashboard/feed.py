@@ -2,8 +2,10 @@
 
 One `Feed` runs per server process (the app caches it with `st.cache_resource`). A daemon thread
 runs its own asyncio loop with aiokafka, reading `tweets-scored`, `tweets-dlq` and
-`sentiment-stats` from the end minus a bounded backlog. Scored events go into a ring buffer
-(`deque(maxlen=...)`) and into running aggregates, so memory stays flat however long it runs.
+`sentiment-stats` from the end minus a bounded backlog, and the compacted `sentistream-models`
+control topic from its beginning (its current champion and challenger). Scored events and stats
+windows go into ring buffers (`deque(maxlen=...)`) and into running aggregates, so memory stays
+flat however long it runs.
 Page renders take `snapshot()`s; they never touch the consumer. Everything but the thread is plain
 logic, testable without Kafka or Streamlit (`ingest_*` is the path the consumer thread takes).
 """
@@ -23,6 +25,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dashboard.settings import DashboardSettings
+from stream.deployments import Deployment, apply
 from stream.events import DeadLetter, ScoredTweet, SentimentStats
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
@@ -36,6 +39,7 @@ State = Literal["connecting", "unreachable", "connected", "lost"]
 MAX_DISTINCT = 64
 OTHER = "(other)"
 DEFAULT_GROUP_ID = ConsumerGroupSettings.model_fields["group_id"].default
+UNKNOWN_MODEL = "unknown"  # the model_version of events written before versions existed
 
 
 class Row(NamedTuple):
@@ -47,6 +51,7 @@ class Row(NamedTuple):
     label: str
     score: float
     model: str
+    model_version: str  # UNKNOWN_MODEL for events written before versions existed
     scored_at: float  # epoch seconds
     latency_ms: float
     true_label: str | None
@@ -87,9 +92,11 @@ class Snapshot:
     rows: pd.DataFrame
     totals: Totals
     connection: Connection
-    stats: dict[str, SentimentStats]
+    stats: dict[str, SentimentStats]  # the latest window of each worker
     lag: int | None
     taken_at: float
+    windows: tuple[SentimentStats, ...] = ()  # the last `stats_windows` windows, oldest first
+    deployments: dict[str, Deployment] = field(default_factory=dict)  # role -> current deployment
 
 
 class Feed:
@@ -107,6 +114,8 @@ class Feed:
         self._models: Counter[str] = Counter()
         self._totals = Totals()
         self._stats: dict[str, SentimentStats] = {}
+        self._windows: deque[SentimentStats] = deque(maxlen=settings.stats_windows)
+        self._deployments: dict[str, Deployment] = {}
         self._lag: int | None = None
         self._connection = Connection("connecting", kafka.bootstrap)
         self._stop = threading.Event()
@@ -141,19 +150,34 @@ class Feed:
         return True
 
     def ingest_stats(self, raw: bytes) -> bool:
-        """Keep the latest `sentiment-stats` window of each worker."""
+        """Keep one `sentiment-stats` window: the latest of each worker, and the last few of all."""
         stats = self._parse(SentimentStats, raw)
         if stats is None:
             return False
         with self._lock:
+            self._windows.append(stats)
             self._stats[stats.worker] = stats
             if len(self._stats) > MAX_DISTINCT:  # workers come and go: forget the stalest
                 stalest = min(self._stats, key=lambda w: self._stats[w].window_end)
                 del self._stats[stalest]
         return True
 
-    def ingest(self, topic: str, raw: bytes | None, received_at: float | None = None) -> bool:
+    def ingest_deployment(self, key: bytes | None, raw: bytes | None, offset: int) -> bool:
+        """Fold one control-topic record into the current deployments (None: the role is cleared)."""
+        with self._lock:  # `apply` logs and skips a record that is not a deployment, as workers do
+            return apply(self._deployments, key, raw, offset) is not None
+
+    def ingest(
+        self,
+        topic: str,
+        raw: bytes | None,
+        received_at: float | None = None,
+        key: bytes | None = None,
+        offset: int = -1,
+    ) -> bool:
         """Route one message by its topic to the matching `ingest_*`."""
+        if topic == self.kafka.models_topic:  # checked first: a null value there is a valid tombstone
+            return self.ingest_deployment(key, raw, offset)
         if raw is None:
             self._count_malformed()
             return False
@@ -169,8 +193,9 @@ class Feed:
             rows = list(self._rows)
             totals = replace(self._totals, labels=dict(self._labels), models=dict(self._models))
             stats, lag, connection = dict(self._stats), self._lag, self._connection
+            windows, deployments = tuple(self._windows), dict(self._deployments)
         frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
-        return Snapshot(frame, totals, connection, stats, lag, time.time())
+        return Snapshot(frame, totals, connection, stats, lag, time.time(), windows, deployments)
 
     def _row(self, event: ScoredTweet, received_at: float) -> Row:
         cap = self.settings.max_text_chars
@@ -182,6 +207,7 @@ class Feed:
             label=event.label[:50],
             score=event.score,
             model=event.model[:200],
+            model_version=event.model_version[:200] or UNKNOWN_MODEL,
             scored_at=event.scored_at.timestamp(),
             latency_ms=event.latency_ms,
             true_label=event.true_label[:50] if event.true_label else None,
@@ -246,7 +272,12 @@ class KafkaReader:
         self.feed = feed
         self.kafka = feed.kafka
         self.settings = feed.settings
-        self.topics = (self.kafka.scored_topic, self.kafka.dlq_topic, self.kafka.stats_topic)
+        self.topics = (
+            self.kafka.scored_topic,
+            self.kafka.dlq_topic,
+            self.kafka.stats_topic,
+            self.kafka.models_topic,
+        )
         # next offset per (topic, partition): a reconnect resumes here instead of re-reading history
         self.positions: dict[tuple[str, int], int] = {}
         self.assigned: set[tuple[str, int]] = set()
@@ -306,7 +337,7 @@ class KafkaReader:
             now = time.time()
             for tp, records in batches.items():
                 for record in records:
-                    self.feed.ingest(tp.topic, record.value, now)
+                    self.feed.ingest(tp.topic, record.value, now, record.key, record.offset)
                 self.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
 
     async def _housekeeping(self, consumer) -> None:
@@ -338,14 +369,18 @@ class KafkaReader:
         self.assigned = found
 
     async def _seek(self, consumer, tps) -> None:
-        """Resume where this feed left off, else start `backlog` events before the end."""
+        """Resume where this feed left off, else start `backlog` events before the end (the compacted
+        control topic: at its beginning, since its current state is every role's newest record)."""
         fresh = [tp for tp in tps if (tp.topic, tp.partition) not in self.positions]
         ends = await consumer.end_offsets(fresh) if fresh else {}
         starts = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in tps:
             known = self.positions.get((tp.topic, tp.partition))
-            offset = known if known is not None else max(starts[tp], ends[tp] - self.settings.backlog)
-            consumer.seek(tp, offset)
+            if known is None and tp.topic == self.kafka.models_topic:
+                known = starts[tp]
+            elif known is None:
+                known = max(starts[tp], ends[tp] - self.settings.backlog)
+            consumer.seek(tp, known)
 
     async def _worker_lag(self, consumer) -> int | None:
         """Messages on the input topic the workers' consumer group has not committed yet."""

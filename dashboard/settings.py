@@ -27,6 +27,12 @@ class DashboardSettings(BaseSettings):
     backlog: int = Field(
         default=2_000, ge=0, description="events per partition read back from history when starting"
     )
+    stats_windows: int = Field(
+        default=2_000,
+        ge=10,
+        le=100_000,
+        description="sentiment-stats windows kept in memory, for the model charts over time",
+    )
     refresh_s: float = Field(default=1.0, gt=0, description="seconds between live refreshes of the page")
     retry_s: float = Field(default=2.0, gt=0, description="seconds between attempts to reach the broker")
     upload_limit_mb: int = Field(default=10, ge=1, le=200, description="largest CSV upload, in MB")

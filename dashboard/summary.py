@@ -26,15 +26,16 @@ RATE_WINDOW_S = 10.0  # events/s is measured over the last few seconds of scorin
 
 @dataclass(frozen=True)
 class Filters:
-    """The keyword or hashtag and the time window that every part of the page applies."""
+    """The keyword or hashtag, the time window and the models that every part of the page applies."""
 
     keyword: str = ""
     window_s: float | None = None
+    models: tuple[str, ...] = ()  # model_versions to show; empty: every model
 
     @property
     def active(self) -> bool:
         """True when any filter narrows the view."""
-        return bool(self.keyword.strip()) or self.window_s is not None
+        return bool(self.keyword.strip()) or self.window_s is not None or bool(self.models)
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,13 @@ class Kpis:
 
 
 def filter_rows(rows: pd.DataFrame, filters: Filters, now: float) -> pd.DataFrame:
-    """The rows inside the time window that contain the keyword (a #hashtag matches whole tags)."""
+    """The rows inside the time window, scored by the chosen models, that contain the keyword
+    (a #hashtag matches whole tags)."""
     out = rows
     if filters.window_s is not None:
         out = out[out["scored_at"] >= now - filters.window_s]
+    if filters.models:
+        out = out[out["model_version"].isin(filters.models)]
     keyword = filters.keyword.strip()
     if keyword:
         out = out[out["text"].str.contains(_keyword_pattern(keyword), regex=True, na=False)]

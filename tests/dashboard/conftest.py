@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import BaseModel
 
-from stream.events import ScoredTweet
+from infra.broker import free_port
+from stream.events import ScoredTweet, SentimentStats
 from stream.settings import KafkaSettings
 
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
+
 LABELS = ("negative", "neutral", "positive")
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
 def scored(
@@ -25,6 +33,7 @@ def scored(
     latency_ms: float = 10.0,
     true_label: str | None = None,
     model: str = "tiny@1",
+    model_version: str = "",
 ) -> ScoredTweet:
     """A `tweets-scored` event as the worker writes it, scored `age_s` seconds ago."""
     rest = (1.0 - score) / (len(LABELS) - 1)
@@ -35,9 +44,29 @@ def scored(
         score=score,
         scores={name: (score if name == label else rest) for name in LABELS},
         model=model,
+        model_version=model_version,
         scored_at=datetime.now(UTC) - timedelta(seconds=age_s),
         latency_ms=latency_ms,
         true_label=true_label,
+    )
+
+
+def stats_window(
+    worker: str, end: datetime, count: int = 0, size_s: float = 10.0, **fields
+) -> SentimentStats:
+    """A `sentiment-stats` window of `worker` ending at `end`, as stream/stats.py publishes it."""
+    return SentimentStats(
+        window_start=end - timedelta(seconds=size_s),
+        window_end=end,
+        worker=worker,
+        count=count,
+        counts={"positive": count} if count else {},
+        mean_score=0.8 if count else 0.0,
+        events_per_s=count / size_s,
+        latency_p50_ms=5.0,
+        latency_p95_ms=8.0,
+        latency_p99_ms=9.0,
+        **fields,
     )
 
 
@@ -63,13 +92,39 @@ def produce(broker_url: str, topic: str, events: list[BaseModel]) -> None:
 
 @pytest.fixture
 def topics(topic_name: str) -> dict[str, str]:
-    """Unique names for the four topics of one test."""
+    """Unique names for the five topics of one test."""
     return {
         "SENTISTREAM_TOPIC": f"{topic_name}-in",
         "SENTISTREAM_SCORED_TOPIC": f"{topic_name}-scored",
         "SENTISTREAM_DLQ_TOPIC": f"{topic_name}-dlq",
         "SENTISTREAM_STATS_TOPIC": f"{topic_name}-stats",
+        "SENTISTREAM_MODELS_TOPIC": f"{topic_name}-models",
     }
+
+
+@pytest.fixture
+def app_env(monkeypatch, broker_url, topics):
+    """Point the app at the session broker, this test's topics, and no worker."""
+    monkeypatch.setenv("SENTISTREAM_BROKER", broker_url)
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+    for name, value in topics.items():
+        monkeypatch.setenv(name, value)
+    return topics
+
+
+def run_until(at: AppTest, predicate, timeout: float = 30.0) -> AppTest:
+    """Rerun the page until `predicate(at)` holds (the feed fills in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if predicate(at) or time.monotonic() > deadline:
+            return at
+        time.sleep(0.3)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
 
 
 @pytest.fixture(autouse=True)

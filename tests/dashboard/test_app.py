@@ -3,50 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from pathlib import Path
 
 import orjson
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.app import plain
 from infra.broker import free_port
 from stream.events import DeadLetter, Tweet
-from tests.dashboard.conftest import TcpProxy, produce, scored
+from tests.dashboard.conftest import APP, TcpProxy, metrics, produce, run_until, scored
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAYLOADS = [
     "<script>window.__xss = 1</script> hello",
     '<img src=x onerror="window.__xss = 1"> look',
     "[click me](javascript:alert(1)) **bold** _it_",
 ]
-
-
-@pytest.fixture
-def app_env(monkeypatch, broker_url, topics):
-    """Point the app at the session broker, this test's topics, and no worker."""
-    monkeypatch.setenv("SENTISTREAM_BROKER", broker_url)
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
-    for name, value in topics.items():
-        monkeypatch.setenv(name, value)
-    return topics
-
-
-def run_until(at: AppTest, predicate, timeout: float = 30.0) -> AppTest:
-    """Rerun the page until `predicate(at)` holds (the feed fills in the background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        if predicate(at) or time.monotonic() > deadline:
-            return at
-        time.sleep(0.3)
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
 
 
 def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch):
@@ -244,7 +215,8 @@ def test_hostile_labels_and_model_names_reach_the_page_only_as_plain_names(app_e
     at = run_until(AppTest.from_file(APP, default_timeout=30), lambda at: metrics(at)["Total scored"] == "4")
     assert not at.exception
     shown = [m.label.removeprefix("Share ") for m in at.metric if m.label.startswith("Share ")]
-    shown += [c.value for c in at.caption if c.value not in ("positive",) and "**" not in c.value]
+    live = at.tabs[0]  # the word clouds' captions are label names; the Models tab's are sentences
+    shown += [c.value for c in live.caption if c.value not in ("positive",) and "**" not in c.value]
     caption = next(c.value for c in at.caption if c.value.startswith("Events scored by"))
     shown.append(caption.split("**")[1])
     assert plain(HOSTILE_LABEL) in shown and plain(HOSTILE_MODEL)[:40] in caption

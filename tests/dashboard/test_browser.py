@@ -178,3 +178,64 @@ DRAWN_MARKS = """
 return [...arguments[0].querySelectorAll('g.role-mark path')]
   .filter(p => { const b = p.getBBox(); return b.width > 0 && b.height > 0; }).length;
 """
+
+
+def test_models_tab_draws_agreement_and_accuracy_charts(browser, dashboard_url, broker_url, topics, tmp_path):
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    from stream.deployments import Deployment, publish
+    from stream.events import ModelAccuracy, ShadowStats
+    from stream.settings import KafkaSettings
+    from tests.dashboard.conftest import stats_window
+
+    old, new, now = "tiny@1+aaaaaaaaaaaa", "tiny@2+bbbbbbbbbbbb", datetime.now(UTC).replace(microsecond=0)
+    windows = []
+    for i in range(6):
+        confusion = {"positive": {"positive": 6 + i % 2, "negative": 2}, "negative": {"negative": 4}}
+        shadow = ShadowStats(
+            champion=old, challenger=new, compared=12 + i % 2, agreed=10 + i % 2, dropped=i % 3,
+            confusion=confusion, challenger_accuracy=ModelAccuracy(labelled=12, correct=9 + i % 3),
+        )  # fmt: skip
+        accuracy = {old: ModelAccuracy(labelled=12, correct=8 + i % 2)}
+        end = now - timedelta(seconds=10 * (6 - i))
+        windows.append(
+            stats_window("host-a:1", end, 12, by_model={old: 12}, accuracy=accuracy, shadow=shadow)
+        )
+    produce(broker_url, topics["SENTISTREAM_STATS_TOPIC"], windows)
+    kafka = KafkaSettings(broker=broker_url, models_topic=topics["SENTISTREAM_MODELS_TOPIC"])
+    champion = Deployment(
+        uri="/bundles/tiny-1", model="tiny@1", model_version=old, checksum="a" * 64,
+        deployed_by="ana@host", deployed_at=now,
+    )  # fmt: skip
+    asyncio.run(publish(kafka, "champion", champion))
+
+    browser.get(dashboard_url)
+    tab = wait_until(
+        lambda: next(t for t in browser.find_elements(By.CSS_SELECTOR, '[role="tab"]') if "Models" in t.text),
+        60,
+        "the Models tab",
+    )
+    tab.click()
+    wait_until(lambda: _metric(browser, "Compared") == "75", 60, "the shadow figures")
+    wait_until(lambda: len([c for c in _charts(browser) if c.is_displayed()]) >= 2, 30, "both model charts")
+    time.sleep(2)
+    shot = tmp_path / "models.png"
+    browser.save_screenshot(str(shot))
+    (REPO / "out" / "screenshots").mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, REPO / "out" / "screenshots" / "dashboard-models.png")
+
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    for chart in [c for c in _charts(browser) if c.is_displayed()]:
+        assert browser.execute_script(DRAWN_MARKS_ANY, chart) > 0, "a model chart rendered empty"
+    cells = browser.execute_script("return [...document.querySelectorAll('td')].map(td => td.textContent)")
+    assert "ana@host" in cells
+
+
+# Data marks of any kind (lines, points, bars) drawn with a visible size.
+DRAWN_MARKS_ANY = """
+return [...arguments[0].querySelectorAll('g.role-mark path, g.role-mark circle')]
+  .filter(p => { const b = p.getBBox(); return b.width > 0 || b.height > 0; }).length;
+"""
