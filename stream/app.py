@@ -42,13 +42,15 @@ def create_app(
     max_message_bytes: int | None = None,
     deployment: Deployment | None = None,
     model_settings: ModelSettings | None = None,
+    model_path: str | None = None,
 ):
     """A faust.App wired to score `kafka.topic` with `engine`; returns (app, scorer).
 
     `datadir` is Faust's scratch directory (the worker keeps no state there; a temporary one will do).
     `max_message_bytes` is the largest output the topics take (default: the setting).
     `deployment` is the control-topic record `engine` was loaded from (None: the worker's --model);
-    `model_settings` is how deployed bundles are loaded (None: this worker never swaps models).
+    `model_settings` is how deployed bundles are loaded (None: this worker never swaps models);
+    `model_path` is the local directory `engine` was loaded from (default: model_settings.model).
     """
     import faust
 
@@ -58,7 +60,7 @@ def create_app(
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))
     limit = min(max_message_bytes or settings.max_message_bytes, settings.max_message_bytes)
     cache = settings.model_cache_dir.expanduser()
-    models = ServingModels(engine, metrics, stats, deployment, model_settings, cache)
+    models = ServingModels(engine, metrics, stats, deployment, model_settings, cache, model_path)
     scorer = Scorer(app, kafka, settings, engine, metrics, stats, max_message_bytes=limit, models=models)
     app.agent(declare_topics(app, kafka, settings), name="score-tweets", concurrency=1)(scorer.consume)
     _track_assignment(app, scorer)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if topics.created:
         log.info("created topics %s", topics.created)
     deployments, follow_from = asyncio.run(_deployments(kafka, settings))
-    engine, deployment, rejected = _champion(deployments.get("champion"), model_settings, settings)
+    engine, deployment, path, rejected = _champion(deployments.get("champion"), model_settings, settings)
     shadow = _shadow(settings, model_settings)
 
     from stream.app import create_app, follow_deployments
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
         app, scorer = create_app(
-            kafka, settings, engine, Path(datadir), topics.max_message_bytes, deployment, model_settings
+            kafka, settings, engine, Path(datadir), topics.max_message_bytes, deployment, model_settings, path
         )
         models = scorer.models
         if rejected is not None:
@@ -86,7 +86,8 @@ async def _deployments(kafka, settings) -> tuple[dict, int | None]:
 
 
 def _champion(deployment, model_settings, settings):
-    """(engine, the deployment it serves or None, (deployment, reason) when it was rejected or None).
+    """(engine, the deployment it serves or None, its local path, (deployment, reason) when it was
+    rejected or None).
 
     A worker that starts after a deploy serves the deployed bundle from its first event; when that
     bundle cannot be served here, --model serves and the rejection is reported.
@@ -100,11 +101,11 @@ def _champion(deployment, model_settings, settings):
             log.info(
                 "serving the deployed model %s (deployed by %s)", engine.model_version, deployment.deployed_by
             )
-            return engine, deployment, None
+            return engine, deployment, str(path), None
         except DeploymentError as exc:
             log.error("cannot serve the deployed model %s: %s; serving --model instead", deployment.uri, exc)
-            return load_engine(model_settings), None, (deployment, str(exc))
-    return load_engine(model_settings), None, None
+            return load_engine(model_settings), None, model_settings.model, (deployment, str(exc))
+    return load_engine(model_settings), None, model_settings.model, None
 
 
 def _shadow(settings, model_settings):

@@ -24,23 +24,28 @@ MAX_WAITING = 4  # requests beyond this many in flight get 429 at once
 class ExplainService:
     """Loads the explainer on first use and runs every explanation on its own thread."""
 
-    def __init__(self, engine, model_settings, settings: ExplainSettings | None = None) -> None:
+    def __init__(self, engine, model_settings, settings: ExplainSettings | None = None, current=None) -> None:
         # `engine`: the worker's, read only for its backend and device; never called from here.
+        # `current()`: (engine, model path) serving now, when deployments can change it.
         self.engine, self.model_settings = engine, model_settings
+        self.current = current or (lambda: (engine, model_settings.model))
         self.settings = settings or ExplainSettings()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.explainer: Explainer | None = None
         self.in_flight = 0
 
     def _load(self) -> Explainer:
+        engine, model = self.current()
+        if self.explainer is not None and engine is not self.engine:  # a deployment swapped the model
+            self.explainer.close()
+            self.explainer = None
         if self.explainer is None:
-            own = self.engine
-            if self.engine.backend != "torch":
-                own = (
-                    self.model_settings.load_engine()
-                )  # occlusion calls it: a second engine, not the stream's
-            self.explainer = explainer_for(own, self.model_settings.model, self.settings)
-            log.info("explanations by %s for %s", self.explainer.method, self.engine.name)
+            self.engine = own = engine
+            settings = self.model_settings.model_copy(update={"model": model})
+            if engine.backend != "torch":
+                own = settings.load_engine()  # occlusion calls it: a second engine, not the stream's
+            self.explainer = explainer_for(own, model, self.settings)
+            log.info("explanations by %s for %s", self.explainer.method, engine.name)
         return self.explainer
 
     def _explain(self, texts: list[str]) -> dict:
@@ -75,7 +80,10 @@ def register_explain_view(
     """Add POST /explain to `app` (a faust.App) next to /predict."""
     from faust.web import View
 
-    service = ExplainService(scorer.engine, model_settings, settings)
+    models = scorer.models
+    service = ExplainService(
+        scorer.engine, model_settings, settings, current=lambda: (models.engine, models.model_path)
+    )
     limit, timeout_s = scorer.settings.max_predict_bytes, scorer.settings.predict_read_timeout_s
 
     @app.page("/explain")

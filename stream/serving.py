@@ -44,6 +44,7 @@ class Loaded:
 
     engine: Engine
     deployment: Deployment
+    path: str
     load_s: float
 
 
@@ -58,10 +59,13 @@ class ServingModels:
         deployment: Deployment | None = None,
         model_settings: ModelSettings | None = None,
         cache_dir: Path | None = None,
+        model_path: str | None = None,
     ) -> None:
         self.engine, self.deployment = engine, deployment
         self.metrics, self.stats = metrics, stats
         self.model_settings, self.cache_dir = model_settings, cache_dir
+        # The serving bundle's local directory (/explain loads it too); None: VADER.
+        self.model_path = model_path if model_path is not None else (model_settings and model_settings.model)
         self.shadow: Shadow | None = None
         self.rejected: dict | None = None
         self.swaps = 0
@@ -101,6 +105,7 @@ class ServingModels:
 
     def _switch(self, loaded: Loaded) -> None:
         old, self.engine, self.deployment = self.engine, loaded.engine, loaded.deployment
+        self.model_path = loaded.path
         self.swaps += 1
         since = (datetime.now(UTC) - loaded.deployment.deployed_at).total_seconds()
         self.metrics.model_swaps.inc()
@@ -144,7 +149,7 @@ class ServingModels:
             engine.close()
             return
         with self._lock:
-            self._ready[role] = Loaded(engine, deployment, time.monotonic() - began)
+            self._ready[role] = Loaded(engine, deployment, str(path), time.monotonic() - began)
 
     def start_shadow(self, engine: Engine) -> None:
         """Shadow-score with `engine` (the worker's --shadow) from the next batch on."""

@@ -388,3 +388,21 @@ def test_a_rejected_deployment_leaves_the_serving_engine_and_says_why(bundle: Pa
     (window,) = models.stats.close_all()
     assert window.model_error and "does not load" in window.model_error
     models.close()
+
+
+async def test_explain_follows_the_model_a_deployment_swapped_in(bundle: Path, tmp_path: Path) -> None:
+    from model.settings import ModelSettings
+    from stream.explain_view import ExplainService
+
+    models = serving(tmp_path)
+    service = ExplainService(
+        models.engine, ModelSettings(backend="vader"), current=lambda: (models.engine, models.model_path)
+    )
+    before = await service.answer(orjson.dumps({"texts": ["what a lovely day"]}))
+    models.offer("champion", record(bundle, checksum(bundle)))
+    models._loader.shutdown(wait=True)
+    models.take()
+    after = await service.answer(orjson.dumps({"texts": ["what a lovely day"]}))
+    assert (before["model"], after["model"]) == (VADER, models.engine.name) and after["model"] != VADER
+    service.close()
+    models.close()
