@@ -34,11 +34,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.stream_throughput import default_model, load_texts, messages, rate_from_scored  # noqa: E402
-from infra.broker import BrokerSettings, LocalBroker, free_port  # noqa: E402
-from stream.deployments import read_deployments  # noqa: E402
-from stream.settings import KafkaSettings  # noqa: E402
-from tests.stream.worker_process import (  # noqa: E402
+from benchmarks.stream_throughput import default_model, load_texts, messages, rate_from_scored
+from infra.broker import BrokerSettings, LocalBroker, free_port
+from stream.deployments import read_deployments
+from stream.settings import KafkaSettings
+from tests.stream.worker_process import (
     SENTISTREAM,
     Topics,
     WorkerProcess,
@@ -57,13 +57,16 @@ def metric(worker: WorkerProcess, name: str) -> float:
 
 
 def swap_time(url: str, texts: list[str], model: str, log_dir: Path, rate: float) -> dict:
-    """(1): deploy into a running worker under a paced stream."""
+    """(1): deploy into a running worker under a paced stream, which runs until the worker switched."""
     topics = Topics()
     create_topics(url, [topics.tweets], PARTITIONS)
     worker = WorkerProcess(url, topics, log_dir, name="swap").start()
+    stop, sent = threading.Event(), []
     try:
         worker.wait_ready(180)
-        feeder = threading.Thread(target=_paced, args=(url, topics.tweets, texts, rate), daemon=True)
+        feeder = threading.Thread(
+            target=_paced, args=(url, topics.tweets, texts, rate, stop, sent), daemon=True
+        )
         feeder.start()
         time.sleep(3)  # traffic flowing before the deploy
         began = time.monotonic()
@@ -72,33 +75,47 @@ def swap_time(url: str, texts: list[str], model: str, log_dir: Path, rate: float
         deploy_s = time.monotonic() - began
         if done.returncode != 0:
             raise SystemExit(f"deploy failed: {done.stderr}")
+        while metric(worker, "sentistream_model_swaps_total") < 1:
+            time.sleep(0.5)
+        time.sleep(3)  # some traffic after the switch
+        stop.set()
         feeder.join()
-        records = read_topic(url, topics.scored, len(texts), timeout=900, idle_s=2)
+        records = read_topic(url, topics.scored, len(sent), timeout=900, idle_s=2)
         swap_s = metric(worker, "sentistream_model_swap_seconds")
     finally:
+        stop.set()
         worker.stop()
     kafka = KafkaSettings(broker=url, models_topic=topics.models)
     deployment = asyncio.run(read_deployments(kafka))[0]["champion"]
-    first_new = min(
-        r.timestamp / 1000.0 for r in records if orjson.loads(r.value)["model_version"] == deployment.model_version
-    )
+    events = [orjson.loads(r.value) for r in records]
+    stamps = [
+        r.timestamp / 1000.0
+        for r, e in zip(records, events, strict=True)
+        if e["model_version"] == deployment.model_version
+    ]
     return {
         "model": deployment.model_version,
         "stream_rate_per_s": rate,
         "deploy_command_s": round(deploy_s, 2),
-        "record_to_first_new_event_s": round(first_new - deployment.deployed_at.timestamp(), 2),
+        "record_to_first_new_event_s": round(min(stamps) - deployment.deployed_at.timestamp(), 2),
         "worker_swap_metric_s": round(swap_s, 2),
         "events": len(records),
-        "lost": len(texts) - len({orjson.loads(r.value)["id"] for r in records}),
+        "lost": len(set(sent) - {e["id"] for e in events}),
     }
 
 
-def _paced(url: str, topic: str, texts: list[str], rate: float) -> None:
-    batch = max(1, int(rate / 10))
-    msgs = messages(texts, "s")
-    for i in range(0, len(msgs), batch):
+def _paced(url: str, topic: str, texts: list[str], rate: float, stop: threading.Event, sent: list) -> None:
+    """Send `rate` messages a second, cycling through `texts`, until `stop`; their ids go to `sent`."""
+    batch, n = max(1, int(rate / 10)), 0
+    while not stop.is_set():
         began = time.monotonic()
-        produce(url, topic, msgs[i : i + batch])
+        chunk = [texts[(n + i) % len(texts)] for i in range(batch)]
+        msgs = [
+            (f"s{n + i}".encode(), orjson.dumps({"id": f"s{n + i}", "text": t})) for i, t in enumerate(chunk)
+        ]
+        produce(url, topic, msgs)
+        sent.extend(f"s{n + i}" for i in range(batch))
+        n += batch
         time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
 
 
@@ -127,7 +144,6 @@ def drain(url: str, texts: list[str], flags: list[str], log_dir: Path, name: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="backlog for (2)")
-    parser.add_argument("--swap-events", type=int, default=6_000, help="paced stream for (1)")
     parser.add_argument("--rate", type=float, default=500.0, help="events/s of the stream in (1)")
     parser.add_argument("--model", default=default_model(), help="bundle or HF directory deployed / shadowed")
     args = parser.parse_args()
@@ -140,7 +156,7 @@ def main() -> None:
         broker.start()
         try:
             out: dict = {"machine": f"{os.cpu_count()}-core CPU, no GPU ({platform.machine()})"}
-            out["swap"] = swap_time(broker.url, texts[: args.swap_events], args.model, Path(tmp), args.rate)
+            out["swap"] = swap_time(broker.url, texts[:2000], args.model, Path(tmp), args.rate)
             print("(1)", out["swap"], flush=True)
             out["without_shadow"] = drain(broker.url, texts, [], Path(tmp), "plain")
             out["with_shadow"] = drain(broker.url, texts, ["--shadow", args.model], Path(tmp), "shadow")
