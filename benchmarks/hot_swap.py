@@ -52,7 +52,9 @@ PARTITIONS = 4
 
 
 def metric(worker: WorkerProcess, name: str) -> float:
-    text = requests.get(worker.url + "/metrics", timeout=5).text
+    # Generous: while a model loads on the worker's loader thread (torch's import holds the GIL), the
+    # event loop answers slower on a loaded box.
+    text = requests.get(worker.url + "/metrics", timeout=60).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 

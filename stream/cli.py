@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(WorkerSettings, args)
     model_settings = settings_from_args(ModelSettings, args)
+    check_model(model_settings)  # a broken --model fails in a second, before Kafka is touched
     topics = asyncio.run(_ensure_topics(kafka, settings))
     if topics.created:
         log.info("created topics %s", topics.created)
@@ -113,6 +114,22 @@ def _shadow(settings, model_settings):
     if not settings.shadow:
         return None
     return load_engine(model_settings.model_copy(update={"model": settings.shadow, "backend": "auto"}))
+
+
+def check_model(model_settings) -> None:
+    """One line saying why --model cannot serve, from its files alone (no weights loaded)."""
+    if not model_settings.model or model_settings.backend in ("vader", "constant"):
+        return
+    from model.bundle import load_bundle
+
+    try:
+        load_bundle(model_settings.model)
+    except SentistreamError:
+        raise
+    except Exception as exc:  # unreadable config, wrong label count, missing files: one line
+        raise SentistreamError(
+            f"cannot load the model {model_settings.model!r}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def load_engine(model_settings):  # -> model.engines.Engine

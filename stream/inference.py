@@ -8,7 +8,9 @@ wait behind it: a stream batch waits for at most the one job already running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import queue
 import threading
 import time
@@ -22,7 +24,9 @@ STREAM, WEB = 0, 1  # priorities: lower runs first
 class InferenceThread:
     """Runs submitted calls one at a time on a single thread, lowest priority value first."""
 
-    def __init__(self, name: str = "inference") -> None:
+    def __init__(self, name: str = "inference", nice: int = 0) -> None:
+        """`nice` > 0 lowers this thread's CPU priority (Linux): a shadow model yields the cores to the stream."""
+        self._nice = nice
         self._jobs: queue.PriorityQueue = queue.PriorityQueue()
         self._order = itertools.count()  # FIFO within a priority
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -51,6 +55,11 @@ class InferenceThread:
         self._thread.join()
 
     def _run(self) -> None:
+        if self._nice:
+            # Linux: a thread id is a PRIO_PROCESS target, and threads it starts inherit the value.
+            # Elsewhere the shadow still drops what it cannot keep up with.
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while True:
             _, _, future, fn, args = self._jobs.get()
             if future is None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHADOW_NICE = 10  # the challenger's thread gets the CPU only when the champion's stream leaves it idle
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -201,7 +203,7 @@ class Shadow:
     ) -> None:
         self.engine, self.deployment = engine, deployment
         self.metrics, self.stats = metrics, stats
-        self.thread = InferenceThread("shadow")
+        self.thread = InferenceThread("shadow", nice=SHADOW_NICE)
         self._task: asyncio.Task | None = None
 
     def offer(self, champion: str, events: Sequence[ScoredTweet]) -> None:

@@ -116,7 +116,9 @@ def produce_to_partitions(broker_url: str, topic: str, messages, pause_every: in
 
 
 def scored_events(broker_url: str, topics: Topics, expect: int) -> list[dict]:
-    return [orjson.loads(r.value) for r in read_topic(broker_url, topics.scored, expected=expect, timeout=240)]
+    return [
+        orjson.loads(r.value) for r in read_topic(broker_url, topics.scored, expected=expect, timeout=240)
+    ]
 
 
 def metric(worker: WorkerProcess, name: str) -> float:
@@ -198,8 +200,9 @@ def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each
         for worker in workers:
             worker.wait_ready()
         wait_until(
-            lambda: sorted(p for w in workers for p in health(w)["partitions"]) == sorted(
-                f"{topics.tweets}[{p}]" for p in range(partitions)
+            lambda: (
+                sorted(p for w in workers for p in health(w)["partitions"])
+                == sorted(f"{topics.tweets}[{p}]" for p in range(partitions))
             ),
             120,
             "the two workers to share the four partitions",
@@ -209,7 +212,11 @@ def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each
             target=produce_to_partitions, args=(broker_url, topics.tweets, messages, 200), daemon=True
         )
         feeder.start()
-        wait_until(lambda: sum(metric(w, "sentistream_consumed_total") for w in workers) >= 2_000, 180, "2,000 scored")
+        wait_until(
+            lambda: sum(metric(w, "sentistream_consumed_total") for w in workers) >= 2_000,
+            180,
+            "2,000 scored",
+        )
         done = deploy(broker_url, topics, str(bundle))
         assert done.returncode == 0, done.stderr
         feeder.join(240)
@@ -240,7 +247,9 @@ def test_a_worker_started_after_a_deploy_scores_with_the_deployed_model_from_its
 ) -> None:
     topics = Topics()
     assert deploy(broker_url, topics, str(bundle)).returncode == 0
-    produce(broker_url, topics.tweets, [(f"late-{i}".encode(), b'{"text": "good morning"}') for i in range(50)])
+    produce(
+        broker_url, topics.tweets, [(f"late-{i}".encode(), b'{"text": "good morning"}') for i in range(50)]
+    )
     worker = WorkerProcess(broker_url, topics, tmp_path).start()  # --backend vader, no --model
     try:
         ready = worker.wait_ready()
@@ -270,7 +279,9 @@ def test_a_corrupt_or_changed_deployment_is_rejected_and_the_stream_keeps_its_mo
         asyncio.run(publish(kafka, "champion", record(changed, checksum(bundle))))
         wait_until(lambda: "checksum" in health(worker)["models"]["rejected"]["reason"], 120, "checksum")
 
-        produce(broker_url, topics.tweets, [(f"k-{i}".encode(), b'{"text": "still fine"}') for i in range(20)])
+        produce(
+            broker_url, topics.tweets, [(f"k-{i}".encode(), b'{"text": "still fine"}') for i in range(20)]
+        )
         events = scored_events(broker_url, topics, 20)
         assert {e["model_version"] for e in events} == {VADER}
         assert metric(worker, 'sentistream_model_rejected_total{role="champion"}') == 2
@@ -308,9 +319,11 @@ def test_a_shadow_model_is_compared_with_the_champion_in_sentiment_stats(
         events = scored_events(broker_url, topics, count)
         assert {e["model_version"] for e in events} == {VADER}  # the shadow never publishes events
         wait_until(
-            lambda: metric(worker, "sentistream_shadow_compared_total")
-            + metric(worker, "sentistream_shadow_dropped_total")
-            >= count,
+            lambda: (
+                metric(worker, "sentistream_shadow_compared_total")
+                + metric(worker, "sentistream_shadow_dropped_total")
+                >= count
+            ),
             120,
             "every scored event compared or dropped",
         )
@@ -361,10 +374,14 @@ def serving(tmp_path: Path):
 
     stats = TumblingStats(10.0, "w")
     vader = load_engine(None, backend="vader")
-    return ServingModels(vader, WorkerMetrics(), stats, None, ModelSettings(backend="vader"), tmp_path / "cache")
+    return ServingModels(
+        vader, WorkerMetrics(), stats, None, ModelSettings(backend="vader"), tmp_path / "cache"
+    )
 
 
-def test_a_deployment_serves_from_the_next_batch_and_the_newest_one_wins(bundle: Path, tmp_path: Path) -> None:
+def test_a_deployment_serves_from_the_next_batch_and_the_newest_one_wins(
+    bundle: Path, tmp_path: Path
+) -> None:
     models = serving(tmp_path)
     newer = copy_with_note(bundle, tmp_path / "newer", "retrained")
     models.offer("champion", record(bundle, checksum(bundle)))

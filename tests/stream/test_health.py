@@ -87,3 +87,17 @@ def test_error_bodies_are_bounded() -> None:
         parse_predict(body, max_texts=1000)
     assert refused.value.status == 422 and "texts.299" not in refused.value.error
     assert len(refused.value.error) <= 500 and bounded("x" * 10, 5) == "xxxx…"
+
+
+def test_a_niced_inference_thread_runs_below_the_stream_priority() -> None:
+    import os
+    import threading
+
+    thread = InferenceThread("shadow", nice=7)
+    try:
+        niceness = asyncio.run(
+            thread.run(0, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        )
+        assert niceness == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    finally:
+        thread.shutdown()
