@@ -1,8 +1,9 @@
 """The scoring agent: micro-batches from `tweets` -> model (off the event loop) -> scored / DLQ.
 
-Delivery: events are taken without Faust's automatic acks (`noack_take`) and acked only after
-the broker has acknowledged every output of their batch, so Faust never commits an offset whose
-output could still be lost (at-least-once). Agent concurrency stays 1 (faust-streaming #606).
+Delivery: events are taken in micro-batches straight from the agent's channel, without Faust's
+automatic acks (stream/batches.py), and acked only after the broker has acknowledged every output
+of their batch, so Faust never commits an offset whose output could still be lost (at-least-once).
+Agent concurrency stays 1 (faust-streaming #606).
 
 No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
 acked offsets committed and a new actor on the same stream, and the failed batch is never
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.engines.base import Engine
+from stream.batches import ChannelBatches
 from stream.decode import Source, dead_letter, decode_tweet
 from stream.events import DeadLetter, ScoredTweet, Tweet
 from stream.health import WorkerState
@@ -154,15 +156,14 @@ class Scorer:
 
     async def consume(self, stream) -> None:
         """The agent body: take micro-batches, score them, ack them once their outputs landed."""
-        within = self.settings.max_wait_ms / 1000.0
         self.state.agent_running = True
+        batches = self.micro_batches(stream)
         try:
-            async for events in stream.noack_take(self.settings.batch_size, within=within):
+            async for events in batches:
                 self.in_flight = len(events)
                 try:
                     await self.handle(events)
-                    for event in events:
-                        await stream.ack(event)
+                    batches.ack(events)
                     if self.transactional:
                         # Commit now, between batches, so a transaction never holds outputs whose
                         # input offsets it does not also commit (Faust's timer could split a batch).
@@ -177,6 +178,10 @@ class Scorer:
         finally:
             self.state.agent_running = False
             self.state.agent_failed = "the agent stopped"
+
+    def micro_batches(self, stream) -> ChannelBatches:
+        """The micro-batches of the agent's stream (a faust Stream)."""
+        return ChannelBatches(stream, self.settings.batch_size, self.settings.max_wait_ms / 1000.0)
 
     def fatal(self, exc: BaseException, events: Sequence) -> None:
         """Stop the process now: no commit, no agent restart; the batch is redelivered on restart."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from model.engines.base import Engine
 from stream.agents import Scorer
+from stream.fetch import batched_consumer_class
 from stream.metrics import WorkerMetrics
 from stream.settings import KafkaSettings, WorkerSettings
 from stream.stats import TumblingStats
@@ -43,6 +44,7 @@ def create_app(
     import faust
 
     app = faust.App(settings.group_id, datadir=str(datadir), **app_config(kafka, settings))
+    app.transport.Consumer = batched_consumer_class()  # before app.consumer is first used
     metrics = WorkerMetrics()
     metrics.model_loaded.set(1)
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))

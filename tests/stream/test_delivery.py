@@ -42,17 +42,17 @@ class Event:
 
 
 class FakeStream:
-    """Yields the given batches, records acks."""
+    """Yields the given batches, records acks (what `Scorer.micro_batches` makes of a Faust stream)."""
 
     def __init__(self, batches: list[list[Event]]) -> None:
         self.batches, self.acked = batches, []
 
-    async def noack_take(self, n: int, within: float):
+    async def __aiter__(self):
         for batch in self.batches:
             yield batch
 
-    async def ack(self, event: Event) -> None:
-        self.acked.append((event.message.partition, event.message.offset))
+    def ack(self, events: list[Event]) -> None:
+        self.acked += [(event.message.partition, event.message.offset) for event in events]
 
 
 @dataclass
@@ -124,6 +124,7 @@ def make_scorer(producer: FakeProducer, guarantee: str = "at_least_once", assign
         TumblingStats(10.0, "w"),
         exit=exits.append,
     )
+    scorer.micro_batches = lambda stream: stream  # the fake stream yields batches itself
     return scorer, consumer, exits
 
 
@@ -252,7 +253,7 @@ async def test_an_unforeseen_error_stops_the_worker_before_the_batch_is_acked(mo
 
 async def test_an_error_from_the_stream_itself_stops_the_worker() -> None:
     class BrokenStream(FakeStream):
-        async def noack_take(self, n: int, within: float):
+        async def __aiter__(self):
             yield self.batches[0]
             raise RuntimeError("the stream broke")
 
