@@ -3,7 +3,9 @@
 Delivery: events are taken in micro-batches straight from the agent's channel, without Faust's
 automatic acks (stream/batches.py), and acked only after the broker has acknowledged every output
 of their batch, so Faust never commits an offset whose output could still be lost (at-least-once).
-Agent concurrency stays 1 (faust-streaming #606).
+Agent concurrency stays 1 (faust-streaming #606). While one batch's outputs wait for the broker,
+the next batch is scored (pipeline depth 2); its outputs are sent only once the batch before is
+acked, so outputs, retries and acks keep their order.
 
 No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
 acked offsets committed and a new actor on the same stream, and the failed batch is never
@@ -65,6 +67,23 @@ class Record:
     event: ScoredTweet | DeadLetter | None = None
     source: Source | None = None
     raw: bytes = b""  # the input, for a dead letter should the broker refuse this record
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scored batch: what the model made of it and the messages to produce."""
+
+    result: BatchResult
+    sources: list[Source]
+    records: list[Record]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A batch whose outputs are on their way: its events and the task delivering them."""
+
+    events: Sequence
+    task: asyncio.Future
 
 
 class FatalError(Exception):
@@ -155,29 +174,51 @@ class Scorer:
         self._exit = exit
 
     async def consume(self, stream) -> None:
-        """The agent body: take micro-batches, score them, ack them once their outputs landed."""
+        """The agent body: score micro-batches, deliver each, ack it once its outputs landed."""
         self.state.agent_running = True
         batches = self.micro_batches(stream)
+        delivering: Delivery | None = None  # the batch before, its outputs on their way
         try:
             async for events in batches:
-                self.in_flight = len(events)
+                self.in_flight += len(events)
                 try:
-                    await self.handle(events)
-                    batches.ack(events)
-                    if self.transactional:
-                        # Commit now, between batches, so a transaction never holds outputs whose
-                        # input offsets it does not also commit (Faust's timer could split a batch).
-                        await self.app.consumer.commit()
+                    scored = await self.handle(events)
                 except Exception as exc:  # see the module docstring: nothing may escape
+                    if delivering:
+                        delivering.task.cancel()
                     self.fatal(exc, events)
                     return
-                finally:
-                    self.in_flight = 0
+                if delivering and not await self.delivered(delivering):
+                    return
+                delivering = Delivery(events, asyncio.ensure_future(self.deliver(scored, events, batches)))
+            if delivering:
+                await self.delivered(delivering)
         except Exception as exc:  # raised by the stream itself, between batches
-            self.fatal(exc, [])
+            if not delivering or await self.delivered(delivering):  # the batch before still counts
+                self.fatal(exc, [])
         finally:
             self.state.agent_running = False
             self.state.agent_failed = "the agent stopped"
+
+    async def deliver(self, scored: Scored, events: Sequence, batches) -> None:
+        """Publish a scored batch, wait until the broker has every output, then ack its events."""
+        delivered = await self.publish(scored.records)
+        self.record(scored.result, delivered, scored.sources)
+        batches.ack(events)
+        self.in_flight -= len(events)
+        if self.transactional:
+            # Commit now, between batches, so a transaction never holds outputs whose
+            # input offsets it does not also commit (Faust's timer could split a batch).
+            await self.app.consumer.commit()
+
+    async def delivered(self, delivery: Delivery) -> bool:
+        """Wait for `delivery`; False when it failed (the worker is then stopping)."""
+        try:
+            await delivery.task
+        except Exception as exc:  # see the module docstring: nothing may escape
+            self.fatal(exc, delivery.events)
+            return False
+        return True
 
     def micro_batches(self, stream) -> ChannelBatches:
         """The micro-batches of the agent's stream (a faust Stream)."""
@@ -201,8 +242,8 @@ class Scorer:
         sys.stderr.flush()
         self._exit(FATAL_EXIT)
 
-    async def handle(self, events: Sequence) -> None:
-        """Score one batch of Faust events and wait until the broker has every output."""
+    async def handle(self, events: Sequence) -> Scored:
+        """Score one batch of Faust events: its outputs, encoded, to publish (no I/O)."""
         sources = [_source(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
         result = await self.inference.run(
@@ -211,8 +252,7 @@ class Scorer:
         records = to_records(
             result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
         )
-        delivered = await self.publish(records)
-        self.record(result, delivered, sources)
+        return Scored(result, sources, records)
 
     async def publish(self, records: Sequence[Record]) -> list[Record]:
         """Send every record and wait for the broker's acknowledgements; retry what failed.
