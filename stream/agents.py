@@ -1,8 +1,11 @@
 """The scoring agent: micro-batches from `tweets` -> model (off the event loop) -> scored / DLQ.
 
-Delivery: events are taken without Faust's automatic acks (`noack_take`) and acked only after
-the broker has acknowledged every output of their batch, so Faust never commits an offset whose
-output could still be lost (at-least-once). Agent concurrency stays 1 (faust-streaming #606).
+Delivery: events are taken in micro-batches straight from the agent's channel, without Faust's
+automatic acks (stream/batches.py), and acked only after the broker has acknowledged every output
+of their batch, so Faust never commits an offset whose output could still be lost (at-least-once).
+Agent concurrency stays 1 (faust-streaming #606). While one batch's outputs wait for the broker,
+the next batch is scored (pipeline depth 2); its outputs are sent only once the batch before is
+acked, so outputs, retries and acks keep their order.
 
 No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
 acked offsets committed and a new actor on the same stream, and the failed batch is never
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.engines.base import Engine
+from stream.batches import ChannelBatches
 from stream.decode import Source, dead_letter, decode_tweet
 from stream.events import DeadLetter, ScoredTweet, Tweet
 from stream.health import WorkerState
@@ -65,6 +69,24 @@ class Record:
     event: ScoredTweet | DeadLetter | None = None
     source: Source | None = None
     raw: bytes = b""  # the input, for a dead letter should the broker refuse this record
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scored batch: what the model made of it and the messages to produce."""
+
+    result: BatchResult
+    sources: list[Source]
+    records: list[Record]
+    model_version: str = ""  # the model that scored it (a shadow compares against it)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A batch whose outputs are on their way: its events and the task delivering them."""
+
+    events: Sequence
+    task: asyncio.Future
 
 
 class FatalError(Exception):
@@ -163,30 +185,58 @@ class Scorer:
         return self.models.engine
 
     async def consume(self, stream) -> None:
-        """The agent body: take micro-batches, score them, ack them once their outputs landed."""
-        within = self.settings.max_wait_ms / 1000.0
+        """The agent body: score micro-batches, deliver each, ack it once its outputs landed."""
         self.state.agent_running = True
+        batches = self.micro_batches(stream)
+        delivering: Delivery | None = None  # the batch before, its outputs on their way
         try:
-            async for events in stream.noack_take(self.settings.batch_size, within=within):
-                self.in_flight = len(events)
+            async for events in batches:
+                self.in_flight += len(events)
                 try:
-                    await self.handle(events)
-                    for event in events:
-                        await stream.ack(event)
-                    if self.transactional:
-                        # Commit now, between batches, so a transaction never holds outputs whose
-                        # input offsets it does not also commit (Faust's timer could split a batch).
-                        await self.app.consumer.commit()
+                    scored = await self.handle(events)
                 except Exception as exc:  # see the module docstring: nothing may escape
+                    if delivering:
+                        delivering.task.cancel()
                     self.fatal(exc, events)
                     return
-                finally:
-                    self.in_flight = 0
+                if delivering and not await self.delivered(delivering):
+                    return
+                delivering = Delivery(events, asyncio.ensure_future(self.deliver(scored, events, batches)))
+            if delivering:
+                await self.delivered(delivering)
         except Exception as exc:  # raised by the stream itself, between batches
-            self.fatal(exc, [])
+            if not delivering or await self.delivered(delivering):  # the batch before still counts
+                self.fatal(exc, [])
         finally:
             self.state.agent_running = False
             self.state.agent_failed = "the agent stopped"
+
+    async def deliver(self, scored: Scored, events: Sequence, batches) -> None:
+        """Publish a scored batch, wait until the broker has every output, then ack its events."""
+        delivered = await self.publish(scored.records)
+        self.record(scored.result, delivered, scored.sources)
+        if self.models.shadow is not None:  # the challenger sees what the champion published
+            events_out = [r.event for r in delivered if isinstance(r.event, ScoredTweet)]
+            self.models.shadow.offer(scored.model_version, events_out)
+        batches.ack(events)
+        self.in_flight -= len(events)
+        if self.transactional:
+            # Commit now, between batches, so a transaction never holds outputs whose
+            # input offsets it does not also commit (Faust's timer could split a batch).
+            await self.app.consumer.commit()
+
+    async def delivered(self, delivery: Delivery) -> bool:
+        """Wait for `delivery`; False when it failed (the worker is then stopping)."""
+        try:
+            await delivery.task
+        except Exception as exc:  # see the module docstring: nothing may escape
+            self.fatal(exc, delivery.events)
+            return False
+        return True
+
+    def micro_batches(self, stream) -> ChannelBatches:
+        """The micro-batches of the agent's stream (a faust Stream)."""
+        return ChannelBatches(stream, self.settings.batch_size, self.settings.max_wait_ms / 1000.0)
 
     def fatal(self, exc: BaseException, events: Sequence) -> None:
         """Stop the process now: no commit, no agent restart; the batch is redelivered on restart."""
@@ -206,8 +256,8 @@ class Scorer:
         sys.stderr.flush()
         self._exit(FATAL_EXIT)
 
-    async def handle(self, events: Sequence) -> None:
-        """Score one batch of Faust events and wait until the broker has every output."""
+    async def handle(self, events: Sequence) -> Scored:
+        """Score one batch of Faust events: its outputs, encoded, to publish (no I/O)."""
         sources = [_source(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
         engine = self.models.take()  # between batches: a deployed model takes over here, never mid-batch
@@ -217,11 +267,7 @@ class Scorer:
         records = to_records(
             result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
         )
-        delivered = await self.publish(records)
-        self.record(result, delivered, sources)
-        if self.models.shadow is not None:
-            scored = [r.event for r in delivered if isinstance(r.event, ScoredTweet)]
-            self.models.shadow.offer(engine.model_version, scored)
+        return Scored(result, sources, records, engine.model_version)
 
     async def publish(self, records: Sequence[Record]) -> list[Record]:
         """Send every record and wait for the broker's acknowledgements; retry what failed.

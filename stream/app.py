@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from model.engines.base import Engine
 from stream.agents import Scorer
 from stream.deployments import Deployment, follow
+from stream.fetch import batched_consumer_class
 from stream.metrics import WorkerMetrics
 from stream.serving import ServingModels
 from stream.settings import KafkaSettings, WorkerSettings
@@ -55,6 +56,7 @@ def create_app(
     import faust
 
     app = faust.App(settings.group_id, datadir=str(datadir), **app_config(kafka, settings))
+    app.transport.Consumer = batched_consumer_class()  # before app.consumer is first used
     metrics = WorkerMetrics()
     metrics.model_loaded.set(1)
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))

@@ -42,17 +42,17 @@ class Event:
 
 
 class FakeStream:
-    """Yields the given batches, records acks."""
+    """Yields the given batches, records acks (what `Scorer.micro_batches` makes of a Faust stream)."""
 
     def __init__(self, batches: list[list[Event]]) -> None:
         self.batches, self.acked = batches, []
 
-    async def noack_take(self, n: int, within: float):
+    async def __aiter__(self):
         for batch in self.batches:
             yield batch
 
-    async def ack(self, event: Event) -> None:
-        self.acked.append((event.message.partition, event.message.offset))
+    def ack(self, events: list[Event]) -> None:
+        self.acked += [(event.message.partition, event.message.offset) for event in events]
 
 
 @dataclass
@@ -124,6 +124,7 @@ def make_scorer(producer: FakeProducer, guarantee: str = "at_least_once", assign
         TumblingStats(10.0, "w"),
         exit=exits.append,
     )
+    scorer.micro_batches = lambda stream: stream  # the fake stream yields batches itself
     return scorer, consumer, exits
 
 
@@ -132,6 +133,15 @@ def batch(*partition_offsets: tuple[int, int]) -> list[Event]:
         Event(Message(p, o, orjson.dumps({"id": f"{p}-{o}", "text": f"text {p}-{o}"}), f"{p}-{o}".encode()))
         for p, o in partition_offsets
     ]
+
+
+async def until(condition, what: str, polls: int = 500) -> None:
+    """Yield to the loop until `condition()`; fail naming `what` rather than hang."""
+    for _ in range(polls):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
 
 
 def counted(scorer: Scorer, name: str) -> float:
@@ -150,6 +160,28 @@ async def test_inputs_are_acked_only_after_every_output_is_acknowledged() -> Non
     await asyncio.sleep(0.05)
     assert stream.acked == [], "acked before the second output was acknowledged"
     producer.sent[1].future.set_result(None)
+    await task
+    assert stream.acked == [(0, 0), (0, 1), (0, 2)] and exits == []
+    scorer.close()
+
+
+async def test_the_next_batch_is_scored_while_outputs_wait_but_sent_only_after_the_ack() -> None:
+    producer = FakeProducer(decide=lambda sent, attempt: "hold")
+    scorer, _, exits = make_scorer(producer)
+    scored_batches = []
+    engine_predict = scorer.engine.predict
+    scorer.engine.predict = lambda texts: scored_batches.append(len(texts)) or engine_predict(texts)
+    stream = FakeStream([batch((0, 0), (0, 1)), batch((0, 2))])
+    task = asyncio.create_task(scorer.consume(stream))
+    await until(lambda: len(scored_batches) == 2, "the second batch to be scored while the first waits")
+    await asyncio.sleep(0.05)
+    assert [s.key for s in producer.sent] == [b"0-0", b"0-1"], "sent before the batch before was acked"
+    assert stream.acked == []
+    for sent in producer.sent:
+        sent.future.set_result(None)
+    await until(lambda: len(producer.sent) == 3, "the second batch to be sent")
+    assert stream.acked == [(0, 0), (0, 1)], "the first batch is acked before the second is sent"
+    producer.sent[2].future.set_result(None)
     await task
     assert stream.acked == [(0, 0), (0, 1), (0, 2)] and exits == []
     scorer.close()
@@ -252,7 +284,7 @@ async def test_an_unforeseen_error_stops_the_worker_before_the_batch_is_acked(mo
 
 async def test_an_error_from_the_stream_itself_stops_the_worker() -> None:
     class BrokenStream(FakeStream):
-        async def noack_take(self, n: int, within: float):
+        async def __aiter__(self):
             yield self.batches[0]
             raise RuntimeError("the stream broke")
 
