@@ -16,6 +16,7 @@ from infra import broker as broker_mod
 from infra.broker import BrokerSettings, LocalBroker, free_port
 from sentistream.cli import main
 from sentistream.errors import SentistreamError, UsageError
+from tests.ports import refused_port, start_broker
 
 
 def _messages(n: int) -> list[bytes]:
@@ -91,6 +92,22 @@ def test_round_trip_survives_restart_and_stop_leaves_no_java(tmp_path, capsys):
     assert _java_pids(broker.data_dir) == []
     assert main(["kafka", "stop", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
     assert "nothing to stop" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_controller_port_taken_before_the_broker_binds_it_is_retried(tmp_path, monkeypatch):
+    # Bound but never listened on: the JVM's bind fails as it would on a port taken meanwhile.
+    with refused_port() as taken:
+        # The first two answers go to the log dir's formatting and the first launch.
+        ports = iter([taken, taken])
+        monkeypatch.setattr(broker_mod, "free_port", lambda: next(ports, None) or free_port())
+        broker = start_broker(tmp_path / "kafka")
+        try:
+            assert broker.status().running
+            assert f"CONTROLLER://127.0.0.1:{taken}" not in broker.properties_file.read_text()
+        finally:
+            broker.stop()
+    assert f"failed to bind to 127.0.0.1:{taken}" in broker.log_file.read_text()  # the retry did happen
 
 
 def test_status_reports_stopped_broker(tmp_path, capsys):

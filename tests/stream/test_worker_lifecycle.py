@@ -40,13 +40,15 @@ def test_a_clean_stop_publishes_the_open_stats_window(broker_url, tmp_path) -> N
     try:
         worker.wait_ready()
         produce(broker_url, topics.tweets, tweets("s", 7))
-        assert len(read_topic(broker_url, topics.scored, 7, timeout=60, idle_s=0.5)) == 7
+        read_topic(broker_url, topics.scored, 7, timeout=60, idle_s=0)
         worker.signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.log_tail()
     finally:
         worker.stop()
+    # It has exited: what the topics hold now is all it ever wrote (read to their ends, no waiting).
+    assert len(read_topic(broker_url, topics.scored, 7, timeout=30, idle_s=0)) == 7
     windows = [
         SentimentStats.model_validate_json(r.value)
-        for r in read_topic(broker_url, topics.stats, 1, timeout=20, idle_s=0.5)
+        for r in read_topic(broker_url, topics.stats, 1, timeout=20, idle_s=0)
     ]
     assert sum(w.count for w in windows) == 7, worker.log_tail()
