@@ -12,7 +12,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.app import plain
-from infra.broker import free_port
 from stream.events import DeadLetter, Tweet
 from tests.dashboard.conftest import TcpProxy, produce, scored
 
@@ -25,10 +24,10 @@ PAYLOADS = [
 
 
 @pytest.fixture
-def app_env(monkeypatch, broker_url, topics):
+def app_env(monkeypatch, broker_url, topics, dead_port):
     """Point the app at the session broker, this test's topics, and no worker."""
     monkeypatch.setenv("SENTISTREAM_BROKER", broker_url)
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     for name, value in topics.items():
         monkeypatch.setenv(name, value)
     return topics
@@ -49,8 +48,8 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch):
-    port = free_port()
+def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch, dead_port):
+    port = dead_port
     monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{port}")
     at = run_until(AppTest.from_file(APP, default_timeout=30), lambda at: at.error)
     message = at.error[0].value
@@ -156,9 +155,9 @@ def test_csv_upload_is_scored_by_the_worker_within_its_limits_and_keeps_its_labe
     assert max(map(len, worker_stub.bodies)) <= 1_048_576 and len(worker_stub.bodies) >= 3
 
 
-def test_the_local_engine_is_cached_per_model_settings(monkeypatch):
-    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+def test_the_local_engine_is_cached_per_model_settings(monkeypatch, dead_port):
+    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     captions = []
     for backend in ("vader", "constant"):
         monkeypatch.setenv("SENTISTREAM_BACKEND", backend)
@@ -170,9 +169,9 @@ def test_the_local_engine_is_cached_per_model_settings(monkeypatch):
     assert "vader" in captions[0] and "constant" in captions[1]
 
 
-def test_a_missing_local_model_is_one_line_not_a_traceback(monkeypatch, tmp_path):
-    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+def test_a_missing_local_model_is_one_line_not_a_traceback(monkeypatch, tmp_path, dead_port):
+    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     monkeypatch.setenv("SENTISTREAM_MODEL", str(tmp_path / "models" / "latest"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_area(key="try_text").input("fine").run()
