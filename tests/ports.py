@@ -135,12 +135,18 @@ def start_broker(data_dir: Path, partitions: int = 1) -> LocalBroker:
             broker.start()
             return broker
         except SentistreamError:  # UsageError included: the port was busy when start() looked
-            output = log_since(broker.log_file, since) if broker.log_file.exists() else ""
-            taken = f"failed to bind to {broker.address}: address already in use" in output.lower()
             broker.stop()
-            if attempt == ATTEMPTS or not (taken or port_answers(broker.settings.port)):
+            if attempt == ATTEMPTS or not lost_its_port(broker, since):
                 raise
     raise AssertionError("unreachable")
+
+
+def lost_its_port(broker: LocalBroker, since: int) -> bool:
+    """Whether a failed start of `broker` (log output after offset `since`) was for its client port:
+    busy when it looked, or taken before the JVM bound it."""
+    output = log_since(broker.log_file, since) if broker.log_file.exists() else ""
+    taken = f"failed to bind to {broker.address}: address already in use" in output.lower()
+    return taken or port_answers(broker.settings.port)
 
 
 def port_answers(port: int) -> bool:

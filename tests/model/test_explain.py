@@ -8,8 +8,6 @@ is known: that keyword.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,6 @@ from tests.tiny_model import build_tiny_classifier
 from tests.training.synthetic import synthetic_corpus, synthetic_texts
 
 LABELS = ["negative", "neutral", "positive"]
-SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +138,8 @@ def test_predict_explain_json_is_one_object_per_text(trained_bundle: Path, capsy
     assert lines[1]["label"] == "negative"
 
 
-def test_predict_explain_rejects_a_csv_input(tmp_path: Path) -> None:
+def test_predict_explain_rejects_a_csv_input(tmp_path: Path, capsys) -> None:
     csv = tmp_path / "x.csv"
     csv.write_text("text\nhi\n")
-    done = subprocess.run(
-        [SENTISTREAM, "predict", "--explain", "--input", str(csv), "--backend", "vader"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2 and "--explain" in done.stderr
+    status = main(["predict", "--explain", "--input", str(csv), "--backend", "vader"])
+    assert status == 2 and "--explain" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,13 +169,16 @@ def produce(
     asyncio.run(send())
 
 
-def mark_the_end(broker_url: str, topic: str, partitions: int) -> set[str]:
+def mark_the_end(
+    broker_url: str, topic: str, partitions: int, value: Callable[[str], bytes] | None = None
+) -> set[str]:
     """Produce a marker tweet to each partition of `topic`, after everything produced so far; their keys.
 
     A worker takes a partition in order and has a batch's outputs acknowledged before it takes the
     next batch, so once every marker is scored, every output of the messages before them is in the
     output topics: what is missing then is missing, and a duplicate is already there (no waiting
-    out a quiet period to prove that nothing more comes).
+    out a quiet period to prove that nothing more comes). `value(key)` builds a marker's value
+    (default: a tweet).
     """
     import orjson
     from aiokafka import AIOKafkaProducer
@@ -186,8 +190,8 @@ def mark_the_end(broker_url: str, topic: str, partitions: int) -> set[str]:
         await producer.start()
         try:
             for key, p in keys.items():
-                value = orjson.dumps({"id": key, "text": "the end marker"})
-                await producer.send_and_wait(topic, value, key=key.encode(), partition=p)
+                body = value(key) if value else orjson.dumps({"id": key, "text": "the end marker"})
+                await producer.send_and_wait(topic, body, key=key.encode(), partition=p)
         finally:
             await producer.stop()
 
