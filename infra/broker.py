@@ -37,6 +37,7 @@ POM = KAFKA_DIR / "pom.xml"
 LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
+CONTROLLER_PORT_ATTEMPTS = 3
 
 
 def default_data_dir() -> Path:
@@ -123,8 +124,7 @@ class LocalBroker:
             self._refuse_busy_port()
             classpath = resolve_classpath()
             self._format_once(classpath)
-            process = self._launch(classpath)
-            self._wait_until_ready(process, began)
+            self._launch_until_ready(classpath, began)
         return False, time.monotonic() - began
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -216,8 +216,8 @@ class LocalBroker:
             ]
         )
 
-    def _write_properties(self) -> Path:
-        self.properties_file.write_text(self._properties(free_port()))
+    def _write_properties(self, controller_port: int) -> Path:
+        self.properties_file.write_text(self._properties(controller_port))
         return self.properties_file
 
     def _format_once(self, classpath: str) -> None:
@@ -226,7 +226,7 @@ class LocalBroker:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return
-        props = self._write_properties()
+        props = self._write_properties(free_port())  # formatting binds nothing
         cmd = [
             *self._java(classpath),
             STORAGE_TOOL,
@@ -253,8 +253,23 @@ class LocalBroker:
             classpath,
         ]
 
-    def _launch(self, classpath: str) -> subprocess.Popen:
-        props = self._write_properties()
+    def _launch_until_ready(self, classpath: str, began: float) -> None:
+        """Launch the broker and wait until it answers. Its controller port comes from `free_port()`,
+        free a moment ago but bound by the JVM seconds later: one taken meanwhile is retried."""
+        for attempt in range(1, CONTROLLER_PORT_ATTEMPTS + 1):
+            controller_port, since = free_port(), _size(self.log_file)
+            process = self._launch(classpath, controller_port)
+            try:
+                self._wait_until_ready(process, began)
+                return
+            except SentistreamError:
+                taken = f"failed to bind to 127.0.0.1:{controller_port}: address already in use"
+                if attempt == CONTROLLER_PORT_ATTEMPTS or taken not in _read_from(self.log_file, since):
+                    raise
+                log.info("controller port %d was taken before the broker bound it; retrying", controller_port)
+
+    def _launch(self, classpath: str, controller_port: int) -> subprocess.Popen:
+        props = self._write_properties(controller_port)
         with open(self.console_file, "ab") as console:
             process = subprocess.Popen(
                 [*self._java(classpath), MAIN_CLASS, str(props)],
@@ -284,6 +299,17 @@ class LocalBroker:
             f"the Kafka broker did not answer on {self.address} within {self.settings.start_timeout:.0f}s; "
             f"see {self.log_file}"
         )
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """`path`'s text after `offset`, lower-cased (what this launch wrote to an appended log)."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace").lower()
 
 
 def answers_metadata(address: str, timeout: float = 2.0) -> bool:

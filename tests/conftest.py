@@ -11,33 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import BrokerSettings, LocalBroker, free_port
-from sentistream.errors import SentistreamError
-from stream.settings import port_open
+from tests.ports import refused_port, start_broker
 from tests.tiny_model import build_tiny_classifier
 
 # No test may reach the Hugging Face Hub (these machines cannot, and tests must not depend on it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def start_broker(data_dir: Path, attempts: int = 3) -> LocalBroker:
-    """Start a broker on a free port. `free_port()` finds a port that was free a moment ago and the
-    JVM binds it seconds later, so a port someone took meanwhile is retried on another one."""
-    for attempt in range(1, attempts + 1):
-        broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=data_dir, partitions=1))
-        try:
-            broker.start()
-            return broker
-        except SentistreamError:
-            # Someone else took the client port, or the controller port (also from free_port()).
-            log = broker.log_file.read_text(errors="replace") if broker.log_file.exists() else ""
-            clash = port_open(broker.address) or "Address already in use" in log
-            broker.stop()
-            if attempt == attempts or not clash:
-                raise
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +44,13 @@ def own_broker(tmp_path: Path):
 def broker_url(kafka_broker) -> str:
     """`kafka://127.0.0.1:PORT` of the session broker, as the CLI's --broker takes it."""
     return kafka_broker.url
+
+
+@pytest.fixture
+def dead_port():
+    """A port on 127.0.0.1 where nothing listens for the whole test (see `refused_port`)."""
+    with refused_port() as port:
+        yield port
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from stream.settings import KafkaSettings
 
@@ -15,9 +16,11 @@ def read_topic(
     timeout: float = 60.0,
     idle_s: float = 3.0,
     committed: bool = True,
+    until: Callable[[list], bool] | None = None,
 ) -> list:
-    """Every record of `topic` from the start, once `expected` arrived, every record the topic held
-    then was read, and nothing new came for `idle_s` (for writers still running), or at `timeout`.
+    """Every record of `topic` from the start, once `expected` arrived (and `until(records)` holds),
+    every record the topic held then was read, and nothing new came for `idle_s` (for writers still
+    running), or at `timeout`.
 
     `committed=False` also reads records of open or aborted transactions (exactly-once tests).
     """
@@ -37,7 +40,7 @@ def read_topic(
                 for rows in batch.values():
                     records.extend(rows)
                     last_new = time.monotonic()
-                if len(records) < expected:
+                if len(records) < expected or (until and not until(records)) or not consumer.assignment():
                     continue
                 # Whatever the topic already holds is read to its end, not waited for.
                 ends = ends if ends is not None else await consumer.end_offsets(list(consumer.assignment()))

@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -24,12 +23,12 @@ import requests
 from dashboard.feed import Feed
 from dashboard.settings import DashboardSettings
 from dashboard.summary import Filters, compute_kpis, filter_rows, label_shares
-from infra.broker import free_port
 from model.bundle import load_bundle
 from sentistream.cli import main
 from stream.producer import ProducerSettings, produce_texts
 from stream.settings import KafkaSettings
 from tests.kafka_reader import read_topic
+from tests.ports import start_server
 from tests.tiny_model import build_tiny_classifier
 from tests.training.synthetic import FILLER
 
@@ -132,50 +131,33 @@ def test_predict_writes_one_score_column_per_label(trained, tmp_path):
 # ---- served by a real worker, summarised by the dashboard -----------------------------------------
 
 
-def start_worker(broker_url: str, bundle: Path, prefix: str, log: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_worker(broker_url: str, bundle: Path, prefix: str, log: Path) -> subprocess.Popen:
+    """`sentistream worker` serving `bundle` on ONNX, once its /health answers 200."""
     topics = ["--topic", f"{prefix}-in", "--scored-topic", f"{prefix}-scored", "--dlq-topic", f"{prefix}-dlq",
               "--stats-topic", f"{prefix}-stats", "--models-topic", f"{prefix}-models",
               "--group-id", f"{prefix}-group"]  # fmt: skip
-    command = [
-        sys.executable,
-        "-m",
-        "sentistream.cli",
-        "worker",
-        "--broker",
-        broker_url,
-        "--model",
-        str(bundle),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--backend", "onnx", "--device", "cpu", "--web-port", str(port), *topics],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    return process, port
+    command = [sys.executable, "-m", "sentistream.cli", "worker", "--broker", broker_url, "--model", str(bundle),
+               "--backend", "onnx", "--device", "cpu", *topics]  # fmt: skip
+    process, _ = start_server(
+        lambda port: [*command, "--web-port", str(port)], log, healthy,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    return process
 
 
-def wait_healthy(process: subprocess.Popen, port: int, log: Path) -> None:
-    """Poll /health until 200 (a bounded wait for the worker's start, not a speed claim)."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(log.read_text(errors="replace")[-3000:])
+def healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def test_a_worker_serves_the_model_and_the_dashboard_sums_up_its_labels(trained, broker_url, tmp_path):
     keywords, _, bundle = trained
     cases = probes(keywords)
     prefix = f"labels-{uuid.uuid4().hex[:8]}"
-    process, port = start_worker(broker_url, bundle, prefix, tmp_path / "worker.log")
+    process = start_worker(broker_url, bundle, prefix, tmp_path / "worker.log")
     try:
-        wait_healthy(process, port, tmp_path / "worker.log")
         kafka = KafkaSettings(broker=broker_url, topic=f"{prefix}-in")
         tweets = [{"text": text, "id": f"p{i}", "true_label": label} for i, (text, label) in enumerate(cases)]
         produce_texts(tweets, kafka, ProducerSettings())

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import pytest
 from pydantic import BaseModel
 
-from infra.broker import free_port
 from stream.events import ScoredTweet, SentimentStats
 from stream.settings import KafkaSettings
 
@@ -103,10 +102,10 @@ def topics(topic_name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def app_env(monkeypatch, broker_url, topics):
+def app_env(monkeypatch, broker_url, topics, dead_port):
     """Point the app at the session broker, this test's topics, and no worker."""
     monkeypatch.setenv("SENTISTREAM_BROKER", broker_url)
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     for name, value in topics.items():
         monkeypatch.setenv(name, value)
     return topics

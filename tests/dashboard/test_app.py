@@ -9,7 +9,6 @@ import orjson
 from streamlit.testing.v1 import AppTest
 
 from dashboard.app import plain
-from infra.broker import free_port
 from stream.events import DeadLetter, Tweet
 from tests.dashboard.conftest import APP, TcpProxy, metrics, produce, run_until, scored
 
@@ -20,8 +19,8 @@ PAYLOADS = [
 ]
 
 
-def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch):
-    port = free_port()
+def test_no_broker_shows_the_address_and_how_to_start_one(monkeypatch, dead_port):
+    port = dead_port
     monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{port}")
     at = run_until(AppTest.from_file(APP, default_timeout=30), lambda at: at.error)
     message = at.error[0].value
@@ -127,9 +126,9 @@ def test_csv_upload_is_scored_by_the_worker_within_its_limits_and_keeps_its_labe
     assert max(map(len, worker_stub.bodies)) <= 1_048_576 and len(worker_stub.bodies) >= 3
 
 
-def test_the_local_engine_is_cached_per_model_settings(monkeypatch):
-    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+def test_the_local_engine_is_cached_per_model_settings(monkeypatch, dead_port):
+    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     captions = []
     for backend in ("vader", "constant"):
         monkeypatch.setenv("SENTISTREAM_BACKEND", backend)
@@ -141,9 +140,9 @@ def test_the_local_engine_is_cached_per_model_settings(monkeypatch):
     assert "vader" in captions[0] and "constant" in captions[1]
 
 
-def test_a_missing_local_model_is_one_line_not_a_traceback(monkeypatch, tmp_path):
-    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+def test_a_missing_local_model_is_one_line_not_a_traceback(monkeypatch, tmp_path, dead_port):
+    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     monkeypatch.setenv("SENTISTREAM_MODEL", str(tmp_path / "models" / "latest"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_area(key="try_text").input("fine").run()

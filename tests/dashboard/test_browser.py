@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from infra.broker import free_port
 from tests.dashboard.conftest import produce, scored
+from tests.ports import start_server, stop
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -33,29 +32,29 @@ pytestmark = [
 
 
 @pytest.fixture
-def dashboard_url(broker_url, topics, tmp_path):
+def dashboard_url(broker_url, topics, tmp_path, dead_port):
     """`sentistream dashboard` on a free port, reading this test's topics; stopped afterwards."""
-    port = free_port()
-    env = os.environ | topics | {"SENTISTREAM_DASHBOARD_WORKER_URL": f"http://127.0.0.1:{free_port()}"}
-    command = [
-        sys.executable,
-        "-m",
-        "sentistream.cli",
-        "dashboard",
-        "--port",
-        str(port),
-        "--broker",
-        broker_url,
-    ]
-    with open(tmp_path / "dashboard.log", "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+    env = os.environ | topics | {"SENTISTREAM_DASHBOARD_WORKER_URL": f"http://127.0.0.1:{dead_port}"}
+    process, port = start_server(
+        lambda port: [
+            sys.executable,
+            "-m",
+            "sentistream.cli",
+            "dashboard",
+            "--port",
+            str(port),
+            "--broker",
+            broker_url,
+        ],
+        tmp_path / "dashboard.log",
+        lambda port: _answers(f"http://127.0.0.1:{port}/_stcore/health"),
+        env=env,
+        cwd=tmp_path,
+    )
     try:
-        wait_until(lambda: _answers(f"{url}/_stcore/health"), 60, "the dashboard to answer /_stcore/health")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(20)
+        stop(process)
 
 
 def _answers(url: str) -> bool:
@@ -134,7 +133,10 @@ def test_dashboard_renders_live_data_and_shows_markup_as_text(
     newest = wait_until(
         lambda: _newest(browser, By) == f"Newest: {PAYLOAD}" and True, 30, "the payload tweet"
     )
-    time.sleep(2)  # a few more refreshes, so anything that would inject has had its chance
+    # A later event on the page proves the payload has been through more refreshes since it first
+    # showed, so anything that would inject has had its chance.
+    produce(broker_url, topics["SENTISTREAM_SCORED_TOPIC"], [scored("after the payload", "positive")])
+    wait_until(lambda: _newest(browser, By) == "Newest: after the payload", 30, "the event after the payload")
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
     (REPO / "out" / "screenshots").mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ import pytest
 
 from dashboard.feed import MAX_DISTINCT, OTHER, Feed
 from dashboard.settings import DashboardSettings
-from infra.broker import free_port
 from stream.events import DeadLetter, SentimentStats
 from stream.settings import KafkaSettings
 from tests.dashboard.conftest import produce, scored
@@ -86,8 +85,8 @@ def test_routing_by_topic_counts_dead_letters_and_keeps_latest_stats():
     assert snap.stats["w1"].count == 5 and snap.totals.scored == 1
 
 
-def test_no_broker_is_reported_with_the_address_tried():
-    port = free_port()
+def test_no_broker_is_reported_with_the_address_tried(dead_port):
+    port = dead_port
     feed = make_feed(broker=f"kafka://127.0.0.1:{port}").start()
     try:
         connection = wait_for(lambda: (c := feed.snapshot().connection).state == "unreachable" and c)
@@ -115,11 +114,8 @@ def test_reads_scored_dead_letters_and_stats_from_the_broker(broker_url, topics)
 
 
 @pytest.mark.slow
-def test_recovers_after_the_broker_comes_back(tmp_path, topics):
-    from infra.broker import BrokerSettings, LocalBroker
-
-    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka"))
-    broker.start()
+def test_recovers_after_the_broker_comes_back(own_broker, topics):
+    broker = own_broker
     names = {k.removeprefix("SENTISTREAM_").lower(): v for k, v in topics.items()}
     feed = make_feed(broker=broker.url, **names).start()
     try:
@@ -134,4 +130,3 @@ def test_recovers_after_the_broker_comes_back(tmp_path, topics):
         assert list(snap.rows["text"]) == ["before", "after"]  # resumed, not re-read
     finally:
         feed.stop()
-        broker.stop()

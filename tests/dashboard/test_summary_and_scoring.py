@@ -13,7 +13,6 @@ from dashboard import charts, scoring, summary
 from dashboard.app import plain
 from dashboard.feed import OTHER, Feed
 from dashboard.settings import DashboardSettings
-from infra.broker import free_port
 from model.engines.base import Prediction
 from sentistream.cli import main
 from stream.settings import KafkaSettings
@@ -208,9 +207,9 @@ def test_plain_keeps_ordinary_names():
     assert plain("very positive") == "very positive"
 
 
-def test_try_it_scores_locally_when_no_worker_answers(monkeypatch):
-    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{free_port()}")
+def test_try_it_scores_locally_when_no_worker_answers(monkeypatch, dead_port):
+    monkeypatch.setenv("SENTISTREAM_BROKER", f"kafka://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_WORKER_URL", f"http://127.0.0.1:{dead_port}")
     monkeypatch.setenv("SENTISTREAM_BACKEND", "vader")
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_area(key="try_text").input("I love this, it is wonderful and great!").run()

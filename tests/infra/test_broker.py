@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ from infra import broker as broker_mod
 from infra.broker import BrokerSettings, LocalBroker, free_port
 from sentistream.cli import main
 from sentistream.errors import SentistreamError, UsageError
+from tests.ports import ATTEMPTS, log_size, lost_its_port, refused_port, start_broker
 
 
 def _messages(n: int) -> list[bytes]:
@@ -63,16 +65,26 @@ def _java_pids(data_dir) -> list[int]:
     ]
 
 
+def start_with_the_cli(data_dir, capsys) -> BrokerSettings:
+    """`sentistream kafka start` on a free port, on another when that one was taken meanwhile."""
+    for attempt in range(1, ATTEMPTS + 1):
+        settings = BrokerSettings(port=free_port(), data_dir=data_dir)
+        since = log_size(LocalBroker(settings).log_file)
+        status = main(["kafka", "start", "--port", str(settings.port), "--data-dir", str(settings.data_dir)])
+        output = capsys.readouterr()
+        if status == 0:
+            assert "Kafka is up at" in output.out
+            return settings
+        assert attempt < ATTEMPTS and lost_its_port(LocalBroker(settings), since), output.err
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.slow
 def test_round_trip_survives_restart_and_stop_leaves_no_java(tmp_path, capsys):
-    settings = BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka")
+    settings = start_with_the_cli(tmp_path / "kafka", capsys)
     broker = LocalBroker(settings)
     values = _messages(1000)
     try:
-        assert (
-            main(["kafka", "start", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
-        )
-        assert "Kafka is up at" in capsys.readouterr().out
         assert (
             main(["kafka", "start", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
         )
@@ -91,6 +103,22 @@ def test_round_trip_survives_restart_and_stop_leaves_no_java(tmp_path, capsys):
     assert _java_pids(broker.data_dir) == []
     assert main(["kafka", "stop", "--port", str(settings.port), "--data-dir", str(settings.data_dir)]) == 0
     assert "nothing to stop" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_controller_port_taken_before_the_broker_binds_it_is_retried(tmp_path, monkeypatch):
+    # Bound but never listened on: the JVM's bind fails as it would on a port taken meanwhile.
+    with refused_port() as taken:
+        # The first two answers go to the log dir's formatting and the first launch.
+        ports = iter([taken, taken])
+        monkeypatch.setattr(broker_mod, "free_port", lambda: next(ports, None) or free_port())
+        broker = start_broker(tmp_path / "kafka")
+        try:
+            assert broker.status().running
+            assert f"CONTROLLER://127.0.0.1:{taken}" not in broker.properties_file.read_text()
+        finally:
+            broker.stop()
+    assert f"failed to bind to 127.0.0.1:{taken}" in broker.log_file.read_text()  # the retry did happen
 
 
 def test_status_reports_stopped_broker(tmp_path, capsys):
@@ -152,19 +180,32 @@ def test_pid_check_matches_the_exact_data_dir_not_a_prefix(tmp_path):
         other.wait()
 
 
-@pytest.mark.slow
-def test_two_concurrent_starts_leave_one_broker_that_stop_stops(tmp_path):
-    data_dir = tmp_path / "kafka"
-    cmd = [sys.executable, "-m", "sentistream.cli", "kafka", "start", "--port", str(free_port())]
-    cmd += ["--data-dir", str(data_dir)]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # The second start begins while the first is still formatting and launching.
+def start_twice_at_once(root) -> tuple[Path, list[str]]:
+    """Two `sentistream kafka start` of one data dir under `root`, the second while the first formats
+    and launches: (data dir, their outputs). Run again on another port when the port was taken."""
+    for attempt in range(1, ATTEMPTS + 1):
+        port, data_dir = free_port(), root / f"attempt-{attempt}"
+        cmd = [sys.executable, "-m", "sentistream.cli", "kafka", "start", "--port", str(port)]
+        cmd += ["--data-dir", str(data_dir)]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         while not data_dir.exists() and first.poll() is None:
-            time.sleep(0.01)
+            time.sleep(0.01)  # polls for the first start's data dir
         second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         outputs = [p.communicate(timeout=240)[0] for p in (first, second)]
-        assert [first.returncode, second.returncode] == [0, 0], outputs
+        if [first.returncode, second.returncode] == [0, 0]:
+            return data_dir, outputs
+        broker = LocalBroker(BrokerSettings(port=port, data_dir=data_dir))
+        broker.stop()
+        assert attempt < ATTEMPTS and lost_its_port(broker, 0), outputs
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow
+def test_two_concurrent_starts_leave_one_broker_that_stop_stops(tmp_path):
+    root = tmp_path / "kafka"
+    root.mkdir()
+    try:
+        data_dir, outputs = start_twice_at_once(root)
         assert sorted("already running" in out for out in outputs) == [False, True], outputs
         pids = _java_pids(data_dir)
         assert (
@@ -172,7 +213,8 @@ def test_two_concurrent_starts_leave_one_broker_that_stop_stops(tmp_path):
             and broker_mod.LocalBroker(BrokerSettings(data_dir=data_dir)).status().pid == pids[0]
         )
     finally:
-        LocalBroker(BrokerSettings(data_dir=data_dir)).stop()
+        for each in root.iterdir():
+            LocalBroker(BrokerSettings(data_dir=each)).stop()
     assert _java_pids(data_dir) == []
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from infra.broker import free_port
 from tests.dashboard.test_browser import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -21,6 +19,7 @@ from tests.dashboard.test_browser import (
     wait_until,
 )
 from tests.dashboard.test_history import MARKUP, write_history
+from tests.ports import start_server, stop
 
 PAGE = Path(__file__).with_name("history_page.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -34,19 +33,20 @@ pytestmark = [
 @pytest.fixture
 def history_url(tmp_path):
     folder = write_history(tmp_path / "history")
-    port = free_port()
     env = os.environ | {"SENTISTREAM_DASHBOARD_HISTORY_DIR": str(folder), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    with open(tmp_path / "page.log", "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
+                "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+
+    process, port = start_server(
+        command, tmp_path / "page.log", lambda port: _answers(f"http://127.0.0.1:{port}/_stcore/health"),
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
     try:
-        wait_until(lambda: _answers(f"{url}/_stcore/health"), 60, "the page to answer /_stcore/health")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(20)
+        stop(process)
 
 
 def test_history_tab_in_a_real_browser(browser, history_url, tmp_path) -> None:  # noqa: F811

@@ -8,8 +8,6 @@ is known: that keyword.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,11 +19,11 @@ from model.explain import (
     input_words,
     word_weights,
 )
+from sentistream.cli import main
 from tests.tiny_model import build_tiny_classifier
 from tests.training.synthetic import synthetic_corpus, synthetic_texts
 
 LABELS = ["negative", "neutral", "positive"]
-SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 
 
 @pytest.fixture(scope="module")
@@ -126,25 +124,22 @@ def test_weights_of_cleaned_pieces_land_on_the_input_words() -> None:
 
 
 @pytest.mark.slow
-def test_predict_explain_json_is_one_object_per_text(trained_bundle: Path) -> None:
+def test_predict_explain_json_is_one_object_per_text(trained_bundle: Path, capsys) -> None:
     texts = ["my new phone wonderful", "awful week"]
-    done = subprocess.run(
-        [SENTISTREAM, "predict", "--explain", "--json", *texts, "--model", str(trained_bundle), "--backend", "torch",
-         "--device", "cpu"], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    # In this process: a subprocess would spend most of its time importing torch again.
+    status = main(["predict", "--explain", "--json", *texts, "--model", str(trained_bundle), "--backend", "torch",
+                   "--device", "cpu"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
     assert [line["text"] for line in lines] == texts
     assert set(lines[0]) == {"text", "label", "score", "tokens"}
     assert [t["token"] for t in lines[1]["tokens"]] == ["awful", "week"]
     assert lines[1]["label"] == "negative"
 
 
-def test_predict_explain_rejects_a_csv_input(tmp_path: Path) -> None:
+def test_predict_explain_rejects_a_csv_input(tmp_path: Path, capsys) -> None:
     csv = tmp_path / "x.csv"
     csv.write_text("text\nhi\n")
-    done = subprocess.run(
-        [SENTISTREAM, "predict", "--explain", "--input", str(csv), "--backend", "vader"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2 and "--explain" in done.stderr
+    status = main(["predict", "--explain", "--input", str(csv), "--backend", "vader"])
+    assert status == 2 and "--explain" in capsys.readouterr().err

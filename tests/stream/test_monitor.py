@@ -6,7 +6,6 @@ tested alone, then the whole `sentistream monitor` app on the real broker, fed t
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -19,10 +18,10 @@ import orjson
 import pytest
 import requests
 
-from infra.broker import free_port
 from stream.events import SentimentStats
 from stream.monitor import MonitorSettings, SentimentAlert, ShiftDetector, WindowClock, WindowCounts
-from tests.stream.worker_process import create_topics, produce, read_topic
+from tests.ports import start_server
+from tests.stream.worker_process import create_topics, produce, read_topic, wait_until
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 WINDOW_S = 10.0
@@ -105,18 +104,22 @@ def stats_event(worker: str, start: datetime, counts: dict[str, int]) -> bytes:
     ).model_dump_json().encode()  # fmt: skip
 
 
-def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"monitor exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"monitor not ready:\n{log.read_text()[-3000:]}")
+def last_window_end(port: int) -> float:
+    """The end (epoch s) of the last window the monitor evaluated, from its /metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    ends = [
+        line.split()[-1]
+        for line in text.splitlines()
+        if line.startswith("sentistream_monitor_last_window_end_seconds ")
+    ]
+    return float(ends[0]) if ends else 0.0
+
+
+def healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @pytest.mark.slow
@@ -125,16 +128,17 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
 ) -> None:
     stats, scored, alerts = f"{topic_name}-stats", f"{topic_name}-scored", f"{topic_name}-alerts"
     create_topics(broker_url, [stats, scored], partitions=2)
-    port, log = free_port(), tmp_path / "monitor.log"
-    args = [
-        SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
-        "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
-        "--window-s", str(WINDOW_S),
-    ]  # fmt: skip
-    with open(log, "ab") as f:
-        process = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
+    log = tmp_path / "monitor.log"
+
+    def command(port: int) -> list[str]:
+        return [
+            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
+            "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
+            "--window-s", str(WINDOW_S),
+        ]  # fmt: skip
+
+    process, port = start_server(command, log, healthy, timeout=120)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process, log)
         examples = [{"id": f"x{i}", "text": f"awful thing {i}", "label": "negative", "score": 0.9,
                      "scores": {"negative": 0.9}, "model": "m@1", "scored_at": START.isoformat(),
                      "latency_ms": 1.0} for i in range(3)]  # fmt: skip
@@ -142,14 +146,19 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
         # Windows near now, so none is stale for the table's expiry; each split over two workers.
         base = datetime.fromtimestamp((time.time() // WINDOW_S) * WINDOW_S - 150, UTC)
         jump_at, total = 12, 20
+        # Windows `total` onwards only mark the end: they complete window `total`, so once the monitor
+        # has evaluated that one, every alert of the windows before it is sent (it evaluates in order).
+        markers = MonitorSettings.model_fields["grace_windows"].default + 1
         messages = []
-        for i, w in enumerate(windows([0.2] * jump_at + [0.6] * (total - jump_at), events=200)):
+        for i, w in enumerate(windows([0.2] * jump_at + [0.6] * (total + markers - jump_at), events=200)):
             start = base + timedelta(seconds=WINDOW_S * i)
             half = {label: n // 2 for label, n in w.counts.items()}
             rest = {label: n - half[label] for label, n in w.counts.items()}
             messages += [(b"A", stats_event("A", start, half)), (b"B", stats_event("B", start, rest))]
         produce(broker_url, stats, messages)
-        records = read_topic(broker_url, alerts, expected=1, timeout=60, idle_s=4)
+        evaluated = (base + timedelta(seconds=WINDOW_S * (total + 1))).timestamp()
+        wait_until(lambda: last_window_end(port) >= evaluated, 60, f"the monitor to evaluate window {total}")
+        records = read_topic(broker_url, alerts, expected=1, timeout=60, idle_s=0)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         process.send_signal(signal.SIGTERM)

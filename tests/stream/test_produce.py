@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from infra.broker import free_port
 from sentistream.cli import main
 from sentistream.errors import UsageError
 from stream.events import Tweet
@@ -94,11 +93,9 @@ def test_produce_with_nothing_to_send_is_a_usage_error(capsys):
     assert "give texts as arguments" in capsys.readouterr().err
 
 
-def test_an_unreachable_broker_fails_with_one_line(capsys):
+def test_an_unreachable_broker_fails_with_one_line(capsys, dead_port):
     # A port nobody listens on: refused at once, so no wall-clock limit is needed to keep this short.
-    status = main(
-        ["produce", "--broker", f"kafka://127.0.0.1:{free_port()}", "--connect-timeout-s", "3", "x"]
-    )
+    status = main(["produce", "--broker", f"kafka://127.0.0.1:{dead_port}", "--connect-timeout-s", "3", "x"])
     out, err = capsys.readouterr()
     assert status == 1 and out == ""
     assert err.count("\n") == 1 and "cannot reach Kafka" in err and "sentistream kafka start" in err

@@ -21,18 +21,18 @@ import orjson
 import pytest
 
 from stream.sink import FileName, parse_file_name, resume_offsets, to_row, write_batch
-from tests.stream.worker_process import create_topics, produce
+from tests.stream.worker_process import create_topics, mark_the_end, produce
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 BASE = datetime(2026, 11, 30, 5, 50, tzinfo=UTC)
 
 
-def scored_value(i: int, minutes: float = 0.0) -> bytes:
+def scored_value(i: int, minutes: float = 0.0, event_id: str | None = None) -> bytes:
     """A valid `tweets-scored` event whose scored_at is `minutes` after BASE."""
     label = ("negative", "neutral", "positive")[i % 3]
     at = (BASE + timedelta(minutes=minutes)).isoformat()
     return orjson.dumps({
-        "id": f"e-{i}", "text": f"event {i} #tag{i % 5}", "label": label, "score": 0.9,
+        "id": event_id or f"e-{i}", "text": f"event {i} #tag{i % 5}", "label": label, "score": 0.9,
         "scores": {"negative": 0.05, "neutral": 0.05, "positive": 0.9}, "model": "tiny@1",
         "scored_at": at, "latency_ms": 12.5, "lang": "en", "retweets": i,
     })  # fmt: skip
@@ -87,11 +87,19 @@ def test_a_batch_cut_short_by_a_crash_is_deleted_and_read_again(tmp_path: Path) 
 def read_ids(output: Path) -> list[str]:
     import pyarrow.dataset as ds
 
-    if not any(output.rglob("*.parquet")):
-        return []
+    if not any(not path.name.startswith(".") for path in output.rglob("*.parquet")):
+        return []  # none finished yet (the dataset ignores the hidden in-progress files)
     return (
         ds.dataset(output, format="parquet", partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
     )
+
+
+def written_ids(output: Path) -> set[str]:
+    """The ids in the finished files (empty while a file is renamed under the reader)."""
+    try:
+        return set(read_ids(output))
+    except OSError:
+        return set()
 
 
 def count_rows(output: Path) -> int:
@@ -138,6 +146,8 @@ def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(
     # scored_at spans three hours, so batches are split into several files (several renames each).
     messages = [(f"e-{i}".encode(), scored_value(i, minutes=i * 150 / total)) for i in range(total)]
     produce(broker_url, topic_name, messages)
+    # A sink takes each partition in order: once these are written, so is every event before them.
+    markers = mark_the_end(broker_url, topic_name, 2, value=lambda key: scored_value(0, event_id=key))
     output, log = tmp_path / "history", tmp_path / "sink.log"
 
     first = start_sink(broker_url, topic_name, output, log)
@@ -148,14 +158,13 @@ def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(
 
     second = start_sink(broker_url, topic_name, output, log)
     try:
-        wait_for(lambda: count_rows(output) >= total, 90, f"{total} rows", second, log)
-        time.sleep(1.5)  # a duplicate batch would land within a flush interval or two
+        wait_for(lambda: markers <= written_ids(output), 90, "the end markers", second, log)
         second.send_signal(signal.SIGTERM)
         assert second.wait(20) == 0, log.read_text()[-3000:]
     finally:
         if second.poll() is None:
             second.kill()
-    ids = Counter(read_ids(output))
+    ids = Counter(i for i in read_ids(output) if i not in markers)
     assert 0 < before < total, f"the kill should land mid-run; {before} rows were written before it"
     assert len(ids) == total and set(ids) == {f"e-{i}" for i in range(total)}
     assert max(ids.values()) == 1, [k for k, n in ids.items() if n > 1][:10]

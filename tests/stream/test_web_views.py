@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.web import HttpError, parse_predict
-from tests.stream.worker_process import Topics, WorkerProcess, produce, read_topic, wait_until
+from tests.stream.worker_process import Topics, WorkerProcess, consumed, produce, read_topic, wait_until
 
 
 @pytest.mark.parametrize(
@@ -64,8 +64,10 @@ def test_metrics_count_what_the_worker_consumed(worker, broker_url: str) -> None
     process, topics = worker
     messages = [(None, json.dumps({"text": f"good {i}"}).encode()) for i in range(5)] + [(None, b"\xff")]
     produce(broker_url, topics.tweets, messages)
-    assert len(read_topic(broker_url, topics.scored, 5, timeout=30, idle_s=0.5)) == 5
-    assert len(read_topic(broker_url, topics.dlq, 1, timeout=30, idle_s=0.5)) == 1
+    # Counted only once the outputs are acknowledged, so once all 6 are counted all 6 are written.
+    wait_until(lambda: consumed(process) >= 6, 60, "the worker to count 6 messages")
+    assert len(read_topic(broker_url, topics.scored, 5, timeout=30, idle_s=0)) == 5
+    assert len(read_topic(broker_url, topics.dlq, 1, timeout=30, idle_s=0)) == 1
     answer = requests.get(process.url + "/metrics", timeout=5)
     assert answer.headers["Content-Type"].startswith("text/plain")
     samples = {

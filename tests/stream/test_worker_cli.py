@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 
-from infra.broker import free_port
 from sentistream.settings import settings_from_args
 from stream.cli import add_arguments
 from stream.settings import KafkaSettings, WorkerSettings
@@ -25,8 +24,8 @@ def last_line(result: subprocess.CompletedProcess) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
-def test_unreachable_broker_fails_fast_with_one_line() -> None:
-    result = run_worker("--backend", "vader", "--broker", f"kafka://127.0.0.1:{free_port()}")
+def test_unreachable_broker_fails_fast_with_one_line(dead_port) -> None:
+    result = run_worker("--backend", "vader", "--broker", f"kafka://127.0.0.1:{dead_port}")
     assert result.returncode == 1
     assert "cannot reach the Kafka broker" in last_line(result)
     assert "Traceback" not in result.stderr

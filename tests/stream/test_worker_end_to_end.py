@@ -12,7 +12,15 @@ from collections import Counter
 import pytest
 
 from stream.events import DeadLetter, ScoredTweet
-from tests.stream.worker_process import Topics, WorkerProcess, create_topics, produce, read_topic
+from tests.stream.worker_process import (
+    Topics,
+    WorkerProcess,
+    create_topics,
+    mark_the_end,
+    produce,
+    read_topic,
+    read_until_marked,
+)
 
 # kind -> (how many, value builder, expected stage, words the reason must contain)
 BAD_KINDS = {
@@ -62,9 +70,11 @@ def test_every_message_is_scored_or_dead_lettered_exactly_once(broker_url, tiny_
     try:
         worker.wait_ready()
         produce(broker_url, topics.tweets, messages)
+        end = mark_the_end(broker_url, topics.tweets, 4)
         n_ok = sum(k.startswith("ok") for k in kinds.values())
-        scored = read_topic(broker_url, topics.scored, n_ok, timeout=90, idle_s=1)
-        dead = read_topic(broker_url, topics.dlq, len(messages) - n_ok, timeout=30, idle_s=1)
+        scored = read_until_marked(broker_url, topics.scored, end, timeout=90)
+        # Dead letters of messages before the markers are in the topic by now: read to its end.
+        dead = read_topic(broker_url, topics.dlq, len(messages) - n_ok, timeout=30, idle_s=0)
     finally:
         worker.stop()
     assert len(scored) + len(dead) == len(messages), worker.log_tail()

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections import Counter
 
 import pytest
 
-from infra.broker import BrokerSettings, LocalBroker, free_port
 from tests.stream.worker_process import (
     Topics,
     WorkerProcess,
@@ -20,8 +18,9 @@ from tests.stream.worker_process import (
     create_topics,
     health,
     ids_of,
+    mark_the_end,
     produce,
-    read_topic,
+    read_until_marked,
     tweets,
     wait_until,
 )
@@ -40,6 +39,13 @@ def duplicates(ids: list[str]) -> int:
     return sum(count - 1 for count in Counter(ids).values())
 
 
+def lost_the_broker(worker: WorkerProcess, since: int) -> bool:
+    """The worker's log, after offset `since`, shows its Kafka client failing to reach the broker."""
+    with worker.log_path.open("rb") as log:
+        log.seek(since)
+        return b"Unable connect to" in log.read()
+
+
 @pytest.mark.slow
 def test_two_workers_share_partitions_and_survive_a_kill_9(broker_url, tmp_path) -> None:
     topics = Topics()
@@ -56,7 +62,8 @@ def test_two_workers_share_partitions_and_survive_a_kill_9(broker_url, tmp_path)
         wait_until(lambda: consumed(a) >= 500 and consumed(b) >= 500, 30, "both workers to take a share")
         a.process.kill()
         producer.join(60)
-        scored = ids_of(read_topic(broker_url, topics.scored, len(messages), timeout=60, idle_s=2))
+        end = mark_the_end(broker_url, topics.tweets, 4)
+        scored = ids_of(read_until_marked(broker_url, topics.scored, end, timeout=90))
         assert health(b)["partitions"] == [f"{topics.tweets}[{p}]" for p in range(4)]
     finally:
         a.stop(), b.stop()
@@ -69,9 +76,8 @@ def test_two_workers_share_partitions_and_survive_a_kill_9(broker_url, tmp_path)
 
 
 @pytest.mark.slow
-def test_broker_restart_mid_stream_loses_nothing(tmp_path) -> None:
-    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path / "kafka"))
-    broker.start()
+def test_broker_restart_mid_stream_loses_nothing(own_broker, tmp_path) -> None:
+    broker = own_broker
     topics = Topics()
     worker = WorkerProcess(broker.url, topics, tmp_path, *FAST_FAILOVER)
     messages = tweets("r", 5000)
@@ -81,14 +87,15 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path) -> None:
         produce(broker.url, topics.tweets, messages[:2500])
         wait_until(lambda: consumed(worker) >= 500, 30, "the worker to be mid-stream")
         broker.stop()
-        time.sleep(1.0)
+        since = worker.log_path.stat().st_size
+        wait_until(lambda: lost_the_broker(worker, since), 60, "the worker to find the broker gone")
         broker.start()
         produce(broker.url, topics.tweets, messages[2500:])
-        scored = ids_of(read_topic(broker.url, topics.scored, len(messages), timeout=90, idle_s=2))
+        end = mark_the_end(broker.url, topics.tweets, 2)
+        scored = ids_of(read_until_marked(broker.url, topics.scored, end, timeout=90))
         assert worker.process.poll() is None, worker.log_tail()
     finally:
         worker.stop()
-        broker.stop()
     assert set(scored) == {key.decode() for key, _ in messages}, worker.log_tail()
     print(f"broker restart: {duplicates(scored)} duplicates of {len(messages)} messages")
 
@@ -105,10 +112,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(broker_url, tmp_path) ->
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 0, first.log_tail()  # a bound against a hang, not a speed claim
     producer.join(60)
+    end = mark_the_end(broker_url, topics.tweets, 2)
     second = WorkerProcess(broker_url, topics, tmp_path, *FAST_FAILOVER, name="second").start()
     try:
         second.wait_ready()
-        scored = ids_of(read_topic(broker_url, topics.scored, len(messages), timeout=60, idle_s=2))
+        scored = ids_of(read_until_marked(broker_url, topics.scored, end))
     finally:
         second.stop()
     assert set(scored) == {key.decode() for key, _ in messages}
@@ -127,13 +135,12 @@ def test_exactly_once_survives_a_kill_9_without_duplicates(broker_url, tmp_path)
     wait_until(lambda: consumed(first) >= 800, 30, "the worker to be mid-stream")
     first.process.kill()
     producer.join(60)
+    end = mark_the_end(broker_url, topics.tweets, 2)
     second = WorkerProcess(broker_url, topics, tmp_path, *eos, name="eos2").start()
     try:
         second.wait_ready()
-        committed = ids_of(read_topic(broker_url, topics.scored, len(messages), timeout=60, idle_s=2))
-        everything = ids_of(
-            read_topic(broker_url, topics.scored, len(messages), timeout=10, idle_s=1, committed=False)
-        )
+        committed = ids_of(read_until_marked(broker_url, topics.scored, end))
+        everything = ids_of(read_until_marked(broker_url, topics.scored, end, committed=False))
     finally:
         second.stop()
     assert Counter(committed) == Counter(key.decode() for key, _ in messages), second.log_tail()

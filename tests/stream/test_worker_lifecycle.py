@@ -1,12 +1,19 @@
 """Start and stop on a real broker: exactly-once refuses outputs with too few partitions, in one
-line; a clean stop publishes the last (still open) stats window."""
+line; a clean stop publishes the last (still open) stats window; a taken web port is not mistaken
+for the worker's."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 
+import requests
+
+import tests.stream.worker_process
+from infra.broker import free_port
 from stream.events import SentimentStats
+from tests.ports import start_server, stop
 from tests.stream.worker_process import (
     SENTISTREAM,
     Topics,
@@ -40,13 +47,44 @@ def test_a_clean_stop_publishes_the_open_stats_window(broker_url, tmp_path) -> N
     try:
         worker.wait_ready()
         produce(broker_url, topics.tweets, tweets("s", 7))
-        assert len(read_topic(broker_url, topics.scored, 7, timeout=60, idle_s=0.5)) == 7
+        read_topic(broker_url, topics.scored, 7, timeout=60, idle_s=0)
         worker.signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.log_tail()
     finally:
         worker.stop()
+    # It has exited: what the topics hold now is all it ever wrote (read to their ends, no waiting).
+    assert len(read_topic(broker_url, topics.scored, 7, timeout=30, idle_s=0)) == 7
     windows = [
         SentimentStats.model_validate_json(r.value)
-        for r in read_topic(broker_url, topics.stats, 1, timeout=20, idle_s=0.5)
+        for r in read_topic(broker_url, topics.stats, 1, timeout=20, idle_s=0)
     ]
     assert sum(w.count for w in windows) == 7, worker.log_tail()
+
+
+def test_a_web_port_taken_by_a_stranger_is_not_taken_for_the_worker(
+    broker_url, tmp_path, monkeypatch
+) -> None:
+    # The stranger answers GET /health with 200 and a body, as a worker would.
+    (tmp_path / "health").write_text('{"status": "a stranger"}')
+    stranger, taken = start_server(
+        lambda port: [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        tmp_path / "stranger.log", answers_health,
+        cwd=tmp_path,
+    )  # fmt: skip
+    ports = iter([taken])
+    monkeypatch.setattr(tests.stream.worker_process, "free_port", lambda: next(ports, None) or free_port())
+    worker = WorkerProcess(broker_url, Topics(), tmp_path).start()
+    try:
+        assert worker.port == taken
+        health = worker.wait_ready()  # its first start exits (port taken); it is started on another
+        assert worker.port != taken and health["status"] == "ready", health
+    finally:
+        worker.stop()
+        stop(stranger)
+
+
+def answers_health(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok
+    except requests.RequestException:
+        return False

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import requests
 
 from infra.broker import free_port
 from tests.kafka_reader import read_topic as read_topic  # re-exported: the stream tests import it here
+from tests.ports import ATTEMPTS, PortTaken, log_size, wait_serving
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 
@@ -65,40 +67,52 @@ class WorkerProcess:
         self, broker_url: str, topics: Topics, log_dir: Path, *extra: str, name: str = "w", faults: str = ""
     ) -> None:
         """`faults` (see tests/stream/faulty_worker.py) runs the worker with a fault-injecting engine."""
-        self.port = free_port()
-        self.log_path = log_dir / f"worker-{name}-{self.port}.log"
+        self.log_path = log_dir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
         command = [sys.executable, "-m", "tests.stream.faulty_worker"] if faults else [SENTISTREAM]
         self.args = [
-            *command, "worker", "--broker", broker_url, "--web-port", str(self.port),
-            "--backend", "vader", *topics.flags(), *extra,
+            *command, "worker", "--broker", broker_url, "--backend", "vader", *topics.flags(), *extra,
         ]  # fmt: skip
         self.faults = faults
         self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.since = 0  # where this start's output begins in the log
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WorkerProcess:
+        """Start the worker on a free web port (`wait_ready` moves it when that port was taken)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTISTREAM_TEST_FAULTS": self.faults}
+        self.port, self.since = free_port(), log_size(self.log_path)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(
+                [*self.args, "--web-port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         return self
 
     def wait_ready(self, timeout: float = 180.0) -> dict:
-        """Poll /health until it answers 200; fail with the worker's log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+        """Wait until this worker serves /health with 200 on its own port; its answer.
+
+        A worker that exits because its web port was taken is started again on another one.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
             try:
-                answer = requests.get(self.url + "/health", timeout=1)
-                if answer.status_code == 200:
-                    return answer.json()
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+                return wait_serving(
+                    self.process, self.port, self.log_path, self.since, self._healthy, timeout
+                )
+            except PortTaken:
+                if attempt == ATTEMPTS:
+                    raise
+                self.start()
+        raise AssertionError("unreachable")
+
+    def _healthy(self, port: int) -> dict | None:
+        try:
+            answer = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+        except requests.RequestException:
+            return None
+        return answer.json() if answer.status_code == 200 else None
 
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)
@@ -157,6 +171,49 @@ def produce(
             await producer.stop()
 
     asyncio.run(send())
+
+
+def mark_the_end(
+    broker_url: str, topic: str, partitions: int, value: Callable[[str], bytes] | None = None
+) -> set[str]:
+    """Produce a marker tweet to each partition of `topic`, after everything produced so far; their keys.
+
+    A worker takes a partition in order and has a batch's outputs acknowledged before it takes the
+    next batch, so once every marker is scored, every output of the messages before them is in the
+    output topics: what is missing then is missing, and a duplicate is already there (no waiting
+    out a quiet period to prove that nothing more comes). `value(key)` builds a marker's value
+    (default: a tweet).
+    """
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    keys = {f"end-{p}": p for p in range(partitions)}
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await producer.start()
+        try:
+            for key, p in keys.items():
+                body = value(key) if value else orjson.dumps({"id": key, "text": "the end marker"})
+                await producer.send_and_wait(topic, body, key=key.encode(), partition=p)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    return set(keys)
+
+
+def read_until_marked(
+    broker_url: str, topic: str, markers: set[str], timeout: float = 60.0, committed: bool = True
+) -> list:
+    """The records of `topic` up to the outputs of `markers` (see `mark_the_end`), markers left out:
+    every record the topic holds once the last marker's output is there, none waited for after."""
+
+    def marked(records) -> bool:
+        return markers <= {r.key.decode() for r in records if r.key}
+
+    records = read_topic(broker_url, topic, 0, timeout, idle_s=0, committed=committed, until=marked)
+    return [r for r in records if not (r.key and r.key.decode() in markers)]
 
 
 def health(worker: WorkerProcess) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from sentistream.cli import main
 from training.settings import TrainSettings
 
 LABELS = ["negative", "neutral", "positive"]
+# The first test pays for the module's training run: minutes on a loaded 2-core machine, so the
+# default 300 s would cut it (a bound against a hang, not a speed claim).
+pytestmark = pytest.mark.timeout(900)
 
 
 def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSettings:
@@ -23,13 +27,70 @@ def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSe
     return TrainSettings(data=data, base_model=str(base), output=output, **{**options, **overrides})
 
 
+@dataclass
+class ResumedRun:
+    """A training run stopped by Ctrl-C after step 5, then finished with --resume."""
+
+    bundle: Path
+    checkpoints: list[str]  # what the interrupted run left
+    refused: int  # exit status of `train` into that output without --resume
+    steps: list[int]  # the steps the resumed run ran
+    max_steps: int
+    optimizer_state: int  # entries in Adam's state when the resumed run began (-1: no optimizer)
+
+
 @pytest.fixture(scope="module")
-def bundle(task, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundle `train` writes for the synthetic task."""
-    from training.train import train
+def resumed(task, tmp_path_factory: pytest.TempPathFactory) -> ResumedRun:
+    """One run serves the resume test and every test of the finished bundle (a second full training
+    would double this module's time); a broken resume fails them all, which it should."""
+    from transformers import TrainerCallback
+
+    from training import train as train_module
+
+    class CtrlCAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    class Steps(TrainerCallback):
+        """What the resumed run started from: its first step, how many it ran, the optimizer's state."""
+
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+            self.max_steps = 0
+            self.optimizer_state = -1
+
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            self.max_steps = state.max_steps
+            self.optimizer_state = len(optimizer.state) if optimizer is not None else -1
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    real_build = train_module.build_trainer
+
+    def with_ctrl_c(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(CtrlCAtStep())
+        return trainer
 
     data, base = task
-    return train(quick_settings(data, base, tmp_path_factory.mktemp("run") / "bundle"))
+    out = tmp_path_factory.mktemp("run") / "bundle"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_trainer", with_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(quick_settings(data, base, out))
+    checkpoints = [c.name for c in sorted((out / "checkpoints" / "finetune").glob("checkpoint-*"))]
+    refused = main(["train", "--data", str(data), "--base-model", str(base), "--output", str(out)])
+    steps = Steps()
+    bundle = train_module.train(quick_settings(data, base, out, resume=True), callbacks=[steps])
+    return ResumedRun(bundle, checkpoints, refused, steps.steps, steps.max_steps, steps.optimizer_state)
+
+
+@pytest.fixture(scope="module")
+def bundle(resumed: ResumedRun) -> Path:
+    """The bundle `train` writes for the synthetic task."""
+    return resumed.bundle
 
 
 def test_learns_the_synthetic_task(bundle: Path) -> None:
@@ -159,54 +220,13 @@ def test_two_phase_recipe_keeps_the_frozen_layers_frozen(task, tmp_path: Path) -
     assert not (out / "model.onnx").exists()
 
 
-def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(task, tmp_path: Path, monkeypatch) -> None:
-    from transformers import TrainerCallback
-
-    from training import train as train_module
-
-    class CtrlCAtStep(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    real_build = train_module.build_trainer
-
-    def with_ctrl_c(*args, **kwargs):
-        trainer = real_build(*args, **kwargs)
-        trainer.add_callback(CtrlCAtStep())
-        return trainer
-
-    data, base = task
-    out = tmp_path / "b"
-    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(quick_settings(data, base, out, export=False))
-    checkpoints = sorted((out / "checkpoints" / "finetune").glob("checkpoint-*"))
-    assert [c.name for c in checkpoints] == ["checkpoint-6"]  # saved right after the step that saw Ctrl-C
-    monkeypatch.setattr(train_module, "build_trainer", real_build)
-    assert main(["train", "--data", str(data), "--base-model", str(base), "--output", str(out)]) == 2
-
-    class Steps(TrainerCallback):
-        """What the resumed run started from: its first step, how many it ran, the optimizer's state."""
-
-        def __init__(self) -> None:
-            self.steps: list[int] = []
-            self.max_steps = 0
-            self.optimizer_state = -1
-
-        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
-            self.max_steps = state.max_steps
-            self.optimizer_state = len(optimizer.state) if optimizer is not None else -1
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.steps.append(state.global_step)
-
-    steps = Steps()
-    train_module.train(quick_settings(data, base, out, export=False, resume=True), callbacks=[steps])
+def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(resumed: ResumedRun) -> None:
+    assert resumed.checkpoints == ["checkpoint-6"]  # saved right after the step that saw Ctrl-C
+    assert resumed.refused == 2  # an unfinished run's output is not overwritten without --resume
     # It continued from checkpoint-6: step 7 first, only the remaining steps, Adam's moments restored
     # (a fresh run would start at step 1, run every step, and begin with an empty optimizer state).
-    assert steps.steps[0] == 7
-    assert steps.steps == list(range(7, steps.max_steps + 1))
-    assert steps.optimizer_state > 0
-    meta = json.loads((out / "sentistream.json").read_text())
+    assert resumed.steps[0] == 7
+    assert resumed.steps == list(range(7, resumed.max_steps + 1))
+    assert resumed.optimizer_state > 0
+    meta = json.loads((resumed.bundle / "sentistream.json").read_text())
     assert meta["metrics"]["test"]["accuracy"] >= 0.9
