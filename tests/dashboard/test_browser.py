@@ -6,12 +6,14 @@ The screenshot is kept under the test's tmp dir and copied to out/screenshots/da
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,11 +49,18 @@ def dashboard_url(broker_url, topics, tmp_path):
         "--broker",
         broker_url,
     ]
-    with open(tmp_path / "dashboard.log", "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    with streamlit_served(command, env, port, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def streamlit_served(command: list[str], env: dict, port: int, cwd: Path) -> Iterator[str]:
+    """The URL of the Streamlit server `command` starts (log: cwd/page.log), once it answers; stopped after."""
+    with open(cwd / "page.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(f"{url}/_stcore/health"), 60, "the dashboard to answer /_stcore/health")
+        wait_until(lambda: _answers(f"{url}/_stcore/health"), 60, "the page to answer /_stcore/health")
         yield url
     finally:
         process.terminate()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from tests.dashboard.test_browser import (
     CHROMEDRIVER,
     CHROMIUM,
     DRAWN_MARKS,
-    _answers,
     _metric,
     browser,  # noqa: F401  (the fixture)
+    streamlit_served,
     wait_until,
 )
 from tests.dashboard.test_history import MARKUP, write_history
@@ -38,15 +37,8 @@ def history_url(tmp_path):
     env = os.environ | {"SENTISTREAM_DASHBOARD_HISTORY_DIR": str(folder), "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    with open(tmp_path / "page.log", "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(f"{url}/_stcore/health"), 60, "the page to answer /_stcore/health")
+    with streamlit_served(command, env, port, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_history_tab_in_a_real_browser(browser, history_url, tmp_path) -> None:  # noqa: F811
