@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from pydantic import ValidationError
 
-from dashboard.history import plain_name
-from stream.monitor import SentimentAlert
+from dashboard.names import plain_name
+from stream.monitor import MonitorSettings, SentimentAlert
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,6 @@ def shared_alert_feed(kafka: KafkaSettings) -> AlertFeed:
     @st.cache_resource(show_spinner=False)
     def _feed(key: str, _kafka: KafkaSettings, topic: str) -> AlertFeed:
         return AlertFeed(_kafka, topic).start()
-
-    from stream.monitor import MonitorSettings
 
     topic = MonitorSettings().alerts_topic  # SENTISTREAM_MONITOR_ALERTS_TOPIC, the monitor's own setting
     return _feed(kafka.model_dump_json() + topic, kafka, topic)

@@ -20,6 +20,7 @@ import streamlit as st
 from dashboard import alerts, charts, explanations, history, lifecycle, scoring, summary
 from dashboard.feed import Feed, Snapshot
 from dashboard.settings import DashboardSettings
+from model.settings import ModelSettings
 from sentistream.errors import SentistreamError
 from stream.events import SentimentStats
 from stream.settings import ConsumerGroupSettings, KafkaSettings
@@ -44,8 +45,6 @@ def get_local_engine(key: str, _settings):
 
 def local_engine():
     """The engine `SENTISTREAM_MODEL`/`_BACKEND`/... describe now, for scoring when no worker answers."""
-    from model.settings import ModelSettings
-
     settings = ModelSettings()
     return get_local_engine(settings.model_dump_json(), settings)
 

@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from dashboard.history import plain_name
+from dashboard.names import plain_name
 from dashboard.scoring import WorkerUnavailableError
+from model.explain import explainer_for
+from model.settings import ModelSettings
 
 POSITIVE, NEGATIVE = (44, 160, 44), (214, 39, 40)  # the label colours of dashboard/charts.py
 
@@ -37,8 +39,6 @@ def explain_with_worker(worker_url: str, texts: Sequence[str], timeout: float = 
 
 def explain_locally(engine, model: str | None, texts: Sequence[str]) -> dict:
     """The same answer computed in this process with `model.explain`."""
-    from model.explain import explainer_for
-
     explainer = explainer_for(engine, model)
     explanations = [e.to_json() for e in explainer.explain(list(texts))]
     return {"model": engine.name, "method": explainer.method, "explanations": explanations}
@@ -86,8 +86,6 @@ def explanation_ui(explanation: dict) -> None:
 def try_it_ui(worker_url: str, local_engine: Callable[[], object]) -> None:
     """'Explain' for the text of the 'Try it' box (`try_text`), as app.py calls it after try_text_ui."""
     import streamlit as st
-
-    from model.settings import ModelSettings
 
     def local(texts: Sequence[str]) -> dict:
         return explain_locally(local_engine(), ModelSettings().model, texts)

@@ -9,7 +9,6 @@ which never interprets markup.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dashboard import charts
+from dashboard.alerts import shared_alert_feed, with_alert_markers
+from dashboard.names import plain_name
 
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
 DEFAULT_RANGE = "last 24 hours"
@@ -127,16 +128,12 @@ class History:
 
 def history_tab_ui(kafka) -> None:
     """The whole tab as app.py calls it: settings from the environment, alerts from the alert feed."""
-    from dashboard.alerts import shared_alert_feed
-
     history_ui(HistorySettings().history_dir, shared_alert_feed(kafka).recent())
 
 
 def history_ui(output: Path | None, alerts: Sequence = ()) -> None:
     """The History tab: range picker, share over time (with `alerts` as markers), top hashtags, search."""
     import streamlit as st
-
-    from dashboard.alerts import with_alert_markers
 
     if output is None or not History(output).has_files():
         where = output or "DIR"
@@ -189,8 +186,3 @@ def search_ui(history: History, span: Span) -> None:
     found = history.search(span, words.strip())
     st.caption(f"{len(found):,} newest matches (at most {SEARCH_LIMIT})")
     st.dataframe(found, hide_index=True, use_container_width=True)
-
-
-def plain_name(name: object) -> str:
-    """A name from a topic (label, model) reduced to characters no markdown or HTML can be made of."""
-    return re.sub(r"[^\w\-.@/: ]", "", str(name))[:80] or "?"

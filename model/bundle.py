@@ -77,6 +77,7 @@ class Bundle:
         """The PyTorch classifier (`from_pretrained` kwargs such as dtype or attn_implementation pass through)."""
         from transformers import AutoModelForSequenceClassification
 
+        # lazy: torch, transformers
         import model.pooling  # noqa: F401  (registers the mean-pooling head with the Auto classes)
 
         return AutoModelForSequenceClassification.from_pretrained(self.source, **kwargs).eval()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from model.explain import run_explain
 from model.predictions import with_predictions
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import UsageError
@@ -37,8 +38,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give texts to score as arguments, or one --input file.csv (not both)")
     settings = settings_from_args(ModelSettings, args)
     if args.explain:
-        from model.explain import run_explain
-
         return run_explain(args.texts, settings, args.json, csv_input=args.input)
     frame = _read_csv(args.input, args.text_col) if args.input else None
     engine = settings.load_engine()

@@ -28,11 +28,11 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.bundle import Bundle, load_bundle
 from model.cleaning import clean_text, validate_text
 from sentistream.errors import UsageError
 
 if TYPE_CHECKING:
-    from model.bundle import Bundle
     from model.engines.base import Engine
     from model.settings import ModelSettings
 
@@ -263,8 +263,6 @@ def explainer_for(engine: Engine, model: str | None, settings: ExplainSettings |
     """Integrated gradients when `engine` is PyTorch (it loads its own float32 copy), else occlusion."""
     settings = settings or ExplainSettings()
     if engine.backend == "torch" and model is not None:
-        from model.bundle import load_bundle
-
         return IntegratedGradientsExplainer(load_bundle(model), engine.device, settings.steps)
     return OcclusionExplainer(engine, settings.max_words)
 

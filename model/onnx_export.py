@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from model.engines.batching import TokenBatcher, screen
 from sentistream.errors import SentistreamError
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def calibration_feeds(
     max_batch_tokens: int = 1_024,
 ) -> list[dict[str, np.ndarray]]:
     """Model inputs for calibration, cleaned, tokenised and batched exactly as the CPU engine serves."""
-    from model.engines.batching import TokenBatcher, screen
-
     batcher = TokenBatcher(
         tokenizer, ["x"], max_length, cleaning, max_batch_tokens=max(max_batch_tokens, max_length)
     )

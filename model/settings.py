@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.engines.base import Engine
 from model.engines.batching import DEFAULT_BATCH_SIZE
-
-if TYPE_CHECKING:
-    from model.engines.base import Engine
-
+from model.engines.select import load_engine
 
 # The flags every command that scores text offers (predict, worker); dtype stays env-only.
 MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_pass"]
@@ -67,8 +65,6 @@ class ModelSettings(BaseSettings):
 
     def load_engine(self, **kwargs: Any) -> Engine:
         """The engine these settings describe (imports the heavy libraries only now)."""
-        from model.engines import load_engine
-
         return load_engine(
             self.model,
             self.backend,

@@ -44,6 +44,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.app import _credentials as faust_credentials
 from stream.events import ScoredTweet, SentimentStats
 
 log = logging.getLogger(__name__)
@@ -488,7 +489,7 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     import faust
 
     app = faust.App(
-        settings.app_id, broker=kafka.broker, broker_credentials=_credentials(kafka), datadir=str(datadir),
+        settings.app_id, broker=kafka.broker, broker_credentials=faust_credentials(kafka), datadir=str(datadir),
         store="memory://", autodiscover=False, topic_partitions=partitions,
         consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
         web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
@@ -510,12 +511,6 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.check_stall)
     _register_views(app, monitor)
     return app, monitor
-
-
-def _credentials(kafka):
-    from stream.app import _credentials as worker_credentials
-
-    return worker_credentials(kafka)
 
 
 def _register_views(app, monitor: Monitor) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.logs import logging_config
+from stream.monitor import MonitorSettings, create_monitor
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic"]
@@ -20,16 +22,12 @@ log = logging.getLogger("stream.monitor")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The broker and topic flags, and every detection threshold."""
-    from stream.monitor import MonitorSettings
-
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
     add_settings_arguments(parser, MonitorSettings)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the broker, create missing topics, run the Faust app until SIGTERM."""
-    from stream.monitor import MonitorSettings, create_monitor
-
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(MonitorSettings, args)
     if not getattr(args, "verbose", False):
@@ -69,8 +67,6 @@ async def prepare_topics(kafka, settings, timeout_s: float = 10.0) -> int:
 def run_app(app, loglevel: str) -> int:
     """Run a faust.App in this process until SIGTERM/SIGINT; returns the exit status."""
     import faust
-
-    from stream.logs import logging_config
 
     worker = faust.Worker(
         app, loglevel=loglevel, logging_config=logging_config(loglevel, False), redirect_stdouts=False, quiet=True

@@ -4,7 +4,7 @@
 schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
 labelled dataset at a chosen pace with a progress bar. In both, Ctrl-C stops reading, flushes
 what is queued, reports what was sent and exits 130.
-Neither imports torch: only the `replay` loaders' pandas.
+Neither imports torch; `replay` alone imports pandas (its dataset loaders), when it runs.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer, encode_tweet
-from stream.replay import ReplayResult, ReplaySettings, check_options, replay
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
+
+if TYPE_CHECKING:
+    from stream.replay import ReplayResult, ReplaySettings
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "topic"]
 PRODUCER_FIELDS = ("linger_ms", "batch_bytes", "compression", "connect_timeout_s", "request_timeout_ms")
@@ -238,6 +240,9 @@ def parse_line(line: str, input_format: str) -> str | dict:
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `sentistream replay`."""
+    # lazy: pandas, pyarrow (the dataset loaders; `produce` needs neither)
+    from stream.replay import ReplaySettings
+
     parser.add_argument(
         "path", metavar="PATH", help="dataset to replay: CSV, TSV, JSONL, or any training format"
     )
@@ -250,6 +255,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Replay PATH; exit 130 after a Ctrl-C (what was sent is flushed and reported)."""
+    # lazy: pandas, pyarrow
+    from stream.replay import ReplaySettings, check_options
+
     settings = settings_from_args(ReplaySettings, args)
     check_options(settings)
     kafka, producer_settings = connection_settings(args)
@@ -264,6 +272,9 @@ async def _replay_until_interrupted(
     producer_settings: ProducerSettings,
     settings: ReplaySettings,
 ) -> ReplayResult:
+    # lazy: pandas, pyarrow
+    from stream.replay import replay
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Ctrl-C ends the send loop instead of killing it, so buffered messages are flushed and counted.

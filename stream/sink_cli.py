@@ -8,22 +8,19 @@ import logging
 
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
+from stream.sink import SinkSettings, run_sink
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "scored_topic"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`--output DIR`, the broker and topic flags, and how often to write."""
-    from stream.sink import SinkSettings
-
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
     add_settings_arguments(parser, SinkSettings)
 
 
 def run(args: argparse.Namespace) -> int:
     """Consume and write until SIGTERM; the buffered rows are written before exit."""
-    from stream.sink import SinkSettings, run_sink
-
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(SinkSettings, args)
     if not getattr(args, "verbose", False):

@@ -1,6 +1,7 @@
 """`sentistream train | evaluate | export | eda`: the offline commands.
 
-Imports nothing heavy at module level: torch and transformers load inside `run` only.
+Imports no torch or transformers at module level: the training code loads them inside its functions,
+and `sentistream tune` imports `training.tune` (transformers) when it runs.
 """
 
 from __future__ import annotations
@@ -8,9 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from training.datasets import load_dataset
+from training.eda import explore
+from training.evaluate import evaluate
+from training.export import export_bundle, read_calibration_data
 from training.settings import EdaSettings, EvaluateSettings, ExportSettings, TrainSettings, TuneSettings
+from training.train import train
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +38,6 @@ def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Fine-tune and write the bundle; prints its directory."""
-    from training.train import train
-
     out_dir = train(settings_from_args(TrainSettings, args))
     print(out_dir)
     return 0
@@ -45,8 +51,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled dataset and write the report; prints the headline numbers."""
-    from training.evaluate import evaluate
-
     out_dir, metrics = evaluate(
         settings_from_args(EvaluateSettings, args), settings_from_args(ModelSettings, args)
     )
@@ -63,8 +67,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export ONNX fp32 + int8 and check parity; prints the parity record."""
-    from training.export import export_bundle, read_calibration_data
-
     settings = settings_from_args(ExportSettings, args)
     texts, split = parity_texts(settings)
     calibration, source = read_calibration_data(settings.calibration_data, settings.model)
@@ -77,11 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def parity_texts(settings: ExportSettings) -> tuple[list[str], str]:
     """Texts for the parity check: `--data` (its validation split if any), else the bundle's test report."""
-    import pandas as pd
-
     if settings.data is not None:
-        from training.datasets import load_dataset
-
         frame = load_dataset(settings.data, text_col=settings.text_col, require_labels=False).frame
         if "split" in frame and (frame["split"] == "validation").any():
             frame = frame[frame["split"] == "validation"]
@@ -99,8 +97,6 @@ def add_eda_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eda(args: argparse.Namespace) -> int:
     """Write the data exploration report; prints its path."""
-    from training.eda import explore
-
     print(explore(settings_from_args(EdaSettings, args)) / "report.md")
     return 0
 
@@ -113,6 +109,7 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Search hyperparameters; prints the best bundle's directory."""
+    # lazy: transformers
     from training.tune import tune
 
     print(tune(settings_from_args(TuneSettings, args)))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from model.cleaning import clean_batch, clean_text
 from training.datasets import LoadedDataset, load_dataset, parse_label_map
 from training.plots import class_balance_png, text_length_png, word_cloud_png
 from training.settings import EdaSettings
@@ -68,8 +69,6 @@ def token_lengths(texts: pd.Series, base_model: str) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from model.cleaning import clean_batch
-
     tokenizer = AutoTokenizer.from_pretrained(base_model, use_fast=True)
     cleaned = [c.text for c in clean_batch(texts.tolist())]
     lengths = np.array([len(ids) for ids in tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]])
@@ -87,8 +86,6 @@ def token_lengths(texts: pd.Series, base_model: str) -> dict:
 def token_counts(texts: pd.Series, limit: int) -> list[tuple[str, int]]:
     """The `limit` most frequent words (cleaned as the model sees them, English stop words removed)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
-
-    from model.cleaning import clean_text
 
     stop_words = sorted(ENGLISH_STOP_WORDS | PLACEHOLDERS)
     # Words of two or more letters; digits and underscores are not words here.

@@ -7,6 +7,7 @@ records the result in `sentistream.json`, and refuses a bundle whose fp32 graph 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -17,7 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_meta
+from model.engines import load_engine
+from model.onnx_export import calibration_feeds, export_onnx, optimize_graph, quantize_int8
 from sentistream.errors import SentistreamError, UsageError
+from training.datasets import load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +59,6 @@ def export_bundle(
     `calibration`: texts like the training data (a sample is kept); None reuses the sample the
     bundle's last export kept, and with neither the export stops with a usage error.
     """
-    from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_meta
-    from model.onnx_export import export_onnx
-
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     sample = calibration_sample(bundle_dir, calibration, calibration_source)
@@ -81,9 +83,6 @@ def export_bundle(
 
 def write_graphs(bundle: Any, plain: Path, calibration: Sequence[str], bundle_dir: Path, tmp: Path) -> dict:
     """model.onnx (graph-optimised fp32) and one int8 file per INT8_RECIPES entry: {name: path}."""
-    from model.bundle import ONNX_FILE
-    from model.onnx_export import calibration_feeds, optimize_graph, quantize_int8
-
     optimized = optimize_graph(plain, bundle_dir / ONNX_FILE)
     feeds = calibration_feeds(
         bundle.load_tokenizer(), calibration, bundle.meta.max_length, bundle.meta.cleaning
@@ -96,8 +95,6 @@ def write_graphs(bundle: Any, plain: Path, calibration: Sequence[str], bundle_di
 
 def calibration_sample(bundle_dir: Path, texts: Sequence[str] | None, source: str) -> dict:
     """Up to CALIBRATION_TEXTS texts (a seeded sample), kept in the bundle for the next export."""
-    import json
-
     kept = bundle_dir / CALIBRATION_FILE
     if texts is None:
         if not kept.is_file():
@@ -117,9 +114,6 @@ def calibration_sample(bundle_dir: Path, texts: Sequence[str] | None, source: st
 
 def read_calibration_data(path: Path | None, bundle_dir: str | Path) -> tuple[list[str] | None, str]:
     """`--calibration-data`: the file's texts (its train split when it has one) and where they came from."""
-    from model.bundle import load_bundle
-    from training.datasets import load_dataset
-
     if path is None:
         return None, ""
     data = load_dataset(path, require_labels=False)
@@ -143,8 +137,6 @@ def check_parity(
     With `int8_candidates`, each is measured and the one that keeps the most labels (the first on a
     tie) becomes the bundle's model.int8.onnx.
     """
-    from model.bundle import ONNX_INT8_FILE
-
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
     result: dict = {
         "n": len(texts),
@@ -178,8 +170,6 @@ def _compare(probs: np.ndarray, torch_probs: np.ndarray) -> dict:
 
 
 def _probabilities(bundle_dir: Path, backend: str, int8: bool | None, texts: Sequence[str]) -> np.ndarray:
-    from model.engines import load_engine
-
     engine = load_engine(bundle_dir, backend=backend, device="cpu", int8=int8)
     try:
         predictions = engine.predict(list(texts))

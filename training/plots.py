@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: matplotlib is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,11 +22,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` to `path` as a PNG, close it, return `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -33,7 +35,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[str],
     """Counts with row-normalised shading (rows: true label, columns: predicted)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(labels), 1.2 + 1.0 * len(labels)))
@@ -43,13 +45,13 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[str],
     for (row, col), count in np.ndenumerate(counts):
         color = "white" if shares[row, col] > 0.5 else "black"
         ax.text(col, row, f"{int(count)}\n{shares[row, col]:.0%}", ha="center", va="center", color=color)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves_png(history: Sequence[dict], metric: str, path: Path) -> Path:
     """Loss (training and validation) and `metric` and accuracy on a training sample next to validation,
     per epoch (from Trainer.log_history): training far above validation is overfitting."""
-    plt = _pyplot()
+    plt = pyplot()
     train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
     evals = [h for h in history if "eval_loss" in h]
     samples = [h for h in history if "train_accuracy" in h]
@@ -67,21 +69,21 @@ def training_curves_png(history: Sequence[dict], metric: str, path: Path) -> Pat
                        color=color, alpha=0.6, label=f"training {name}")  # fmt: skip
     right.set(xlabel="epoch", ylabel="score", title=f"{metric} and accuracy", ylim=(0, 1))
     right.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_balance_png(counts: pd.Series, path: Path) -> Path:
     """Bar chart of rows per label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.5 + 1.0 * len(counts), 3.2))
     ax.bar(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
     ax.set(ylabel="rows", title="class balance")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def text_length_png(frame: pd.DataFrame, path: Path) -> Path:
     """Histogram of words per text, one line per label (99th percentile cut, so outliers do not flatten it)."""
-    plt = _pyplot()
+    plt = pyplot()
     words = frame["text"].str.split().str.len()
     upper = max(int(words.quantile(0.99)), 1)
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -96,18 +98,18 @@ def text_length_png(frame: pd.DataFrame, path: Path) -> Path:
         )
     ax.set(xlabel="words per text", ylabel="share of texts", title="text length by class")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def word_cloud_png(frequencies: dict[str, int], title: str, path: Path) -> Path:
     """A word cloud of one class's token frequencies."""
     from wordcloud import WordCloud
 
-    plt = _pyplot()
+    plt = pyplot()
     cloud = WordCloud(width=600, height=300, background_color="white", random_state=0)
     cloud.generate_from_frequencies(frequencies or {"(empty)": 1})
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.imshow(cloud, interpolation="bilinear")
     ax.set(title=title)
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)

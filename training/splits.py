@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 
+from model.cleaning import clean_text
 from sentistream.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,6 @@ def find_leakage(splits: dict[str, pd.DataFrame], examples: int = 5) -> dict[str
 
     A model scored on texts it trained on looks better than it is; the report says how much.
     """
-    from model.cleaning import clean_text
 
     def near_key(text: str) -> str:
         return " ".join(clean_text(text).casefold().split())

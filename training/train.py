@@ -8,6 +8,7 @@ bundle, export ONNX. Texts are cleaned by `model.cleaning` exactly as the stream
 from __future__ import annotations
 
 import logging
+import random
 import re
 import shutil
 import time
@@ -19,10 +20,18 @@ from typing import Any
 
 import pandas as pd
 
+from model.bundle import BundleMeta, save_bundle
+from model.cleaning import CleaningOptions, clean_batch
+from model.engines.onnx_engine import softmax
+from model.engines.select import resolve_device
 from model.hub import hub_reachable
 from sentistream.errors import UsageError
 from training.datasets import LoadedDataset, load_sources, parse_label_map
+from training.evaluate import vader_baseline
 from training.export import calibration_sample, export_bundle
+from training.freezing import unfreeze_top_layers
+from training.metrics import trainer_metrics
+from training.report import ReportContext, Scored, write_report
 from training.settings import TrainSettings
 from training.splits import balance_classes, find_leakage, split_dataset
 
@@ -61,8 +70,6 @@ class EncodedTexts:
 
     def sample(self, rows: int, seed: int) -> EncodedTexts:
         """At most `rows` texts picked at random with `seed` (the same rows every epoch)."""
-        import random
-
         picked = sorted(random.Random(seed).sample(range(len(self)), min(rows, len(self))))  # noqa: S311
         encodings = {key: [values[i] for i in picked] for key, values in self.encodings.items()}
         return EncodedTexts(encodings, [self.label_ids[i] for i in picked])
@@ -73,9 +80,6 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
 
     `callbacks` are extra Trainer callbacks (`sentistream tune` prunes trials with one).
     """
-    from model.bundle import BundleMeta, save_bundle
-    from model.cleaning import CleaningOptions
-
     data = load_training_data(settings)
     splits = prepare_splits(data, settings)
     labels = data.labels
@@ -210,6 +214,7 @@ def load_base_model(base_model: str, labels: list[str], pooling: str = "cls") ->
 def _from_pretrained(base_model: str, options: dict, local_files_only: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    # lazy: torch, transformers
     from model.pooling import MeanPoolingClassifier
 
     options = dict(options)
@@ -229,8 +234,6 @@ def encode(
     frame: pd.DataFrame, tokenizer: Any, cleaning: Any, max_length: int, labels: list[str]
 ) -> EncodedTexts:
     """Clean with `model.cleaning` (as serving does), tokenise without padding, attach label ids."""
-    from model.cleaning import clean_batch
-
     texts = [cleaned.text for cleaned in clean_batch(frame["text"].tolist(), cleaning)]
     encodings = tokenizer(texts, truncation=True, max_length=max_length)
     index = {label: i for i, label in enumerate(labels)}
@@ -259,8 +262,6 @@ def fit(
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, list[dict]]:
     """Run each phase with the Trainer; returns the last trainer (best model loaded) and the history."""
-    from training.freezing import unfreeze_top_layers
-
     phases = plan_phases(settings)
     history: list[dict] = []
     offset = 0.0
@@ -302,8 +303,8 @@ def build_trainer(
     """A Trainer with the recipe's arguments, early stopping, loss in the progress bar and safe Ctrl-C."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback
 
+    # lazy: torch, transformers
     from training.callbacks import LossProgressCallback, SaveOnInterrupt
-    from training.metrics import trainer_metrics
     from training.recipe import RecipeTrainer, TrainSampleMetrics, balanced_class_weights
 
     weights = None
@@ -339,7 +340,7 @@ def training_arguments(settings: TrainSettings, checkpoints: Path, phase: Phase,
     """The recipe: AdamW, linear warmup/decay, clipping at 1.0, evaluate and keep the best each epoch."""
     from transformers import TrainingArguments
 
-    device = _device(settings.device)
+    device = resolve_device(settings.device)
     steps_per_epoch = max(1, -(-train_rows // settings.batch_size))
     return TrainingArguments(
         output_dir=str(checkpoints),
@@ -371,12 +372,6 @@ def training_arguments(settings: TrainSettings, checkpoints: Path, phase: Phase,
     )
 
 
-def _device(device: str) -> str:
-    from model.engines.select import resolve_device
-
-    return resolve_device(device)
-
-
 def _precision(precision: str, device: str) -> dict[str, bool]:
     """Mixed precision only on a GPU: bf16 where the GPU has it, else fp16."""
     if device != "cuda" or precision == "fp32":
@@ -390,6 +385,7 @@ def _precision(precision: str, device: str) -> dict[str, bool]:
 
 def run_phase(trainer: Any, resume: bool) -> None:
     """`trainer.train()`; after a Ctrl-C the checkpoint is saved and the user is told how to resume."""
+    # lazy: transformers
     from training.callbacks import SaveOnInterrupt
 
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -414,10 +410,6 @@ def write_test_report(
     resources: dict | None = None,
 ) -> dict:
     """Score the test split with the best model and write the report; returns the bundle's metrics."""
-    from model.engines.onnx_engine import softmax
-    from training.evaluate import vader_baseline
-    from training.report import ReportContext, Scored, write_report
-
     # Length grouping also reorders evaluation batches; the report needs predictions in row order.
     trainer.args.group_by_length = False
     logits = trainer.predict(test).predictions

@@ -19,7 +19,10 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from sentistream.errors import UsageError
+from training.export import export_bundle
+from training.plots import pyplot, save_figure
 from training.settings import TrainSettings, TuneSettings
+from training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,6 @@ def tune(settings: TuneSettings) -> Path:
 
 def run_trial(trial: Any, settings: TuneSettings) -> float:
     """Train with the trial's hyperparameters; keep the bundle only while it is the best so far."""
-    from training.train import train
-
     run_dir = settings.output / TRIALS_DIR / f"trial-{trial.number}"
     options = {name: suggest(trial, name, spec) for name, spec in SEARCH_SPACE.items()}
     train_settings = TrainSettings(**trial_base(settings), **options, output=run_dir, export=False)
@@ -115,8 +116,6 @@ def keep_if_best(trial: Any, value: float, bundle: Path, best: Path) -> None:
 
 def export_best(best: Path) -> None:
     """ONNX fp32 + int8 of the best bundle, parity checked on its test split's texts."""
-    from training.export import export_bundle
-
     texts = pd.read_csv(best / "report" / "predictions.csv")["text"].astype(str).tolist()
     export_bundle(best, texts, split="test")
 
@@ -178,9 +177,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def trials_png(frame: pd.DataFrame, metric: str, path: Path) -> Path:
     """Each trial's value (pruned trials at their last reported value), and the best so far."""
-    from training.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     done = frame[frame["state"] == "complete"]
     pruned = frame[frame["state"] == "pruned"]
@@ -190,4 +187,4 @@ def trials_png(frame: pd.DataFrame, metric: str, path: Path) -> Path:
         ax.step(done["trial"], done["value"].cummax(), where="post", color="tab:green", label="best so far")
     ax.set(xlabel="trial", ylabel=f"validation {metric}", title="tuning trials")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

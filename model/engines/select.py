@@ -15,6 +15,10 @@ from pathlib import Path
 from model.bundle import Bundle, load_bundle
 from model.engines.base import Engine
 from model.engines.batching import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, DEFAULT_CPU_BATCH_TOKENS
+from model.engines.constant_engine import ConstantEngine
+from model.engines.onnx_engine import OnnxEngine
+from model.engines.torch_engine import TorchEngine
+from model.engines.vader_engine import VaderEngine
 from sentistream.errors import UsageError
 
 logger = logging.getLogger("model.engines")
@@ -44,8 +48,6 @@ def load_engine(
     if backend not in ALL_BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; use one of {', '.join(BACKEND_CHOICES)}")
     if backend == "constant":
-        from model.engines.constant_engine import ConstantEngine
-
         log.info("scoring with the constant null model (benchmarks only: every text gets 'neutral')")
         return ConstantEngine()
     if backend == "vader" or (model is None and backend == "auto"):
@@ -60,8 +62,6 @@ def load_engine(
     }
     chosen, reason = _choose(bundle, backend, on)
     if chosen == "torch":
-        from model.engines.torch_engine import TorchEngine
-
         engine: Engine = TorchEngine(bundle, on, options, dtype=dtype)
     else:
         engine = _onnx(bundle, on, options, int8)
@@ -123,8 +123,6 @@ def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
 
 
 def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engine:
-    from model.engines.onnx_engine import OnnxEngine
-
     # int8 is a CPU optimisation; GPUs run the fp32 graph. Left to itself, the engine takes int8
     # only where the bundle's export measured it to keep the labels.
     want_int8 = (device == "cpu" and int8_keeps_labels(bundle)) if int8 is None else int8
@@ -155,7 +153,5 @@ def int8_keeps_labels(bundle: Bundle) -> bool:
 
 
 def _vader(log: logging.Logger, why: str) -> Engine:
-    from model.engines.vader_engine import VaderEngine
-
     log.info("scoring with the VADER lexicon baseline, no trained model (%s)", why)
     return VaderEngine()
