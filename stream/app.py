@@ -83,7 +83,7 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
     """faust.App keyword arguments from the settings."""
     return {
         "broker": kafka.broker,
-        "broker_credentials": _credentials(kafka),
+        "broker_credentials": faust_credentials(kafka),
         "store": "memory://",
         "autodiscover": False,
         "topic_partitions": settings.partitions,
@@ -104,7 +104,7 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
     }
 
 
-def _credentials(kafka: KafkaSettings):
+def faust_credentials(kafka: KafkaSettings):
     """Faust's credentials object for the security settings (None for PLAINTEXT)."""
     import faust
 

@@ -13,9 +13,16 @@ import logging
 import tempfile
 from pathlib import Path
 
+from model.bundle import load_bundle
+from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS
+from stream.app import create_app, follow_deployments
+from stream.deployments import DeploymentError, fetch, load_verified, read_deployments
+from stream.explain_view import register_explain_view
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
+from stream.topics import ensure_topics
+from stream.worker import run_worker
 
 KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
 
@@ -24,8 +31,6 @@ log = logging.getLogger("stream.worker")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `worker` flags: Kafka, model and worker settings (docs/ARCHITECTURE.md's command table)."""
-    from model.settings import MODEL_FLAGS, ModelSettings
-    from stream.settings import KafkaSettings, WorkerSettings
 
     add_settings_arguments(parser, ModelSettings, MODEL_FLAGS)
     add_settings_arguments(parser, KafkaSettings, KAFKA_FLAGS)
@@ -35,8 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, check the broker and topics, then run the worker until SIGTERM."""
-    from model.settings import ModelSettings
-    from stream.settings import KafkaSettings, WorkerSettings
 
     kafka = settings_from_args(KafkaSettings, args)
     settings = settings_from_args(WorkerSettings, args)
@@ -48,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
     deployments, follow_from = asyncio.run(_deployments(kafka, settings))
     engine, deployment, path, rejected = _champion(deployments.get("champion"), model_settings, settings)
     shadow = _shadow(settings, model_settings)
-
-    from stream.app import create_app, follow_deployments
-    from stream.explain_view import register_explain_view
-    from stream.worker import run_worker
 
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
     with tempfile.TemporaryDirectory(prefix="sentistream-worker-") as datadir:
@@ -75,7 +74,6 @@ async def _deployments(kafka, settings) -> tuple[dict, int | None]:
     """The control topic's current deployments and where to follow it from (None: not following)."""
     if not settings.follow_deployments:
         return {}, None
-    from stream.deployments import read_deployments
 
     try:
         return await read_deployments(kafka, settings.startup_timeout_s)
@@ -94,8 +92,6 @@ def _champion(deployment, model_settings, settings):
     bundle cannot be served here, --model serves and the rejection is reported.
     """
     if deployment is not None:
-        from stream.deployments import DeploymentError, fetch, load_verified
-
         try:
             path = fetch(deployment.uri, settings.model_cache_dir.expanduser(), deployment.checksum)
             engine = load_verified(path, model_settings)
@@ -120,7 +116,6 @@ def check_model(model_settings) -> None:
     """One line saying why --model cannot serve, from its files alone (no weights loaded)."""
     if not model_settings.model or model_settings.backend in ("vader", "constant"):
         return
-    from model.bundle import load_bundle
 
     try:
         load_bundle(model_settings.model)
@@ -148,7 +143,6 @@ def load_engine(model_settings):  # -> model.engines.Engine
 
 
 async def _ensure_topics(kafka, settings):  # -> stream.topics.TopicCheck
-    from stream.topics import ensure_topics
 
     return await ensure_topics(kafka, settings)
 

@@ -14,17 +14,25 @@ import logging
 import tempfile
 from pathlib import Path
 
+from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.settings import CONNECTION_FLAGS
+from stream.deployments import (
+    fetch,
+    is_remote,
+    load_verified,
+    local_path,
+    new_deployment,
+    publish,
+    read_deployments,
+)
+from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 log = logging.getLogger("stream.deploy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `deploy` flags."""
-    from model.settings import ModelSettings
-    from stream.settings import KafkaSettings
 
     parser.add_argument(
         "bundle", nargs="?", help="model bundle: a directory, or any URI fsspec reads (s3://...)"
@@ -45,8 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check, then publish; prints one line saying what the workers will serve."""
-    from model.settings import ModelSettings
-    from stream.settings import KafkaSettings
 
     kafka = settings_from_args(KafkaSettings, args)
     model_settings = settings_from_args(ModelSettings, args, device="cpu")
@@ -64,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
-    from stream.deployments import publish, read_deployments
 
     current, _ = await read_deployments(kafka)
     champion, challenger = current.get("champion"), current.get("challenger")
@@ -112,7 +117,6 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
 
 def _checked(uri: str, model_settings, history):  # -> Deployment
     """The deployment record of the bundle at `uri`, once it loaded and scored the smoke batch."""
-    from stream.deployments import fetch, load_verified, new_deployment
 
     with tempfile.TemporaryDirectory(prefix="sentistream-deploy-") as cache:
         path = fetch(uri, Path(cache))
@@ -133,7 +137,6 @@ def _name(deployment) -> str:
 
 def _absolute(bundle: str) -> str:
     """A local bundle as an absolute path (workers do not share the deployer's working directory)."""
-    from stream.deployments import is_remote, local_path
 
     return bundle if is_remote(bundle) else str(local_path(bundle).resolve())
 

@@ -44,7 +44,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.app import _credentials as faust_credentials
+from stream.app import faust_credentials
 from stream.events import ScoredTweet, SentimentStats
 
 log = logging.getLogger(__name__)
