@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,6 +42,7 @@ from tests.stream.worker_process import (
     Topics,
     WorkerProcess,
     create_topics,
+    metric,
     produce,
     read_topic,
 )
@@ -51,11 +51,10 @@ RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 4
 
 
-def metric(worker: WorkerProcess, name: str) -> float:
-    # Generous: while a model loads on the worker's loader thread (torch's import holds the GIL), the
+def slow_metric(worker: WorkerProcess, name: str) -> float:
+    # Patient: while a model loads on the worker's loader thread (torch's import holds the GIL), the
     # event loop answers slower on a loaded box.
-    text = requests.get(worker.url + "/metrics", timeout=60).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    return metric(worker, name, timeout=60)
 
 
 def swap_time(url: str, texts: list[str], model: str, log_dir: Path, rate: float) -> dict:
@@ -77,13 +76,13 @@ def swap_time(url: str, texts: list[str], model: str, log_dir: Path, rate: float
         deploy_s = time.monotonic() - began
         if done.returncode != 0:
             raise SystemExit(f"deploy failed: {done.stderr}")
-        while metric(worker, "sentistream_model_swaps_total") < 1:
+        while slow_metric(worker, "sentistream_model_swaps_total") < 1:
             time.sleep(0.5)
         time.sleep(3)  # some traffic after the switch
         stop.set()
         feeder.join()
         records = read_topic(url, topics.scored, len(sent), timeout=900, idle_s=2)
-        swap_s = metric(worker, "sentistream_model_swap_seconds")
+        swap_s = slow_metric(worker, "sentistream_model_swap_seconds")
     finally:
         stop.set()
         worker.stop()
@@ -131,8 +130,8 @@ def drain(url: str, texts: list[str], flags: list[str], log_dir: Path, name: str
         worker.wait_ready(300)
         records = read_topic(url, topics.scored, len(texts), timeout=900, idle_s=2)
         time.sleep(1)  # let the shadow finish the batch it holds
-        compared = metric(worker, "sentistream_shadow_compared_total")
-        dropped = metric(worker, "sentistream_shadow_dropped_total")
+        compared = slow_metric(worker, "sentistream_shadow_compared_total")
+        dropped = slow_metric(worker, "sentistream_shadow_dropped_total")
     finally:
         worker.stop()
     return {

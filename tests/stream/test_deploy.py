@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import requests
 
 from model.bundle import checksum
 from stream.deployments import Deployment, publish, read_deployments
@@ -24,6 +23,7 @@ from tests.stream.worker_process import (
     WorkerProcess,
     create_topics,
     health,
+    metric,
     produce,
     read_topic,
     wait_until,
@@ -119,12 +119,6 @@ def scored_events(broker_url: str, topics: Topics, expect: int) -> list[dict]:
     return [
         orjson.loads(r.value) for r in read_topic(broker_url, topics.scored, expected=expect, timeout=240)
     ]
-
-
-def metric(worker: WorkerProcess, name: str) -> float:
-    text = requests.get(worker.url + "/metrics", timeout=5).text
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
 
 
 # ---- the deploy command ---------------------------------------------------------------------------------

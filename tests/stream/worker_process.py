@@ -221,11 +221,15 @@ def health(worker: WorkerProcess) -> dict:
     return requests.get(worker.url + "/health", timeout=5).json()
 
 
+def metric(worker: WorkerProcess, name: str, timeout: float = 5.0) -> float:
+    """The sum of the worker's /metrics samples whose line starts with `name` (0 when none)."""
+    text = requests.get(worker.url + "/metrics", timeout=timeout).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
 def consumed(worker: WorkerProcess) -> float:
     """How many input messages the worker has processed, from /metrics."""
-    text = requests.get(worker.url + "/metrics", timeout=5).text
-    lines = [line for line in text.splitlines() if line.startswith("sentistream_consumed_total ")]
-    return float(lines[0].split()[-1]) if lines else 0.0
+    return metric(worker, "sentistream_consumed_total ")
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
