@@ -15,7 +15,7 @@ from model.engines.batching import DEFAULT_BATCH_SIZE
 from model.engines.select import load_engine
 
 # The flags every command that scores text offers (predict, worker); dtype stays env-only.
-MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_pass"]
+MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_pass", "threads"]
 # First parts of huggingface.co paths that are site pages, never an organisation: `models/latest`
 # can only be a local directory.
 HUB_RESERVED = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "new", "collections"})
@@ -50,6 +50,13 @@ class ModelSettings(BaseSettings):
         description="ONNX int8 on/off; unset: on a CPU when the export measured it keeps >= 99%% of labels",
     )
 
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of one forward pass; unset: the machine's physical cores "
+        "(worker --processes N: shared among the N)",
+    )
+
     @field_validator("model")
     @classmethod
     def _local_path_exists(cls, value: str | None) -> str | None:
@@ -72,6 +79,7 @@ class ModelSettings(BaseSettings):
             max_batch_tokens=self.batch_tokens,
             max_batch_size=self.texts_per_pass,
             dtype=self.dtype,
+            threads=self.threads,
             **{"int8": self.int8, **kwargs},
         )
 

@@ -41,7 +41,7 @@ from stream.scoring import (
     to_outputs,
 )
 from stream.serving import ServingModels
-from stream.settings import KafkaSettings, WorkerSettings
+from stream.settings import KafkaSettings, WorkerSettings, stream_batch_size
 from stream.stats import TumblingStats
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,8 @@ class Scorer:
 
     def micro_batches(self, stream) -> ChannelBatches:
         """The micro-batches of the agent's stream (a faust Stream)."""
-        return ChannelBatches(stream, self.settings.batch_size, self.settings.max_wait_ms / 1000.0)
+        size = stream_batch_size(self.settings, self.engine.device)
+        return ChannelBatches(stream, size, self.settings.max_wait_ms / 1000.0)
 
     def fatal(self, exc: BaseException, events: Sequence) -> None:
         """Stop the process now: no commit, no agent restart; the batch is redelivered on restart."""

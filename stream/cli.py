@@ -20,6 +20,7 @@ from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.app import create_app, follow_deployments
 from stream.deployments import DeploymentError, fetch, load_verified, read_deployments
 from stream.explain_view import register_explain_view
+from stream.processes import run_processes
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
 from stream.topics import ensure_topics
 from stream.worker import run_worker
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(WorkerSettings, args)
     model_settings = settings_from_args(ModelSettings, args)
     check_model(model_settings)  # a broken --model fails in a second, before Kafka is touched
+    if settings.processes > 1:
+        return run_processes(args, kafka, settings, model_settings)
     topics = asyncio.run(_ensure_topics(kafka, settings))
     if topics.created:
         log.info("created topics %s", topics.created)

@@ -28,6 +28,11 @@ CONNECTION_FLAGS = [
     "ssl_cafile",
 ]
 TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic", "models_topic"]
+# Texts per stream micro-batch when --batch-size is unset. A CPU scores best in small passes; a GPU
+# wants its whole token budget per pass (16,384 tokens, model/engines/batching.py) and a tweet is
+# about 32 tokens, so a GPU worker takes 512 events at a time and the engine cuts them by tokens.
+CPU_STREAM_BATCH = 64
+GPU_STREAM_BATCH = 16_384 // 32
 
 
 class KafkaSettings(BaseSettings):
@@ -150,10 +155,23 @@ class WorkerSettings(ConsumerGroupSettings):
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
     partitions: int = Field(default=4, ge=1, description="partition count of the topics the worker creates")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="worker processes this command runs, one consumer-group member each, sharing the "
+        "machine's GPU or cores; process i serves its web views on web_port+i",
+    )
     replication_factor: int = Field(
         default=1, ge=1, description="replication factor of topics the worker creates"
     )
-    batch_size: int = Field(default=64, ge=1, le=10_000, description="max texts per micro-batch")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description=f"max texts per micro-batch; unset: {CPU_STREAM_BATCH} on a CPU, {GPU_STREAM_BATCH} on a GPU "
+        "(its token budget of one pass / 32 tokens a tweet)",
+    )
     max_wait_ms: int = Field(default=50, ge=1, description="max milliseconds to wait to fill a micro-batch")
     guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once", description="processing guarantee: at_least_once or exactly_once"
@@ -219,3 +237,8 @@ class WorkerSettings(ConsumerGroupSettings):
     predict_read_timeout_s: float = Field(
         default=10.0, gt=0, description="seconds to receive a POST /predict body before answering 408"
     )
+
+
+def stream_batch_size(settings: WorkerSettings, device: str) -> int:
+    """Texts per micro-batch: --batch-size, else the device's default."""
+    return settings.batch_size or (GPU_STREAM_BATCH if device == "cuda" else CPU_STREAM_BATCH)

@@ -24,10 +24,12 @@ def output_topics(kafka: KafkaSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class TopicCheck:
-    """What `ensure_topics` found: the topics it created and the largest message all outputs take."""
+    """What `ensure_topics` found: the topics it created, the largest message all outputs take and
+    the input topic's partition count (the most worker processes that get work)."""
 
     created: list[str]
     max_message_bytes: int | None
+    input_partitions: int = 0
 
 
 async def ensure_topics(kafka: KafkaSettings, settings: WorkerSettings) -> TopicCheck:
@@ -50,7 +52,9 @@ async def ensure_topics(kafka: KafkaSettings, settings: WorkerSettings) -> Topic
         partitions = await _partitions(admin, [kafka.topic, *output_topics(kafka)])
         if settings.guarantee == "exactly_once":
             check_copartitioned(kafka, partitions)
-        return TopicCheck(created, await _max_message_bytes(admin, output_topics(kafka)))
+        return TopicCheck(
+            created, await _max_message_bytes(admin, output_topics(kafka)), partitions.get(kafka.topic, 0)
+        )
     except (TimeoutError, KafkaError, OSError) as exc:
         raise SentistreamError(
             f"cannot reach the Kafka broker at {kafka.broker} within {settings.startup_timeout_s:.0f}s "

@@ -33,13 +33,15 @@ def physical_cores() -> int:
 class OnnxEngine:
     """Scores texts with an ONNX Runtime session over token-budgeted batches."""
 
-    def __init__(self, bundle: Bundle, onnx_file: Path, device: str, batcher_options: dict) -> None:
+    def __init__(
+        self, bundle: Bundle, onnx_file: Path, device: str, batcher_options: dict, threads: int | None = None
+    ) -> None:
         self.name = bundle.ref
         self.model_version = bundle.model_version
         self.labels = bundle.labels
         self.device = device
         self.backend = "onnx-int8" if onnx_file.name.endswith(".int8.onnx") else "onnx"
-        self.session = _session(onnx_file, device)
+        self.session = _session(onnx_file, device, threads or physical_cores())
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._batcher = TokenBatcher(
             load_tokenizer(bundle),
@@ -99,12 +101,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _session(onnx_file: Path, device: str):  # -> onnxruntime.InferenceSession
+def _session(onnx_file: Path, device: str, threads: int):  # -> onnxruntime.InferenceSession
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: graph clean-up notices are not the user's business
     providers = ["CPUExecutionProvider"]
     if device == "cuda":

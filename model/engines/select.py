@@ -38,12 +38,14 @@ def load_engine(
     max_batch_size: int = DEFAULT_BATCH_SIZE,
     dtype: str = "float16",
     int8: bool | None = None,
+    threads: int | None = None,
     log: logging.Logger = logger,
 ) -> Engine:
     """An engine for `model` (bundle dir, HF dir or Hub id; None = lexicon baseline).
 
     `max_batch_tokens`: None picks the device's best (small passes on a CPU, big on a GPU).
     `int8`: None uses the int8 ONNX file on a CPU when the bundle's export recorded it keeping the labels.
+    `threads`: CPU threads of one forward pass; None: the machine's physical cores.
     """
     if backend not in ALL_BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; use one of {', '.join(BACKEND_CHOICES)}")
@@ -62,9 +64,9 @@ def load_engine(
     }
     chosen, reason = _choose(bundle, backend, on)
     if chosen == "torch":
-        engine: Engine = TorchEngine(bundle, on, options, dtype=dtype)
+        engine: Engine = TorchEngine(bundle, on, options, dtype=dtype, threads=threads)
     else:
-        engine = _onnx(bundle, on, options, int8)
+        engine = _onnx(bundle, on, options, int8, threads)
     log.info("scoring with %s on %s, backend %s (%s)", bundle.ref, on, engine.backend, reason)
     return engine
 
@@ -122,14 +124,15 @@ def _choose(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
     return "torch", "auto: the bundle has no model.onnx"
 
 
-def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None) -> Engine:
+def _onnx(bundle: Bundle, device: str, options: dict, int8: bool | None, threads: int | None) -> Engine:
     # int8 is a CPU optimisation; GPUs run the fp32 graph. Left to itself, the engine takes int8
     # only where the bundle's export measured it to keep the labels.
     want_int8 = (device == "cpu" and int8_keeps_labels(bundle)) if int8 is None else int8
     path = bundle.onnx_path(int8=True) if want_int8 else None
     if want_int8 and path is None and int8:
         raise UsageError(f"{bundle.source} has no model.int8.onnx; run `sentistream export --model DIR`")
-    return OnnxEngine(bundle, path or bundle.onnx_path(int8=False), device, options)  # type: ignore[arg-type]
+    onnx_file = path or bundle.onnx_path(int8=False)
+    return OnnxEngine(bundle, onnx_file, device, options, threads=threads)  # type: ignore[arg-type]
 
 
 def int8_keeps_labels(bundle: Bundle) -> bool:

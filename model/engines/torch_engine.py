@@ -20,9 +20,18 @@ class TorchEngine:
 
     backend = "torch"
 
-    def __init__(self, bundle: Bundle, device: str, batcher_options: dict, dtype: str = "float16") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str,
+        batcher_options: dict,
+        dtype: str = "float16",
+        threads: int | None = None,
+    ) -> None:
         import torch
 
+        if threads:  # process-wide in PyTorch: one engine per worker process, so this is its budget
+            torch.set_num_threads(threads)
         self.name = bundle.ref
         self.model_version = bundle.model_version
         self.labels = bundle.labels

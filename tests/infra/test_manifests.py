@@ -31,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from sentistream.settings import env_name
+from stream.settings import GPU_STREAM_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -935,7 +936,8 @@ def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
         "topic is the input topic": meta["topic"] == value(KafkaSettings, "topic"),
         "bootstrapServers is the app's broker": meta["bootstrapServers"].split(",")
         == bootstrap_servers(value(KafkaSettings, "broker")),
-        "lagThreshold is at least one micro-batch": int(meta["lagThreshold"]) >= value(WorkerSettings, "batch_size"),
+        "lagThreshold is at least one micro-batch": int(meta["lagThreshold"])
+        >= (value(WorkerSettings, "batch_size") or GPU_STREAM_BATCH),
         "offsetResetPolicy is the worker's": meta["offsetResetPolicy"]
         == app_config(KafkaSettings(), WorkerSettings())["consumer_auto_offset_reset"],
         "sasl matches SENTISTREAM_SASL_MECHANISM": meta.get("sasl", "none")

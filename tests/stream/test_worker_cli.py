@@ -10,7 +10,7 @@ import pytest
 
 from sentistream.settings import settings_from_args
 from stream.cli import add_arguments
-from stream.settings import KafkaSettings, WorkerSettings
+from stream.settings import KafkaSettings, WorkerSettings, stream_batch_size
 from tests.stream.worker_process import SENTISTREAM
 
 
@@ -59,3 +59,9 @@ def test_flags_win_over_environment_which_wins_over_defaults(monkeypatch) -> Non
     assert (worker.batch_size, worker.group_id, worker.web_port) == (7, "from-flag", 7000)
     assert worker.guarantee == "exactly_once" and worker.partitions == 4
     assert kafka.scored_topic == "env-scored" and kafka.topic == "tweets"
+
+
+def test_an_unset_batch_size_fills_a_gpu_pass_and_keeps_the_cpus_64() -> None:
+    unset, given = WorkerSettings(), WorkerSettings(batch_size=100)
+    assert (stream_batch_size(unset, "cpu"), stream_batch_size(unset, "cuda")) == (64, 512)
+    assert (stream_batch_size(given, "cpu"), stream_batch_size(given, "cuda")) == (100, 100)
