@@ -20,6 +20,7 @@ import numpy as np
 
 from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_meta
 from model.engines import load_engine
+from model.engines.select import INT8_MIN_AGREEMENT
 from model.onnx_export import calibration_feeds, export_onnx, optimize_graph, quantize_int8
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset
@@ -29,13 +30,22 @@ log = logging.getLogger(__name__)
 MAX_DISAGREEMENT = 0.001  # fp32 ONNX may change at most 0.1% of labels
 CALIBRATION_FILE = "calibration.json"  # the texts int8 was calibrated on, for the next export
 CALIBRATION_TEXTS = 512
-# int8 files made from the optimised graph at export, (calibrated?, quantize_int8 options) each; the
-# one that keeps the most labels on the parity texts is kept (the first on a tie). Which wins
-# depends on the model: benchmarks/README.md has the measurements.
+# int8 files made from the optimised graph at export, (calibrated?, quantize_int8 options) each, the
+# ones with the most int8 work (the fastest) first. The first that keeps >= INT8_MIN_AGREEMENT of the
+# labels on the parity texts is kept; when none does, the one that keeps the most (the first on a tie),
+# which `auto` then leaves unserved. Which wins depends on the model and on the CPU: without VNNI,
+# 8-bit weights can saturate the int16 sums of ONNX Runtime's AVX2 kernel, and 7-bit weights
+# (reduce_range) avoid it. benchmarks/README.md has the measurements.
 FP32_HEAD = (r"classifier", r"pooler")  # the classification head stays fp32: a few weights, all decisive
+FIRST_LAYERS = (r"layer\.[01]/", r"^Attention_[01]$")  # the most sensitive: their error runs through the rest
 INT8_RECIPES: dict[str, tuple[bool, dict[str, Any]]] = {
-    "static QDQ, calibrated": (True, {"exclude": FP32_HEAD, "calibrate": "minmax"}),
     "dynamic": (False, {"exclude": FP32_HEAD}),
+    "dynamic, 7-bit weights": (False, {"exclude": FP32_HEAD, "reduce_range": True}),
+    "static QDQ, calibrated": (True, {"exclude": FP32_HEAD, "calibrate": "minmax"}),
+    "dynamic, 7-bit weights, first two layers fp32": (
+        False,
+        {"exclude": FP32_HEAD + FIRST_LAYERS, "reduce_range": True},
+    ),
 }
 SAMPLE_TEXTS = [
     "I love this, best day ever!",
@@ -134,8 +144,8 @@ def check_parity(
 ) -> dict:
     """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch.
 
-    With `int8_candidates`, each is measured and the one that keeps the most labels (the first on a
-    tie) becomes the bundle's model.int8.onnx.
+    With `int8_candidates`, each is measured and the one `choose_int8` picks becomes the bundle's
+    model.int8.onnx.
     """
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
     result: dict = {
@@ -147,7 +157,7 @@ def check_parity(
         if path is not None:
             shutil.copyfile(path, bundle_dir / ONNX_INT8_FILE)
         measured[name] = _compare(_probabilities(bundle_dir, "onnx", True, texts), torch_probs)
-    best = max(measured, key=lambda name: measured[name]["label_agreement"])  # max keeps the first on ties
+    best = choose_int8({name: m["label_agreement"] for name, m in measured.items()})
     if int8_candidates:
         shutil.copyfile(int8_candidates[best], bundle_dir / ONNX_INT8_FILE)
     result["onnx_int8"] = measured[best]
@@ -158,6 +168,12 @@ def check_parity(
         "label_agreement": {name: m["label_agreement"] for name, m in measured.items()},
     }
     return result
+
+
+def choose_int8(agreement: dict[str, float]) -> str:
+    """The first candidate (fastest first) that keeps the labels, else the one that keeps the most."""
+    keeping = [name for name, a in agreement.items() if a >= INT8_MIN_AGREEMENT]
+    return keeping[0] if keeping else max(agreement, key=agreement.__getitem__)  # max keeps the first on ties
 
 
 def _compare(probs: np.ndarray, torch_probs: np.ndarray) -> dict:

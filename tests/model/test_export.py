@@ -14,6 +14,7 @@ from sentistream.cli import main
 from sentistream.errors import UsageError
 from tests.model.conftest import TEXTS
 from tests.tiny_model import CORPUS
+from training.export import INT8_RECIPES, choose_int8
 
 CALIBRATION = [f"{a} {b}" for a in CORPUS for b in CORPUS[:6]]  # 60 texts in the training data's words
 
@@ -69,8 +70,8 @@ def test_parity_and_recipe_are_recorded(exported: tuple[Path, dict]) -> None:
     assert recorded == json.loads(json.dumps(parity))
     assert recorded["n"] == len(TEXTS)
     recipe = recorded["int8_recipe"]
-    assert set(recipe["label_agreement"]) == {"static QDQ, calibrated", "dynamic"}
-    assert recorded["onnx_int8"]["label_agreement"] == max(recipe["label_agreement"].values())
+    assert list(recipe["label_agreement"]) == list(INT8_RECIPES)
+    assert recipe["chosen"] == choose_int8(recipe["label_agreement"])
     assert recipe["label_agreement"][recipe["chosen"]] == recorded["onnx_int8"]["label_agreement"]
     assert recorded["int8_recipe"]["calibration"] == {"source": "corpus", "n": len(set(CALIBRATION))}
     int8 = recorded["onnx_int8"]
@@ -153,3 +154,10 @@ def test_auto_takes_int8_only_when_its_export_recorded_kept_labels(
     forced = load_engine(bundle_copy, "onnx", "cpu", int8=True)  # asking for int8 still gets it
     forced.close()
     assert forced.backend == "onnx-int8"
+
+
+def test_int8_is_the_fastest_candidate_that_keeps_the_labels_else_the_one_keeping_most() -> None:
+    assert choose_int8({"fast": 0.995, "slower": 0.999, "slowest": 0.98}) == "fast"
+    assert choose_int8({"fast": 0.97, "slower": 0.995, "slowest": 0.999}) == "slower"
+    assert choose_int8({"fast": 0.97, "slower": 0.985, "slowest": 0.98}) == "slower"
+    assert choose_int8({"fast": 0.98, "slower": 0.98}) == "fast"
