@@ -68,26 +68,30 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Export ONNX fp32 + int8 and check parity; prints the parity record."""
     settings = settings_from_args(ExportSettings, args)
-    texts, split = parity_texts(settings)
+    texts, gold, split = parity_texts(settings)
     calibration, source = read_calibration_data(settings.calibration_data, settings.model)
     parity = export_bundle(settings.model, texts, split=split, max_disagreement=settings.max_disagreement,
-                           calibration=calibration, calibration_source=source)  # fmt: skip
+                           calibration=calibration, calibration_source=source, gold=gold)  # fmt: skip
     print(f"{settings.model}: model.onnx label agreement {parity['onnx']['label_agreement']:.4f}, "
           f"int8 {parity['onnx_int8']['label_agreement']:.4f} on {parity['n']} texts")  # fmt: skip
     return 0
 
 
-def parity_texts(settings: ExportSettings) -> tuple[list[str], str]:
-    """Texts for the parity check: `--data` (its validation split if any), else the bundle's test report."""
+def parity_texts(settings: ExportSettings) -> tuple[list[str], list[str | None] | None, str]:
+    """Texts for the parity check and their true labels when known (None: no label column):
+    `--data` (its validation split if any), else the bundle's test report."""
     if settings.data is not None:
         frame = load_dataset(settings.data, text_col=settings.text_col, require_labels=False).frame
         if "split" in frame and (frame["split"] == "validation").any():
             frame = frame[frame["split"] == "validation"]
-        return frame["text"].head(settings.max_parity_rows).tolist(), "validation"
-    predictions = Path(settings.model) / "report" / "predictions.csv"
-    if predictions.is_file():
-        return pd.read_csv(predictions)["text"].astype(str).head(settings.max_parity_rows).tolist(), "test"
-    return [], "sample"
+        split = "validation"
+    elif (predictions := Path(settings.model) / "report" / "predictions.csv").is_file():
+        frame, split = pd.read_csv(predictions).astype({"text": str}), "test"
+    else:
+        return [], None, "sample"
+    frame = frame.head(settings.max_parity_rows)
+    gold = [v if isinstance(v, str) else None for v in frame["label"]] if "label" in frame else None
+    return frame["text"].tolist(), gold, split
 
 
 def add_eda_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,10 +20,11 @@ import numpy as np
 
 from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_meta
 from model.engines import load_engine
-from model.engines.select import INT8_MIN_AGREEMENT
+from model.engines.select import keeps_labels
 from model.onnx_export import calibration_feeds, export_onnx, optimize_graph, quantize_int8
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset
+from training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,14 @@ def export_bundle(
     max_disagreement: float = MAX_DISAGREEMENT,
     calibration: Sequence[str] | None = None,
     calibration_source: str = "training data",
+    gold: Sequence[str | None] | None = None,
 ) -> dict:
     """Write model.onnx and model.int8.onnx into `bundle_dir`, check parity on `texts`, record it.
 
     `calibration`: texts like the training data (a sample is kept); None reuses the sample the
     bundle's last export kept, and with neither the export stops with a usage error.
+    `gold`: the texts' true labels (None where unknown): each graph's macro-recall is then recorded
+    too, and an int8 file that loses more than INT8_MAX_RECALL_DROP of it does not keep the labels.
     """
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
@@ -75,7 +79,7 @@ def export_bundle(
     with tempfile.TemporaryDirectory(prefix="sentistream-export-") as tmp:
         plain = export_onnx(bundle.load_torch_model(), bundle.load_tokenizer(), Path(tmp) / ONNX_FILE)
         candidates = write_graphs(bundle, plain, sample["texts"], bundle_dir, Path(tmp))
-        parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS, candidates)
+        parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS, candidates, gold if texts else None)
     parity["split"] = split if texts else "built-in sample"
     parity["int8_recipe"]["calibration"] = {k: v for k, v in sample.items() if k != "texts"}
     write_bundle_meta(bundle_dir, bundle.meta.model_copy(update={"onnx_parity": parity}))
@@ -140,24 +144,33 @@ def read_calibration_data(path: Path | None, bundle_dir: str | Path) -> tuple[li
 
 
 def check_parity(
-    bundle_dir: Path, texts: Sequence[str], int8_candidates: dict[str, Path] | None = None
+    bundle_dir: Path,
+    texts: Sequence[str],
+    int8_candidates: dict[str, Path] | None = None,
+    gold: Sequence[str | None] | None = None,
 ) -> dict:
-    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch.
+    """Label agreement and the largest probability difference of fp32 and int8 ONNX vs PyTorch, and
+    with `gold` labels each one's macro-recall and int8's drop from PyTorch's.
 
     With `int8_candidates`, each is measured and the one `choose_int8` picks becomes the bundle's
     model.int8.onnx.
     """
+    labels = load_bundle(bundle_dir).labels
+    scorer = _RecallScorer(labels, gold)
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
     result: dict = {
         "n": len(texts),
-        "onnx": _compare(_probabilities(bundle_dir, "onnx", False, texts), torch_probs),
+        "onnx": _compare(_probabilities(bundle_dir, "onnx", False, texts), torch_probs, scorer),
     }
+    if scorer.n:
+        result["torch_macro_recall"] = scorer(torch_probs)
+        result["n_gold"] = scorer.n
     measured = {}
     for name, path in (int8_candidates or {"as exported": None}).items():
         if path is not None:
             shutil.copyfile(path, bundle_dir / ONNX_INT8_FILE)
-        measured[name] = _compare(_probabilities(bundle_dir, "onnx", True, texts), torch_probs)
-    best = choose_int8({name: m["label_agreement"] for name, m in measured.items()})
+        measured[name] = _compare(_probabilities(bundle_dir, "onnx", True, texts), torch_probs, scorer)
+    best = choose_int8(measured)
     if int8_candidates:
         shutil.copyfile(int8_candidates[best], bundle_dir / ONNX_INT8_FILE)
     result["onnx_int8"] = measured[best]
@@ -167,22 +180,45 @@ def check_parity(
         **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
         "label_agreement": {name: m["label_agreement"] for name, m in measured.items()},
     }
+    if scorer.n:
+        result["int8_recipe"]["macro_recall_drop"] = {
+            name: m["macro_recall_drop"] for name, m in measured.items()
+        }
     return result
 
 
-def choose_int8(agreement: dict[str, float]) -> str:
-    """The first candidate (fastest first) that keeps the labels, else the one that keeps the most."""
-    keeping = [name for name, a in agreement.items() if a >= INT8_MIN_AGREEMENT]
-    return keeping[0] if keeping else max(agreement, key=agreement.__getitem__)  # max keeps the first on ties
+def choose_int8(measured: dict[str, dict]) -> str:
+    """The first candidate (fastest first) that keeps the labels (`keeps_labels`), else the one that
+    agrees with PyTorch most (the first on a tie)."""
+    keeping = [name for name, m in measured.items() if keeps_labels(m)]
+    return keeping[0] if keeping else max(measured, key=lambda name: measured[name]["label_agreement"])
 
 
-def _compare(probs: np.ndarray, torch_probs: np.ndarray) -> dict:
+def _compare(probs: np.ndarray, torch_probs: np.ndarray, scorer: _RecallScorer) -> dict:
     disagree = float(np.mean(probs.argmax(axis=1) != torch_probs.argmax(axis=1)))
-    return {
+    compared = {
         "label_agreement": 1.0 - disagree,
         "label_disagreement": disagree,
         "max_prob_diff": float(np.abs(probs - torch_probs).max()),
     }
+    if scorer.n:
+        compared["macro_recall"] = scorer(probs)
+        compared["macro_recall_drop"] = scorer(torch_probs) - compared["macro_recall"]
+    return compared
+
+
+class _RecallScorer:
+    """Macro-recall of probability rows against the gold labels the bundle knows (rows without one skipped)."""
+
+    def __init__(self, labels: Sequence[str], gold: Sequence[str | None] | None) -> None:
+        self.labels = list(labels)
+        self.rows = [i for i, g in enumerate(gold or []) if g in self.labels]
+        self.gold = [gold[i] for i in self.rows] if gold else []
+        self.n = len(self.rows)
+
+    def __call__(self, probs: np.ndarray) -> float:
+        predicted = [self.labels[k] for k in probs[self.rows].argmax(axis=1)]
+        return classification_metrics(self.gold, predicted, self.labels)["macro_recall"]
 
 
 def _probabilities(bundle_dir: Path, backend: str, int8: bool | None, texts: Sequence[str]) -> np.ndarray:

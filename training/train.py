@@ -104,7 +104,8 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
     save_bundle(trainer.model, tokenizer, out_dir, meta)
     texts = {name: frame["text"].tolist() for name, frame in splits.items()}
     if settings.export:
-        export_bundle(out_dir, texts["validation"], split="validation", calibration=texts["train"])
+        gold = splits["validation"]["label"].tolist()
+        export_bundle(out_dir, texts["validation"], split="validation", calibration=texts["train"], gold=gold)
     else:  # keep the calibration sample, so a later `sentistream export` needs no --calibration-data
         calibration_sample(out_dir, texts["train"], "training data")
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 auto, in order: no model -> VADER; a GPU -> PyTorch in half precision (faster there than ONNX
 Runtime's fp32 graph); a CPU and a bundle with `model.onnx` -> ONNX Runtime, int8 when the bundle
-has it and its export recorded int8 keeping >= 99% of labels (no record: fp32); otherwise PyTorch.
+has it and its export recorded int8 keeping >= 99% of labels and, where it measured
+macro-recall, losing <= 0.3 points of it (no record: fp32); otherwise PyTorch.
 The choice and the reason are logged in one line.
 """
 
@@ -27,6 +28,7 @@ BACKEND_CHOICES = ("auto", "onnx", "torch", "vader")  # what the CLI advertises
 ALL_BACKENDS = (*BACKEND_CHOICES, "constant")  # "constant": the null model for stream benchmarks
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 INT8_MIN_AGREEMENT = 0.99  # the label agreement with PyTorch int8 must keep to be chosen by itself
+INT8_MAX_RECALL_DROP = 0.003  # and the most macro-recall it may lose, where the export measured it
 
 
 def load_engine(
@@ -142,17 +144,37 @@ def int8_keeps_labels(bundle: Bundle) -> bool:
     so fp32: int8 is then served only when asked for (`--int8`).
     """
     parity = (bundle.meta.onnx_parity or {}).get("onnx_int8") or {}
-    agreement = parity.get("label_agreement")
-    if agreement is not None and agreement >= INT8_MIN_AGREEMENT:
+    if keeps_labels(parity):
         return True
     if bundle.onnx_path(int8=True) is not None:
-        measured = "no agreement was recorded" if agreement is None else f"agreed on only {agreement:.1%}"
+        agreement, drop = parity.get("label_agreement"), parity.get("macro_recall_drop")
+        if agreement is None:
+            measured = "no agreement was recorded"
+        elif agreement < INT8_MIN_AGREEMENT:
+            measured = f"agreed on only {agreement:.1%}"
+        else:
+            measured = f"lost {100 * drop:.2f} points of macro-recall"
         logger.info(
-            "int8 ONNX %s at export (needs >= %.0f%% of labels); using fp32 ONNX (--int8 forces it)",
+            "int8 ONNX %s at export (needs >= %.0f%% of labels and <= %.1f points of macro-recall lost); "
+            "using fp32 ONNX (--int8 forces it)",
             measured,
             100 * INT8_MIN_AGREEMENT,
+            100 * INT8_MAX_RECALL_DROP,
         )
     return False
+
+
+def keeps_labels(parity: dict) -> bool:
+    """Whether an export's int8 measurement (`onnx_int8` of `onnx_parity`) lets `auto` serve it: it
+    agrees with PyTorch on >= INT8_MIN_AGREEMENT of labels and, where gold labels were given, loses
+    at most INT8_MAX_RECALL_DROP of macro-recall."""
+    agreement = parity.get("label_agreement")
+    drop = parity.get("macro_recall_drop")
+    return (
+        agreement is not None
+        and agreement >= INT8_MIN_AGREEMENT
+        and (drop is None or drop <= INT8_MAX_RECALL_DROP)
+    )
 
 
 def _vader(log: logging.Logger, why: str) -> Engine:
