@@ -12,7 +12,10 @@ a name was given) and, on a CPU, `--threads CORES/N` (unless --threads was given
 pools do not fight over the same cores. It forwards SIGTERM/SIGINT and exits when they have. When a
 child exits on its own (a crash, a kill -9), the parent stops the others and exits non-zero: the
 orchestrator then restarts the whole set, where a set running one short would hide the crash.
-Children die with the parent (Linux: PR_SET_PDEATHSIG), so a kill -9 of the parent leaves no orphan.
+An orchestrator probes one port, so the parent probes the rest: a child that answered /live once and
+then fails it LIVE_FAILURES times in a row (a stuck batch, a frozen process) is killed and the set
+stopped the same way. Children die with the parent (Linux: PR_SET_PDEATHSIG), so a kill -9 of the
+parent leaves no orphan.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 
 from model.engines.select import gpu_device_files
@@ -37,6 +42,9 @@ log = logging.getLogger("stream.worker")
 
 STOP_GRACE_S = 60.0  # a child finishing its batch and committing; then it is killed
 POLL_S = 0.2
+LIVE_POLL_S = 5.0  # how often each child's /live is asked
+LIVE_TIMEOUT_S = 2.0
+LIVE_FAILURES = 3  # failed answers in a row, after a child was once live, that stop the set
 PR_SET_PDEATHSIG = 1
 
 
@@ -69,7 +77,8 @@ def run_processes(args: argparse.Namespace, kafka: KafkaSettings, settings: Work
         settings.web_port + n - 1,
         f", {threads} CPU threads each" if threads else "",
     )
-    return supervise(children)
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
+    return supervise(children, [f"http://{host}:{settings.web_port + i}/live" for i in range(n)])
 
 
 def child_overrides(settings: WorkerSettings, i: int, threads: int | None) -> dict[str, object]:
@@ -130,9 +139,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(children: list[subprocess.Popen]) -> int:
-    """Forward SIGTERM/SIGINT to every child; when one exits unasked, stop the rest. Exit status."""
-    supervisor = Supervisor(children)
+def supervise(children: list[subprocess.Popen], live_urls: list[str]) -> int:
+    """Forward SIGTERM/SIGINT to every child; when one exits unasked or stops being live, stop the
+    rest. The exit status."""
+    supervisor = Supervisor(children, live_urls)
     previous = {s: signal.signal(s, supervisor.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return supervisor.watch()
@@ -144,10 +154,14 @@ def supervise(children: list[subprocess.Popen]) -> int:
 class Supervisor:
     """The children of one `worker --processes N` and whether, since when and why they are stopping."""
 
-    def __init__(self, children: list[subprocess.Popen]) -> None:
+    def __init__(self, children: list[subprocess.Popen], live_urls: list[str]) -> None:
         self.children = children
+        self.live_urls = live_urls
         self.stopping_since: float | None = None
         self.failed: int | None = None  # the status of a child that exited unasked
+        self.was_live = [False] * len(children)
+        self.not_live = [0] * len(children)  # failed /live answers in a row
+        self.next_live_check = time.monotonic() + LIVE_POLL_S
 
     def on_signal(self, signum: int, _frame: object) -> None:
         if self.stopping_since is None:
@@ -166,6 +180,10 @@ class Supervisor:
         while self.running():
             if self.stopping_since is None:
                 self._stop_after_a_crash()
+            if self.stopping_since is None:
+                if time.monotonic() >= self.next_live_check:
+                    self.next_live_check = time.monotonic() + LIVE_POLL_S
+                    self._stop_when_one_is_not_live()
             elif time.monotonic() - self.stopping_since > STOP_GRACE_S:
                 for c in self.running():
                     log.error("worker process %d did not stop in %.0f s; killing it", c.pid, STOP_GRACE_S)
@@ -188,3 +206,40 @@ class Supervisor:
             len(self.running()),
         )
         self.stop()
+
+    def _stop_when_one_is_not_live(self) -> None:
+        for i, child in enumerate(self.children):
+            if child.poll() is not None:
+                continue
+            why = not_live(self.live_urls[i])
+            if why is None:
+                if not self.was_live[i] and sum(self.was_live) == len(self.children) - 1:
+                    log.info("all %d worker processes are live", len(self.children))
+                self.was_live[i], self.not_live[i] = True, 0
+                continue
+            if not self.was_live[i]:
+                continue  # still starting: a child that cannot start exits by itself
+            self.not_live[i] += 1
+            if self.not_live[i] >= LIVE_FAILURES:
+                log.error(
+                    "worker process %d failed %s %d times in a row (%s); killing it and stopping the set",
+                    child.pid,
+                    self.live_urls[i],
+                    LIVE_FAILURES,
+                    why,
+                )
+                child.kill()
+                self.failed = 1
+                self.stop()
+                return
+
+
+def not_live(url: str) -> str | None:
+    """None when `url` (a child's /live) answers 200, else why not, in a few words."""
+    try:
+        with urllib.request.urlopen(url, timeout=LIVE_TIMEOUT_S) as answer:  # noqa: S310 (our own http URL)
+            return None if answer.status == 200 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read(300).decode(errors='replace').strip()}"
+    except (OSError, TimeoutError) as exc:
+        return f"no answer: {exc}"

@@ -133,3 +133,17 @@ def test_a_parent_killed_takes_its_children_with_it(two_processes) -> None:
 
     _, alive = psutil.wait_procs(children, timeout=60)
     assert alive == [], "orphaned worker processes kept running"
+
+
+def test_a_frozen_child_is_killed_and_the_set_stopped(two_processes) -> None:
+    _, worker = two_processes
+    wait_until(
+        lambda: "all 2 worker processes are live" in worker.log_tail(200), 60, "the parent to see both live"
+    )
+    frozen, other = family(worker)
+
+    frozen.suspend()  # SIGSTOP: its /live stops answering, as a hung process's would
+
+    assert worker.wait(120) == 1, worker.log_tail()
+    assert "failed http://127.0.0.1:" in worker.log_tail(200)
+    assert psutil.wait_procs([frozen, other], timeout=30)[1] == [], "a child outlived the stopped set"
