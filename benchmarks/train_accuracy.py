@@ -174,6 +174,7 @@ def run_ablation(args: argparse.Namespace, base_model: str, machine: str) -> Non
         seconds = time.perf_counter() - started
         validation = json.loads((bundle / "sentistream.json").read_text())["metrics"]["validation"]
         result = {"change": name, "index": index, "train_seconds": round(seconds, 1), **validation}
+        result["load_average"] = round(os.getloadavg()[0], 1)  # train times are only comparable at like loads
         logging.getLogger("ablation").info("%s: macro recall %.4f", name, result["macro_recall"])
         _write_ablation(result, machine, args)
 
@@ -188,16 +189,17 @@ def _write_ablation(result: dict, machine: str, args: argparse.Namespace) -> Non
     base = results[0]["macro_recall"] if results[0]["index"] == 0 else float("nan")
     lines = [
         f"tweets3, {args.train_rows} training rows, 1 epoch, batch 32, max length 64, MiniLM-L6; macro recall "
-        f"on tweets3/validation.csv (2,000 rows, PyTorch, scored by the Trainer); machine: {machine}, "
-        "shared with five other engineers' jobs (times are not comparable between rows).",
+        f"on tweets3/validation.csv (2,000 rows, PyTorch, scored by the Trainer); machine: {machine}. "
+        "Train times are only comparable between rows at like loads (load average at the end of each run).",
         "",
-        "| change (alone) | macro recall | vs baseline | accuracy | train time |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| change (alone) | macro recall | vs baseline | accuracy | train time | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        load = r.get("load_average", "8-16 (shared box)")
         lines.append(
             f"| {r['change']} | {r['macro_recall']:.4f} | {r['macro_recall'] - base:+.4f} | {r['accuracy']:.4f} | "
-            f"{r['train_seconds'] / 60:.1f} min |"
+            f"{r['train_seconds'] / 60:.1f} min | {load} |"
         )
     (RESULTS / "train_ablation.md").write_text("\n".join(lines) + "\n")
 
