@@ -25,22 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-import requests
 
 from infra.broker import BrokerSettings, LocalBroker, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.stream_throughput import DEFAULT_TEXTS, load_texts, messages
-from tests.stream.worker_process import Topics, WorkerProcess, create_topics, produce, read_topic
+from tests.stream.worker_process import Topics, WorkerProcess, create_topics, produce, read_topic, serving
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def serving(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def family_cpu_s(pid: int) -> float:

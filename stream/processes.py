@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 
+from model.engines.onnx_engine import physical_cores
 from model.engines.select import gpu_device_files
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.settings import flag_name
@@ -48,7 +49,9 @@ LIVE_FAILURES = 3  # failed answers in a row, after a child was once live, that 
 PR_SET_PDEATHSIG = 1
 
 
-def run_processes(args: argparse.Namespace, kafka: KafkaSettings, settings: WorkerSettings, model) -> int:
+def run_processes(
+    args: argparse.Namespace, kafka: KafkaSettings, settings: WorkerSettings, model: ModelSettings
+) -> int:
     """Run `settings.processes` workers as children of this process; returns the exit status."""
     n = settings.processes
     topics = asyncio.run(
@@ -124,9 +127,7 @@ def on_cpu(model: ModelSettings) -> bool:
 
 def cpu_threads(n: int) -> int:
     """Each child's share of the physical cores."""
-    import psutil
-
-    return max(1, (psutil.cpu_count(logical=False) or 1) // n)
+    return max(1, physical_cores() // n)
 
 
 def _start(argv: list[str]) -> subprocess.Popen:

@@ -155,15 +155,14 @@ def check_parity(
     With `int8_candidates`, each is measured and the one `choose_int8` picks becomes the bundle's
     model.int8.onnx.
     """
-    labels = load_bundle(bundle_dir).labels
-    scorer = _RecallScorer(labels, gold)
     torch_probs = _probabilities(bundle_dir, "torch", None, texts)
+    scorer = _RecallScorer(load_bundle(bundle_dir).labels, gold, torch_probs)
     result: dict = {
         "n": len(texts),
         "onnx": _compare(_probabilities(bundle_dir, "onnx", False, texts), torch_probs, scorer),
     }
     if scorer.n:
-        result["torch_macro_recall"] = scorer(torch_probs)
+        result["torch_macro_recall"] = scorer.reference
         result["n_gold"] = scorer.n
     measured = {}
     for name, path in (int8_candidates or {"as exported": None}).items():
@@ -203,18 +202,22 @@ def _compare(probs: np.ndarray, torch_probs: np.ndarray, scorer: _RecallScorer) 
     }
     if scorer.n:
         compared["macro_recall"] = scorer(probs)
-        compared["macro_recall_drop"] = scorer(torch_probs) - compared["macro_recall"]
+        compared["macro_recall_drop"] = scorer.reference - compared["macro_recall"]
     return compared
 
 
 class _RecallScorer:
-    """Macro-recall of probability rows against the gold labels the bundle knows (rows without one skipped)."""
+    """Macro-recall of probability rows against the gold labels the bundle knows (rows without one
+    skipped); `reference` is PyTorch's, measured once."""
 
-    def __init__(self, labels: Sequence[str], gold: Sequence[str | None] | None) -> None:
+    def __init__(
+        self, labels: Sequence[str], gold: Sequence[str | None] | None, torch_probs: np.ndarray
+    ) -> None:
         self.labels = list(labels)
         self.rows = [i for i, g in enumerate(gold or []) if g in self.labels]
         self.gold = [gold[i] for i in self.rows] if gold else []
         self.n = len(self.rows)
+        self.reference = self(torch_probs) if self.n else float("nan")
 
     def __call__(self, probs: np.ndarray) -> float:
         predicted = [self.labels[k] for k in probs[self.rows].argmax(axis=1)]

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-import requests
 
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.cli import build_parser
@@ -25,6 +24,7 @@ from tests.stream.worker_process import (
     metric,
     produce,
     read_until_marked,
+    serving,
     tweets,
     wait_until,
 )
@@ -71,13 +71,6 @@ def test_a_child_without_a_name_or_threads_keeps_the_defaults() -> None:
 
 def family(worker: WorkerProcess) -> list[psutil.Process]:
     return psutil.Process(worker.process.pid).children(recursive=True)
-
-
-def serving(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

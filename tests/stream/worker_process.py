@@ -216,6 +216,14 @@ def read_until_marked(
     return [r for r in records if not (r.key and r.key.decode() in markers)]
 
 
+def serving(port: int) -> bool:
+    """Whether a worker answers /health with 200 on `port` (a process of `worker --processes N`)."""
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def health(worker: WorkerProcess) -> dict:
     """The worker's /health body (whatever its status)."""
     return requests.get(worker.url + "/health", timeout=5).json()
