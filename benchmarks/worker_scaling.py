@@ -30,7 +30,7 @@ from infra.broker import BrokerSettings, LocalBroker, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.stream_throughput import DEFAULT_TEXTS, load_texts, messages
-from tests.stream.worker_process import Topics, WorkerProcess, create_topics, produce, read_topic, serving
+from tests.stream.worker_process import Topics, WorkerProcess, create_topics, produce, read_topic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,12 +53,7 @@ def run_once(url: str, texts: list[str], flags: list[str], n: int, log_dir: Path
     create_topics(url, [topics.tweets], max(4, n))
     worker = WorkerProcess(url, topics, log_dir, *flags, "--processes", str(n), name=f"p{n}").start()
     try:
-        worker.wait_ready(180)
-        deadline = time.monotonic() + 180
-        while not all(serving(worker.port + i) for i in range(n)):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not every process serves /health:\n{worker.log_tail()}")
-            time.sleep(0.2)
+        worker.wait_ready(180)  # every process serves /health
         time.sleep(2)  # the group's last rebalance settles
         began_ms, cpu_before = time.time() * 1000, family_cpu_s(worker.process.pid)
         produce(url, topics.tweets, messages(texts, "s"))

@@ -85,6 +85,24 @@ def wait_serving(
     raise AssertionError(f"not serving on port {port} within {timeout}s:\n{log_since(log, since)[-3000:]}")
 
 
+def free_ports(n: int) -> int:
+    """The first of `n` consecutive ports on 127.0.0.1 that nothing has bound right now (for
+    `worker --processes N`, which serves on --web-port and the N-1 ports after it)."""
+    while True:
+        first = free_port()
+        if all(bindable(first + i) for i in range(1, n)):
+            return first
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def start_server(
     command: Callable[[int], list[str]],
     log: Path,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
+import subprocess
 from collections import Counter
 from types import SimpleNamespace
 
@@ -15,7 +17,9 @@ from sentistream.cli import build_parser
 from sentistream.settings import settings_from_args
 from stream.processes import child_argv, child_overrides
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
+from tests.ports import free_ports
 from tests.stream.worker_process import (
+    SENTISTREAM,
     Topics,
     WorkerProcess,
     create_topics,
@@ -24,7 +28,6 @@ from tests.stream.worker_process import (
     metric,
     produce,
     read_until_marked,
-    serving,
     tweets,
     wait_until,
 )
@@ -69,6 +72,24 @@ def test_a_child_without_a_name_or_threads_keeps_the_defaults() -> None:
     assert settings_from_args(WorkerSettings, child).web_port == settings.web_port + 1
 
 
+def test_a_taken_web_port_of_a_later_process_is_refused_in_one_line_before_kafka(dead_port) -> None:
+    first = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first + 2))
+        taken.listen()
+        result = subprocess.run(
+            [SENTISTREAM, "worker", "--backend", "vader", "--broker", f"kafka://127.0.0.1:{dead_port}",
+             "--processes", "3", "--web-port", str(first), "--web-host", "127.0.0.1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"web port {first + 2} (worker process 2)" in line and "Address already in use" in line
+    assert f"ports {first}-{first + 2} free" in line and "Traceback" not in result.stderr
+    assert "cannot reach the Kafka broker" not in result.stderr  # refused before Kafka was asked
+
+
 def family(worker: WorkerProcess) -> list[psutil.Process]:
     return psutil.Process(worker.process.pid).children(recursive=True)
 
@@ -78,8 +99,7 @@ def two_processes(broker_url, tmp_path):
     topics = Topics()
     create_topics(broker_url, [topics.tweets], PARTITIONS)
     worker = WorkerProcess(broker_url, topics, tmp_path, "--processes", "2", "--partitions", str(PARTITIONS))
-    worker.start().wait_ready()
-    wait_until(lambda: serving(worker.port + 1), 120, "the second process's /health")
+    worker.start().wait_ready()  # every process serves /health
     yield topics, worker
     worker.stop()
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import requests
 
-from infra.broker import free_port
 from tests.kafka_reader import read_topic as read_topic  # re-exported: the stream tests import it here
-from tests.ports import ATTEMPTS, PortTaken, log_size, wait_serving
+from tests.ports import ATTEMPTS, PortTaken, free_ports, log_size, wait_serving
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
 
@@ -61,7 +60,11 @@ class Topics:
 
 
 class WorkerProcess:
-    """One `sentistream worker` subprocess with its own web port and log file."""
+    """One `sentistream worker` subprocess with its own web port and log file.
+
+    With `--processes N` among the flags it is the parent of N workers, on web ports `port`
+    to `port + N - 1`.
+    """
 
     def __init__(
         self, broker_url: str, topics: Topics, log_dir: Path, *extra: str, name: str = "w", faults: str = ""
@@ -73,6 +76,7 @@ class WorkerProcess:
             *command, "worker", "--broker", broker_url, "--backend", "vader", *topics.flags(), *extra,
         ]  # fmt: skip
         self.faults = faults
+        self.processes = int(extra[extra.index("--processes") + 1]) if "--processes" in extra else 1
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.since = 0  # where this start's output begins in the log
@@ -81,10 +85,15 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ports(self) -> range:
+        """The web ports of this worker's processes (one, unless --processes was given)."""
+        return range(self.port, self.port + self.processes)
+
     def start(self) -> WorkerProcess:
-        """Start the worker on a free web port (`wait_ready` moves it when that port was taken)."""
+        """Start the worker on free web ports (`wait_ready` moves them when one was taken)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTISTREAM_TEST_FAULTS": self.faults}
-        self.port, self.since = free_port(), log_size(self.log_path)
+        self.port, self.since = free_ports(self.processes), log_size(self.log_path)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*self.args, "--web-port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env
@@ -92,15 +101,18 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 180.0) -> dict:
-        """Wait until this worker serves /health with 200 on its own port; its answer.
+        """Wait until every process of this worker serves /health with 200 on its own port; the
+        first one's answer.
 
-        A worker that exits because its web port was taken is started again on another one.
+        A worker that exits because a web port was taken is started again on others.
         """
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return wait_serving(
-                    self.process, self.port, self.log_path, self.since, self._healthy, timeout
-                )
+                answers = [
+                    wait_serving(self.process, port, self.log_path, self.since, self._healthy, timeout)
+                    for port in self.ports
+                ]
+                return answers[0]
             except PortTaken:
                 if attempt == ATTEMPTS:
                     raise
@@ -214,14 +226,6 @@ def read_until_marked(
 
     records = read_topic(broker_url, topic, 0, timeout, idle_s=0, committed=committed, until=marked)
     return [r for r in records if not (r.key and r.key.decode() in markers)]
-
-
-def serving(port: int) -> bool:
-    """Whether a worker answers /health with 200 on `port` (a process of `worker --processes N`)."""
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def health(worker: WorkerProcess) -> dict:
