@@ -11,9 +11,8 @@ import sys
 import requests
 
 import tests.stream.worker_process
-from infra.broker import free_port
 from stream.events import SentimentStats
-from tests.ports import start_server, stop
+from tests.ports import free_ports, start_server, stop
 from tests.stream.worker_process import (
     SENTISTREAM,
     Topics,
@@ -72,7 +71,9 @@ def test_a_web_port_taken_by_a_stranger_is_not_taken_for_the_worker(
         cwd=tmp_path,
     )  # fmt: skip
     ports = iter([taken])
-    monkeypatch.setattr(tests.stream.worker_process, "free_port", lambda: next(ports, None) or free_port())
+    monkeypatch.setattr(
+        tests.stream.worker_process, "free_ports", lambda n: next(ports, None) or free_ports(n)
+    )
     worker = WorkerProcess(broker_url, Topics(), tmp_path).start()
     try:
         assert worker.port == taken
