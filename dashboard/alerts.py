@@ -74,8 +74,8 @@ class AlertFeed:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.kafka.bootstrap, enable_auto_commit=False, **self.kafka.aiokafka_security()
         )
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = await _assign_tail(consumer, self.topic, self.alerts.maxlen or 50)
             while partitions and not self._stop.is_set():
                 for records in (await consumer.getmany(timeout_ms=1000)).values():

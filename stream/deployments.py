@@ -201,8 +201,8 @@ async def read_deployments(
         enable_auto_commit=False,
         **kafka.aiokafka_security(),
     )
-    await asyncio.wait_for(consumer.start(), timeout_s)
     try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
         if kafka.models_topic not in await consumer.topics():
             return {}, 0
         tp = TopicPartition(kafka.models_topic, 0)
@@ -287,8 +287,8 @@ async def publish(
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True, **kafka.aiokafka_security()
     )
-    await asyncio.wait_for(producer.start(), timeout_s)
     try:
+        await asyncio.wait_for(producer.start(), timeout_s)
         value = deployment.model_dump_json().encode() if deployment is not None else None
         meta = await asyncio.wait_for(
             producer.send_and_wait(kafka.models_topic, value, key=role.encode(), partition=0), timeout_s
@@ -307,8 +307,8 @@ async def ensure_models_topic(kafka: KafkaSettings, timeout_s: float = 15.0, rep
         request_timeout_ms=int(timeout_s * 1000),
         **kafka.aiokafka_security(),
     )
-    await asyncio.wait_for(admin.start(), timeout_s)
     try:
+        await asyncio.wait_for(admin.start(), timeout_s)
         return await create_models_topic(admin, kafka, replication)
     finally:
         await admin.close()
