@@ -1,8 +1,8 @@
 """`sentistream worker`: score the tweets topic with Faust, serving /health, /live, /ready, /metrics,
 /predict and /explain.
 
-Fails fast with one line when the model cannot be loaded or the broker cannot be reached, before
-Faust starts. Heavy imports (faust, torch) happen inside `run`.
+Fails fast with one line when the model cannot be loaded, a web port is taken or the broker cannot
+be reached, before Faust starts. Heavy imports (faust, torch) happen inside `run`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from stream.app import create_app, follow_deployments
 from stream.deployments import DeploymentError, fetch, load_verified, read_deployments
 from stream.explain_view import register_explain_view
 from stream.processes import run_processes
-from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
+from stream.settings import (
+    CONNECTION_FLAGS,
+    TOPIC_FLAGS,
+    KafkaSettings,
+    WorkerSettings,
+    refuse_busy_web_ports,
+)
 from stream.topics import ensure_topics
 from stream.worker import run_worker
 
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(WorkerSettings, args)
     model_settings = settings_from_args(ModelSettings, args)
     check_model(model_settings)  # a broken --model fails in a second, before Kafka is touched
+    refuse_busy_web_ports(settings)  # so does a taken web port
     if settings.processes > 1:
         return run_processes(args, kafka, settings, model_settings)
     topics = asyncio.run(_ensure_topics(kafka, settings))

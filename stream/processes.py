@@ -25,7 +25,6 @@ import asyncio
 import ctypes
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,6 @@ from collections.abc import Iterable
 from model.engines.onnx_engine import physical_cores
 from model.engines.select import gpu_device_files
 from model.settings import MODEL_FLAGS, ModelSettings
-from sentistream.errors import UsageError
 from sentistream.settings import flag_name
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
 from stream.topics import ensure_topics
@@ -56,7 +54,6 @@ def run_processes(
 ) -> int:
     """Run `settings.processes` workers as children of this process; returns the exit status."""
     n = settings.processes
-    refuse_busy_ports(settings)
     topics = asyncio.run(
         ensure_topics(kafka, settings.model_copy(update={"partitions": max(settings.partitions, n)}))
     )
@@ -85,27 +82,6 @@ def run_processes(
     )
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
     return supervise(children, [f"http://{host}:{settings.web_port + i}/live" for i in range(n)])
-
-
-def refuse_busy_ports(settings: WorkerSettings) -> None:
-    """Fail in one line when one of the children's web ports is taken, before any child starts.
-
-    (A port taken later, between this check and the child binding it, still stops the set: the
-    child exits saying so.)
-    """
-    n = settings.processes
-    for i in range(n):
-        port = settings.web_port + i
-        with socket.socket(socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
-            try:
-                sock.bind((settings.web_host, port))
-            except OSError as exc:
-                raise UsageError(
-                    f"web port {port} (worker process {i}) on {settings.web_host}: {exc.strerror}; "
-                    f"--processes {n} needs ports {settings.web_port}-{settings.web_port + n - 1} free, "
-                    "so pick another --web-port"
-                ) from exc
 
 
 def child_overrides(settings: WorkerSettings, i: int, threads: int | None) -> dict[str, object]:

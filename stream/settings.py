@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sentistream.errors import UsageError
+
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 # The connection flags of every command that talks to Kafka (worker, produce, replay, dashboard).
 # The SASL password is deliberately not among them: a flag shows in `ps` to every user of the
@@ -242,3 +244,25 @@ class WorkerSettings(ConsumerGroupSettings):
 def stream_batch_size(settings: WorkerSettings, device: str) -> int:
     """Texts per micro-batch: --batch-size, else the device's default."""
     return settings.batch_size or (GPU_STREAM_BATCH if device == "cuda" else CPU_STREAM_BATCH)
+
+
+def refuse_busy_web_ports(settings: WorkerSettings) -> None:
+    """Fail in one line, before Kafka is touched, when a web port the worker (or one of its
+    --processes) would serve on is taken; without this the web server fails after the consumer
+    joined, with a traceback. (A port taken later, before the bind, still stops the worker.)
+    """
+    n, host = settings.processes, settings.web_host
+    for i in range(n):
+        port = settings.web_port + i
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if n == 1:
+                    fix = "stop what uses it or pick another --web-port"
+                else:
+                    last = settings.web_port + n - 1
+                    fix = f"--processes {n} needs ports {settings.web_port}-{last} free, so pick another --web-port"
+                where = f"web port {port}" + (f" (worker process {i})" if n > 1 else "")
+                raise UsageError(f"{where} on {host}: {exc.strerror}; {fix}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 
 import pytest
@@ -29,6 +30,23 @@ def test_unreachable_broker_fails_fast_with_one_line(dead_port) -> None:
     assert result.returncode == 1
     assert "cannot reach the Kafka broker" in last_line(result)
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_web_port_fails_in_one_line_before_touching_kafka(dead_port) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_worker(
+            "--backend", "vader", "--broker", f"kafka://127.0.0.1:{dead_port}", "--web-port", str(port)
+        )
+
+    assert result.returncode == 2, result.stderr
+    assert last_line(result) == (
+        f"sentistream worker: error: web port {port} on 127.0.0.1: Address already in use; "
+        "stop what uses it or pick another --web-port"
+    )
+    assert "Traceback" not in result.stderr and "cannot reach the Kafka broker" not in result.stderr
 
 
 def test_model_that_cannot_be_loaded_fails_before_touching_kafka(tmp_path) -> None:
