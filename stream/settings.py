@@ -144,6 +144,19 @@ def port_open(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not bind `host:port` now (None when it could). Unlike `port_open`, this
+    also sees a port held by a client's connection, which no one answers on but no server can bind.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers bind
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 class ConsumerGroupSettings(BaseSettings):
     """The workers' consumer group: the worker joins it, the dashboard shows its lag."""
 
@@ -251,18 +264,16 @@ def refuse_busy_web_ports(settings: WorkerSettings) -> None:
     --processes) would serve on is taken; without this the web server fails after the consumer
     joined, with a traceback. (A port taken later, before the bind, still stops the worker.)
     """
-    n, host = settings.processes, settings.web_host
+    n, first = settings.processes, settings.web_port
     for i in range(n):
-        port = settings.web_port + i
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                if n == 1:
-                    fix = "stop what uses it or pick another --web-port"
-                else:
-                    last = settings.web_port + n - 1
-                    fix = f"--processes {n} needs ports {settings.web_port}-{last} free, so pick another --web-port"
-                where = f"web port {port}" + (f" (worker process {i})" if n > 1 else "")
-                raise UsageError(f"{where} on {host}: {exc.strerror}; {fix}") from exc
+        if (exc := bind_error(settings.web_host, first + i)) is None:
+            continue
+        if n == 1:
+            raise UsageError(
+                f"web port {first} on {settings.web_host}: {exc.strerror}; "
+                "stop what uses it or pick another --web-port"
+            )
+        raise UsageError(
+            f"web port {first + i} (worker process {i}) on {settings.web_host}: {exc.strerror}; "
+            f"--processes {n} needs ports {first}-{first + n - 1} free, so pick another --web-port"
+        )

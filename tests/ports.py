@@ -20,6 +20,7 @@ import psutil
 
 from infra.broker import BrokerSettings, LocalBroker, free_port
 from sentistream.errors import SentistreamError
+from stream.settings import bind_error
 
 ATTEMPTS = 3
 # How a child says its port was taken: Python and Java ("Address already in use"), Streamlit
@@ -90,17 +91,8 @@ def free_ports(n: int) -> int:
     `worker --processes N`, which serves on --web-port and the N-1 ports after it)."""
     while True:
         first = free_port()
-        if all(bindable(first + i) for i in range(1, n)):
+        if all(bind_error("127.0.0.1", first + i) is None for i in range(1, n)):
             return first
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def start_server(
