@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dashboard.names import plain_name
+from stream.kafka_internals import topic_partitions
 from stream.monitor import MonitorSettings, SentimentAlert
 from stream.settings import KafkaSettings
 
@@ -90,9 +91,7 @@ async def _assign_tail(consumer, topic: str, keep: int) -> list:
     """Assign every partition of `topic` at `keep` before its end; [] while the topic does not exist."""
     from aiokafka import TopicPartition
 
-    # An all-topics metadata request (as dashboard/feed.py does): asking by name would create the topic.
-    cluster = await consumer._client.fetch_all_metadata()
-    partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
     if not partitions:
         return []
     consumer.assign(partitions)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from dashboard.settings import DashboardSettings
 from stream.deployments import Deployment, apply
 from stream.events import DeadLetter, ScoredTweet, SentimentStats
+from stream.kafka_internals import topic_partitions
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -358,9 +359,7 @@ class KafkaReader:
     async def _assign(self, consumer) -> None:
         from aiokafka import TopicPartition
 
-        # An all-topics metadata request: asking for the topics by name would auto-create them.
-        cluster = await consumer._client.fetch_all_metadata()
-        found = {(topic, p) for topic in self.topics for p in (cluster.partitions_for_topic(topic) or ())}
+        found = {(topic, p) for topic in self.topics for p in await topic_partitions(consumer, topic)}
         if found == self.assigned:
             return
         tps = [TopicPartition(t, p) for t, p in sorted(found)]

@@ -1,11 +1,13 @@
 """The scoring agent: micro-batches from `tweets` -> model (off the event loop) -> scored / DLQ.
 
-Delivery: events are taken in micro-batches straight from the agent's channel, without Faust's
-automatic acks (stream/batches.py), and acked only after the broker has acknowledged every output
-of their batch, so Faust never commits an offset whose output could still be lost (at-least-once).
-Agent concurrency stays 1 (faust-streaming #606). While one batch's outputs wait for the broker,
-the next batch is scored (pipeline depth 2); its outputs are sent only once the batch before is
-acked, so outputs, retries and acks keep their order.
+Delivery (stream/delivery.py, stream/transactions.py): events are taken in micro-batches straight
+from the agent's channel, without Faust's automatic acks (stream/kafka_internals.py), and acked only
+after the broker has every output of their batch. At-least-once: Faust commits acked offsets on
+its timer, so no offset whose output could still be lost is ever committed. Exactly-once: each
+batch commits its outputs and its input offsets in one transaction per input partition, and Faust
+commits nothing. Agent concurrency stays 1 (faust-streaming #606). While one batch's outputs wait
+for the broker, the next batch is scored (pipeline depth 2); its outputs are sent only once the
+batch before is acked, so outputs, retries and acks keep their order.
 
 No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
 acked offsets committed and a new actor on the same stream, and the failed batch is never
@@ -25,17 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.engines.base import Engine
-from stream.batches import ChannelBatches
 from stream.decode import Source, dead_letter, decode_tweet
+from stream.delivery import FatalError, Record
 from stream.events import DeadLetter, ScoredTweet, Tweet
 from stream.health import WorkerState
 from stream.inference import STREAM, InferenceThread
+from stream.kafka_internals import ChannelBatches
 from stream.metrics import WorkerMetrics
 from stream.scoring import (
     Item,
     ModelId,
     dlq_key,
-    fit_dead_letter,
     fit_output,
     predict_guarded,
     to_outputs,
@@ -43,6 +45,7 @@ from stream.scoring import (
 from stream.serving import ServingModels
 from stream.settings import KafkaSettings, WorkerSettings, stream_batch_size
 from stream.stats import TumblingStats
+from stream.transactions import outputs_for
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +59,6 @@ class BatchResult:
     outputs: list[ScoredTweet | DeadLetter] = field(default_factory=list)
     inference_s: float = 0.0
     raws: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One message to produce, and the event it carries."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None
-    event: ScoredTweet | DeadLetter | None = None
-    source: Source | None = None
-    raw: bytes = b""  # the input, for a dead letter should the broker refuse this record
 
 
 @dataclass(frozen=True)
@@ -87,10 +77,6 @@ class Delivery:
 
     events: Sequence
     task: asyncio.Future
-
-
-class FatalError(Exception):
-    """A failure no record can be blamed for: the worker must stop without committing."""
 
 
 def process_batch(
@@ -142,17 +128,6 @@ def to_records(
     return records
 
 
-def smaller_dead_letter(record: Record, kafka: KafkaSettings, reason: str) -> Record:
-    """`record` as a dead letter a quarter of its size, after the broker refused it as too large."""
-    source = record.source
-    if isinstance(record.event, DeadLetter):
-        letter = record.event
-    else:
-        letter = dead_letter(record.raw, source, "validate", f"the scored event was refused: {reason}")
-    letter, value = fit_dead_letter(letter, max(1024, len(record.value) // 4))
-    return Record(kafka.dlq_topic, dlq_key(source), value, record.partition, letter, source, record.raw)
-
-
 class Scorer:
     """Runs micro-batches through the engine and publishes their outputs; one per worker."""
 
@@ -167,6 +142,7 @@ class Scorer:
         max_message_bytes: int | None = None,
         exit: Callable[[int], None] = os._exit,
         models: ServingModels | None = None,
+        outputs=None,  # stream.delivery.AtLeastOnce or stream.transactions.ExactlyOnce
     ) -> None:
         self.app, self.kafka, self.settings = app, kafka, settings
         self.metrics, self.stats = metrics, stats
@@ -177,6 +153,7 @@ class Scorer:
         self.in_flight = 0
         self.batches = 0
         self.transactional = settings.guarantee == "exactly_once"
+        self.outputs = outputs or outputs_for(kafka, settings)
         self._exit = exit
 
     @property
@@ -213,17 +190,13 @@ class Scorer:
 
     async def deliver(self, scored: Scored, events: Sequence, batches) -> None:
         """Publish a scored batch, wait until the broker has every output, then ack its events."""
-        delivered = await self.publish(scored.records)
+        delivered = await self.outputs.publish(scored.records, next_offsets(scored.sources))
         self.record(scored.result, delivered, scored.sources)
         if self.models.shadow is not None:  # the challenger sees what the champion published
             events_out = [r.event for r in delivered if isinstance(r.event, ScoredTweet)]
             self.models.shadow.offer(scored.model_version, events_out)
         batches.ack(events)
         self.in_flight -= len(events)
-        if self.transactional:
-            # Commit now, between batches, so a transaction never holds outputs whose
-            # input offsets it does not also commit (Faust's timer could split a batch).
-            await self.app.consumer.commit()
 
     async def delivered(self, delivery: Delivery) -> bool:
         """Wait for `delivery`; False when it failed (the worker is then stopping)."""
@@ -269,78 +242,6 @@ class Scorer:
             result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
         )
         return Scored(result, sources, records, engine.model_version)
-
-    async def publish(self, records: Sequence[Record]) -> list[Record]:
-        """Send every record and wait for the broker's acknowledgements; retry what failed.
-
-        Returns the records delivered (exactly-once drops those of revoked partitions). A record
-        the broker refuses as too large is replaced by a smaller dead letter; a permanent error
-        (authorisation, fenced producer) or running out of `send_retry_s` raises FatalError.
-        """
-        deadline = time.monotonic() + self.settings.send_retry_s
-        pending, delivered, pause = list(records), [], 0.5
-        while pending:
-            owned = self._still_owned(pending)
-            failures = await self._send_all(owned)
-            delivered += [r for r, error in zip(owned, failures, strict=True) if error is None]
-            pending = []
-            for record, error in zip(owned, failures, strict=True):
-                if error is None:
-                    continue
-                if is_too_large(error):
-                    pending.append(smaller_dead_letter(record, self.kafka, type(root(error)).__name__))
-                elif is_permanent(error):
-                    raise FatalError(f"the broker refused an output for good: {root(error)!r}")
-                else:
-                    pending.append(record)
-            if pending and time.monotonic() > deadline:
-                raise FatalError(
-                    f"could not deliver {len(pending)} outputs within {self.settings.send_retry_s:.0f}s"
-                )
-            if pending:
-                log.warning("retrying %d outputs the broker did not acknowledge", len(pending))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-        return delivered
-
-    async def _send_all(self, records: Sequence[Record]) -> list[BaseException | None]:
-        """Send `records` in order; one result per record (None when acknowledged)."""
-        producer = self.app.producer
-        await producer.maybe_start()
-        pending: list = []
-        for r in records:
-            try:
-                tid = self._transactional_id(r.partition)
-                pending.append(
-                    await producer.send(
-                        r.topic, r.key, r.value, r.partition, None, None, transactional_id=tid
-                    )
-                )
-            except Exception as exc:  # aiokafka raises size errors before the future
-                pending.append(exc)
-        return [await _outcome(p) for p in pending]
-
-    def _still_owned(self, records: Sequence[Record]) -> list[Record]:
-        """In exactly-once mode, drop outputs of partitions a rebalance took away: their
-        transaction is gone and the new owner redoes them from the last committed offset."""
-        if not self.transactional:
-            return list(records)
-        from faust.types import TP
-
-        assigned = self.app.consumer.assignment()
-        return [r for r in records if TP(self.kafka.topic, r.partition) in assigned]
-
-    def _transactional_id(self, partition: int | None) -> str | None:
-        """In exactly-once mode, the transaction that also commits the input partition's offsets.
-
-        Faust's own TransactionManager.send picks the transaction from the *output* partition as
-        seen by the consumer's metadata, which does not know output topics, so its sends bypass
-        the transaction; this uses the id Faust commits the input offsets with.
-        """
-        if not self.transactional or partition is None:
-            return None
-        group = self.app.assignor.group_for_topic(self.kafka.topic)
-        return f"{self.app.conf.id}-{group}-{partition}"
 
     def record(self, result: BatchResult, delivered: Sequence[Record], sources: Sequence[Source]) -> None:
         """Update metrics, windowed stats and progress for the outputs the broker has."""
@@ -398,9 +299,10 @@ class Scorer:
             self.state.progressed()
         return total
 
-    def on_assigned(self, partitions: list[str]) -> None:
+    def on_assigned(self, partitions: set[int]) -> None:
         """A rebalance completed: positions of partitions this worker may have lost are forgotten."""
-        self.state.assigned = partitions
+        self.outputs.on_assigned(partitions)
+        self.state.assigned = [f"{self.kafka.topic}[{p}]" for p in sorted(partitions)]
         self.state.rebalancing = False
         self.state.next_offsets.clear()
         self.state.progressed()
@@ -411,44 +313,12 @@ class Scorer:
         self.models.close()
 
 
-async def _outcome(pending) -> BaseException | None:
-    if isinstance(pending, BaseException):
-        return pending
-    try:
-        await pending
-    except Exception as exc:  # a failed delivery is a value here, classified by publish
-        return exc
-    return None
-
-
-def root(error: BaseException) -> BaseException:
-    """The aiokafka error under Faust's ProducerSendError wrapper."""
-    return error.__cause__ or error
-
-
-def is_too_large(error: BaseException) -> bool:
-    """The broker or the producer refuses this record for its size."""
-    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-
-    return isinstance(root(error), MessageSizeTooLargeError | RecordTooLargeError | RecordListTooLargeError)
-
-
-def is_permanent(error: BaseException) -> bool:
-    """Retrying cannot help: authorisation refused, producer fenced by a newer worker."""
-    from aiokafka.errors import (
-        ClusterAuthorizationFailedError,
-        ProducerFenced,
-        TopicAuthorizationFailedError,
-        TransactionalIdAuthorizationFailed,
-    )
-
-    permanent = (
-        TopicAuthorizationFailedError,
-        ClusterAuthorizationFailedError,
-        TransactionalIdAuthorizationFailed,
-        ProducerFenced,
-    )
-    return isinstance(root(error), permanent)
+def next_offsets(sources: Sequence[Source]) -> dict[int, int]:
+    """Input partition -> the offset after its last event in the batch (what a commit records)."""
+    ends: dict[int, int] = {}
+    for source in sources:
+        ends[source.partition] = max(ends.get(source.partition, 0), source.offset + 1)
+    return ends
 
 
 def _source(message) -> Source:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from model.engines.base import Engine
 from stream.agents import Scorer
 from stream.deployments import Deployment, follow
-from stream.fetch import batched_consumer_class
+from stream.kafka_internals import batched_consumer_class
 from stream.metrics import WorkerMetrics
 from stream.serving import ServingModels
 from stream.settings import KafkaSettings, WorkerSettings
@@ -56,7 +56,8 @@ def create_app(
     import faust
 
     app = faust.App(settings.group_id, datadir=str(datadir), **app_config(kafka, settings))
-    app.transport.Consumer = batched_consumer_class()  # before app.consumer is first used
+    # Before app.consumer is first used. Exactly-once: only the batches' transactions commit.
+    app.transport.Consumer = batched_consumer_class(commits=settings.guarantee == "at_least_once")
     metrics = WorkerMetrics()
     metrics.model_loaded.set(1)
     stats = TumblingStats(settings.stats_window_s, worker_name(settings))
@@ -88,20 +89,26 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "autodiscover": False,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
-        "processing_guarantee": settings.guarantee,
+        # Exactly-once is the worker's own (stream/transactions.py): Faust's transaction manager
+        # stays off, and its consumer commits nothing in that mode (stream/kafka_internals.py).
+        "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        # Exactly-once commits after every batch (stream/agents.py), never on Faust's timer.
-        "broker_commit_interval": settings.commit_interval_s
-        if settings.guarantee == "at_least_once"
-        else 3600.0,
+        "consumer_group_instance_id": group_instance_id(settings),
+        "broker_commit_interval": settings.commit_interval_s,
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.session_timeout_s / 10,
         "web_enabled": True,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_host": settings.web_host,
-        "producer_acks": -1,  # an output counts as delivered only when every in-sync replica has it
     }
+
+
+def group_instance_id(settings: WorkerSettings) -> str | None:
+    """The static consumer-group member id: the worker name, when one is given and static membership
+    is on. A worker restarted under the same name takes its partitions back at once, instead of
+    waiting `session_timeout_s` for its old session to expire."""
+    return settings.worker_name if settings.static_membership and settings.worker_name else None
 
 
 def faust_credentials(kafka: KafkaSettings):
@@ -130,13 +137,9 @@ def _track_assignment(app, scorer: Scorer) -> None:
 
     @app.on_rebalance_complete.connect
     async def _assigned(sender, **kwargs) -> None:
-        partitions = sorted(
-            f"{tp.topic}[{tp.partition}]"
-            for tp in app.consumer.assignment()
-            if tp.topic == scorer.kafka.topic
-        )
+        partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic == scorer.kafka.topic}
         scorer.on_assigned(partitions)
-        log.info("partitions assigned: %s", partitions)
+        log.info("partitions assigned: %s", scorer.state.assigned)
 
 
 def _publish_stats_every_window(app, kafka: KafkaSettings, scorer: Scorer) -> None:
@@ -146,10 +149,9 @@ def _publish_stats_every_window(app, kafka: KafkaSettings, scorer: Scorer) -> No
     interval = min(1.0, stats.size_s / 2)
 
     async def publish(windows) -> None:
-        for window in windows:
-            # Stats bypass the transactional producer of exactly-once mode.
-            await app.producer.send(
-                kafka.stats_topic, stats.worker.encode(), window.model_dump_json().encode(), None, None, None
+        for window in windows:  # advisory: outside any transaction
+            await scorer.outputs.send_advisory(
+                kafka.stats_topic, stats.worker.encode(), window.model_dump_json().encode()
             )
 
     @app.timer(interval, name="publish-sentiment-stats")
@@ -164,6 +166,6 @@ def _publish_stats_every_window(app, kafka: KafkaSettings, scorer: Scorer) -> No
     async def _last_window(sender, **kwargs) -> None:
         try:
             await asyncio.wait_for(publish(stats.close_all()), timeout=5.0)
-            await asyncio.wait_for(app.producer.flush(), timeout=5.0)
         except Exception as exc:  # shutting down: say it, do not block the exit
             log.warning("could not publish the last sentiment-stats window: %s", type(exc).__name__)
+        await scorer.outputs.stop()  # every batch is delivered by now (Faust waited for the acks)

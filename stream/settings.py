@@ -212,7 +212,16 @@ class WorkerSettings(ConsumerGroupSettings):
         description="seconds without heartbeat before the group gives a dead worker's partitions away",
     )
     startup_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for the broker at start")
-    worker_name: str | None = Field(default=None, description="name in stats and logs (default host:pid)")
+    worker_name: str | None = Field(
+        default=None,
+        description="name in stats and logs (default host:pid); with static membership also the "
+        "worker's consumer-group instance id, so give each worker its own stable name (the pod name)",
+    )
+    static_membership: bool = Field(
+        default=True,
+        description="with a --worker-name, join the group as that static member: a worker restarted "
+        "under its name resumes its partitions at once; a stopped one's wait session_timeout_s",
+    )
     max_message_bytes: int = Field(
         default=1_000_000,
         ge=16_384,
