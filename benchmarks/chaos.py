@@ -1,9 +1,16 @@
-"""Chaos: messages stream into a 4-partition topic while two workers are SIGKILLed at random and the
-broker restarts; afterwards every message must be scored (lost = 0), and with exactly_once read
-`read_committed`, exactly once (duplicates = 0).
+"""Chaos: messages stream into a 4-partition topic while workers are SIGKILLed, the broker restarts
+and workers join and leave; afterwards every message must be scored (lost = 0), and with
+exactly_once read `read_committed`, exactly once (duplicates = 0).
 
     .venv/bin/python benchmarks/chaos.py                       # 100,000 messages, both guarantees
     .venv/bin/python benchmarks/chaos.py --messages 3000 --guarantee exactly_once
+    .venv/bin/python benchmarks/chaos.py --rounds 50           # 50 rounds per guarantee (below)
+
+`--rounds N`: one broker and two named workers (static members) for N consecutive rounds; each
+round streams `--round-messages` (3,000) at `--rate` (150/s) and, meanwhile, SIGKILLs one worker (restarted at
+once, as Kubernetes would), restarts the broker, and has a third worker join and leave (SIGTERM).
+Per round: lost, duplicates, and the recovery time: from the SIGKILL until every message produced
+before it is readable. Writes benchmarks/results/chaos_rounds.json.
 
 A worker that dies (killed, or exiting 1 on its own when the broker is gone past its retry budget)
 is restarted, as Kubernetes would. The constant engine keeps the model out of the measurement: this
@@ -75,6 +82,7 @@ class Collector:
     def __init__(self, broker_url: str, topics: list[str]) -> None:
         self.broker_url, self.topics = broker_url, topics
         self.keys: Counter = Counter()
+        self.first_seen: dict[bytes, float] = {}  # key -> monotonic time it became readable
         self.per_topic: Counter = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._read()), daemon=True)
@@ -101,13 +109,25 @@ class Collector:
                 for tp, rows in (await consumer.getmany(timeout_ms=300, max_records=5000)).items():
                     self.per_topic[tp.topic] += len(rows)
                     self.keys.update(r.key for r in rows)
+                    now = time.monotonic()
+                    for r in rows:
+                        self.first_seen.setdefault(r.key, now)
         finally:
             await consumer.stop()
 
 
-def produce_paced(broker_url: str, topic: str, n: int, rate: float, done: threading.Event) -> None:
-    """Send `n` messages at `rate`/s with an idempotent producer (a broker restart must not
-    duplicate inputs, or duplicates downstream would not be the worker's)."""
+def produce_paced(
+    broker_url: str,
+    topic: str,
+    n: int,
+    rate: float,
+    done: threading.Event,
+    prefix: str = "m",
+    sent_at: dict | None = None,
+) -> None:
+    """Send `n` messages (keys `{prefix}{j}`) at `rate`/s with an idempotent producer (a broker
+    restart must not duplicate inputs, or duplicates downstream would not be the worker's);
+    `sent_at` gets each key's monotonic send time."""
     from aiokafka import AIOKafkaProducer
 
     async def send() -> None:
@@ -121,8 +141,11 @@ def produce_paced(broker_url: str, topic: str, n: int, rate: float, done: thread
             for k, i in enumerate(range(0, n, slice_n)):
                 await asyncio.sleep(max(0.0, began + k * 0.05 - time.monotonic()))
                 for j in range(i, min(n, i + slice_n)):
-                    value = orjson.dumps({"id": f"m{j}", "text": f"message {j} is a fine one"})
-                    futures.append(await producer.send(topic, value, key=f"m{j}".encode()))
+                    key = f"{prefix}{j}"
+                    value = orjson.dumps({"id": key, "text": f"message {j} is a fine one"})
+                    futures.append(await producer.send(topic, value, key=key.encode()))
+                    if sent_at is not None:
+                        sent_at[key.encode()] = time.monotonic()
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -207,15 +230,178 @@ def run_chaos(plan: Plan, work_dir: Path, log=print) -> Outcome:
     return outcome
 
 
+@dataclass
+class Round:
+    """One round of `run_rounds`."""
+
+    round: int
+    messages: int
+    lost: int = 0
+    duplicates: int = 0
+    recovery_s: float | None = None  # SIGKILL -> every message produced before it readable
+    worker_exits: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Fleet:
+    """Two named workers (restarted under their names when they die) and an occasional third."""
+
+    def __init__(self, broker_url: str, topics: Topics, work_dir: Path, flags: tuple[str, ...]) -> None:
+        self.workers = [
+            WorkerProcess(broker_url, topics, work_dir, *flags, "--worker-name", f"w{i}", name=f"w{i}")
+            for i in range(2)
+        ]
+        self.extra = WorkerProcess(broker_url, topics, work_dir, *flags, "--worker-name", "w2", name="w2")
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+        for w in self.workers:
+            w.wait_ready(180)
+
+    def restart_dead(self, exits: dict[str, int]) -> None:
+        for w in self.workers:
+            if w.process.poll() is not None:
+                code = w.process.returncode
+                if code != -9:
+                    exits[str(code)] = exits.get(str(code), 0) + 1
+                w.start()
+
+    def stop(self) -> None:
+        for w in [*self.workers, self.extra]:
+            w.stop()
+
+
+def run_rounds(
+    rounds: int,
+    guarantee: str,
+    work_dir: Path,
+    messages: int = 1500,
+    rate: float = 150.0,
+    seed: int = 11,
+    log=print,
+) -> list[Round]:
+    """`rounds` chaos rounds on one broker and one fleet; see the module docstring."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    rng = random.Random(seed)
+    broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=work_dir / "kafka"))
+    broker.start()
+    topics = Topics()
+    fleet = Fleet(broker.url, topics, work_dir, (*WORKER_FLAGS, "--guarantee", guarantee))
+    collector = None
+    results = []
+    try:
+        create_topics(broker.url, [topics.tweets], 4)
+        fleet.start()
+        collector = Collector(broker.url, [topics.scored, topics.dlq]).start()
+        for n in range(1, rounds + 1):
+            result = _one_round(n, broker, fleet, collector, topics, messages, rate, rng)
+            log(f"  round {n}: {asdict(result)}")
+            results.append(result)
+    finally:
+        fleet.stop()
+        if collector:
+            collector.stop()
+        broker.stop()
+    return results
+
+
+def _one_round(n, broker, fleet: Fleet, collector: Collector, topics, messages, rate, rng) -> Round:
+    """Stream `messages`; SIGKILL at 10%, the third worker joins at 30%, the broker restarts at
+    60%, the third worker leaves at 80%; then wait for every output."""
+    result, began = Round(n, messages), time.monotonic()
+    production_s = messages / rate
+    prefix, sent_at, produced = f"r{n}-", {}, threading.Event()
+    producer = threading.Thread(
+        target=produce_paced, args=(broker.url, topics.tweets, messages, rate, produced, prefix, sent_at)
+    )
+    producer.start()
+    steps = [(0.10, "kill"), (0.30, "join"), (0.60, "broker"), (0.80, "leave")]
+    killed_at = None
+    while steps or not produced.is_set():
+        if steps and time.monotonic() >= began + steps[0][0] * production_s:
+            _, step = steps.pop(0)
+            if step == "kill":
+                victim = rng.choice(fleet.workers)
+                victim.process.kill()
+                victim.process.wait(10)
+                killed_at = time.monotonic()
+            elif step == "join":
+                fleet.extra.start()
+            elif step == "broker":
+                broker.stop()
+                time.sleep(1.0)
+                broker.start()
+            elif step == "leave":
+                fleet.extra.stop()
+        fleet.restart_dead(result.worker_exits)
+        time.sleep(0.1)
+    producer.join(120)
+    keys = [f"{prefix}{j}".encode() for j in range(messages)]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and any(k not in collector.first_seen for k in keys):
+        fleet.restart_dead(result.worker_exits)
+        time.sleep(0.2)
+    time.sleep(2.0)  # late duplicates, if any, arrive now
+    result.lost = sum(1 for k in keys if k not in collector.first_seen)
+    result.duplicates = sum(collector.keys[k] - 1 for k in keys if collector.keys[k] > 1)
+    before_kill = [k for k in keys if killed_at is not None and sent_at.get(k, killed_at + 1) <= killed_at]
+    if before_kill and all(k in collector.first_seen for k in before_kill):
+        result.recovery_s = round(max(0.0, max(collector.first_seen[k] for k in before_kill) - killed_at), 2)
+    result.seconds = round(time.monotonic() - began, 1)
+    return result
+
+
+def rounds_main(args) -> int:
+    guarantees = ["at_least_once", "exactly_once"] if args.guarantee == "both" else [args.guarantee]
+    report = {
+        "benchmark": "chaos rounds",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, 2-core shared CPU, no GPU",
+        "engine": "constant",
+        "worker_flags": [*WORKER_FLAGS, "--worker-name wN (static membership)"],
+        "per_round": "SIGKILL at 10% (restarted at once), a third worker joins at 30%, broker restart "
+        "at 60%, the third worker leaves (SIGTERM) at 80%",
+        "results": {},
+    }
+    bad = False
+    for guarantee in guarantees:
+        print(f"{guarantee}: {args.rounds} rounds of {args.round_messages} messages at {args.rate:.0f}/s")
+        with tempfile.TemporaryDirectory(prefix="chaos-rounds-") as work:
+            rounds = run_rounds(args.rounds, guarantee, Path(work), args.round_messages, args.rate, args.seed)
+        recoveries = sorted(r.recovery_s for r in rounds if r.recovery_s is not None)
+        summary = {
+            "rounds": len(rounds),
+            "lost": sum(r.lost for r in rounds),
+            "duplicates": sum(r.duplicates for r in rounds),
+            "recovery_s_median": recoveries[len(recoveries) // 2] if recoveries else None,
+            "recovery_s_max": recoveries[-1] if recoveries else None,
+            "rounds_detail": [asdict(r) for r in rounds],
+        }
+        print({k: v for k, v in summary.items() if k != "rounds_detail"})
+        report["results"][guarantee] = summary
+        bad |= bool(summary["lost"] or (guarantee == "exactly_once" and summary["duplicates"]))
+    out = args.out if args.out != RESULTS / "chaos.json" else RESULTS / "chaos_rounds.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=1500.0, help="messages/s produced")
+    parser.add_argument("--rate", type=float, help="messages/s produced (default 1500; 150 with --rounds)")
     parser.add_argument("--guarantee", choices=["at_least_once", "exactly_once", "both"], default="both")
     parser.add_argument("--broker-restarts", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
+    parser.add_argument("--rounds", type=int, default=0, help="run this many chaos rounds instead")
+    parser.add_argument("--round-messages", type=int, default=3000, help="messages per round")
     args = parser.parse_args(argv)
+    if args.rounds:
+        args.rate = args.rate or 150.0
+        return rounds_main(args)
+    args.rate = args.rate or 1500.0
     guarantees = ["at_least_once", "exactly_once"] if args.guarantee == "both" else [args.guarantee]
     outcomes = []
     for guarantee in guarantees:

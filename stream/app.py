@@ -94,6 +94,10 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
         "consumer_group_instance_id": group_instance_id(settings),
+        # No tables, so no standbys: Faust then uses aiokafka's round-robin assignor rather than its
+        # own, whose assignment carries each member's web URL and which, when a static member comes
+        # back on another port, kills the consumer's group coordination (an assertion).
+        "table_standby_replicas": 0,
         "broker_commit_interval": settings.commit_interval_s,
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.session_timeout_s / 10,
