@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from tests.stream.worker_process import (
@@ -146,3 +148,36 @@ def test_exactly_once_survives_a_kill_9_without_duplicates(broker_url, tmp_path)
     assert Counter(committed) == Counter(key.decode() for key, _ in messages), second.log_tail()
     # The killed worker's open transaction did reach the log; read_committed readers never see it.
     print(f"exactly-once kill -9: {len(everything) - len(committed)} aborted outputs hidden from readers")
+
+
+@pytest.mark.slow
+def test_exactly_once_a_partition_revoked_mid_batch_comes_out_once(broker_url, tmp_path) -> None:
+    # A worker's batch is in flight when a second worker joins: the rebalance takes partitions
+    # away from it mid-batch. Whoever ends up with each partition, every input comes out once.
+    topics = Topics()
+    create_topics(broker_url, [topics.tweets], partitions=2)
+    eos = (*FAST_FAILOVER, "--guarantee", "exactly_once")
+    release = tmp_path / "release"
+    first = WorkerProcess(
+        broker_url, topics, tmp_path, *eos, faults=f"block=BLOCK,release={release}", name="first"
+    ).start()
+    first.wait_ready()
+    messages = [
+        *tweets("a", 300),
+        (b"hold", orjson.dumps({"id": "hold", "text": "BLOCK me"})),
+        *tweets("b", 300),
+    ]
+    produce(broker_url, topics.tweets, messages)
+    wait_until(lambda: (tmp_path / "release.blocked").exists(), 30, "the batch to be in flight")
+    second = WorkerProcess(broker_url, topics, tmp_path, *eos, faults="raise=NEVER", name="second").start()
+    try:
+        second.wait_ready()  # its joining starts the rebalance while the first worker's batch waits
+        time.sleep(2.0)
+        release.touch()
+        wait_until(lambda: len(health(second)["partitions"]) == 1, 60, "the partitions to be shared")
+        end = mark_the_end(broker_url, topics.tweets, 2)
+        scored = ids_of(read_until_marked(broker_url, topics.scored, end))
+    finally:
+        second.stop()
+        first.stop()
+    assert Counter(scored) == Counter(key.decode() for key, _ in messages), first.log_tail()
