@@ -6,8 +6,10 @@ UTC; Hive-style folders, so DuckDB and pyarrow read `dt` and `hour` as columns).
 Exactly once into files, without a transaction coordinator: the offsets live in the data.
 - A *batch* is a run of consecutive records of one partition, offsets FIRST..LAST. Its rows are
   split by hour into N files, each named with the batch's range and its part number I of N.
-- Each file is written under a hidden temporary name, fsynced, then `os.replace`d into place, so
-  a file either exists whole or not at all.
+- Each file is written under a temporary name, fsynced, then `os.replace`d into place, so a file
+  either exists whole or not at all. The temporary name is hidden and does not end in `.parquet`
+  (`.NAME.HEX.inprogress`): readers that glob `*.parquet` (DuckDB, the History tab) or skip
+  hidden files (pyarrow datasets) see finished files only.
 - On start (and on every partition assignment) the sink scans OUTPUT: a batch with all N parts is
   done; a batch with fewer parts was cut short by a crash, and its parts are deleted. Reading
   resumes at the offset after the last complete batch of each partition. The consumer group's
@@ -47,7 +49,8 @@ log = logging.getLogger(__name__)
 
 # TOPIC+PARTITION+FIRST+LAST+IofN.parquet; '+' cannot occur in a Kafka topic name.
 _FILE = re.compile(r"^(?P<topic>[\w.-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)\+(?P<part>\d+)of(?P<parts>\d+)\.parquet$")  # fmt: skip
-_TMP_PREFIX = ".inprogress-"
+_TMP_SUFFIX = ".inprogress"  # .NAME.HEX.inprogress: hidden, and not matched by *.parquet
+_OLD_TMP_PREFIX = ".inprogress-"  # .inprogress-HEX-NAME, from sinks before that (DuckDB read them)
 KNOWN_FIELDS = set(ScoredTweet.model_fields)
 
 
@@ -94,12 +97,26 @@ class FileName:
 
 
 def parse_file_name(name: str) -> FileName | None:
-    """The fields of a sink file name, or None for any other file."""
-    match = None if name.startswith(_TMP_PREFIX) else _FILE.match(name)
+    """The fields of a sink file name, or None for any other file (a temporary one included)."""
+    match = None if temporary_target(name) is not None else _FILE.match(name)
     if not match:
         return None
     g = match.groupdict()
     return FileName(g["topic"], *(int(g[k]) for k in ("partition", "first", "last", "part", "parts")))
+
+
+def temporary_name(name: str) -> str:
+    """A fresh temporary name to write the file `name` under."""
+    return f".{name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name a temporary file was being written as; None for any other file."""
+    if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+        return name[1 : -len(_TMP_SUFFIX)].rpartition(".")[0]
+    if name.startswith(_OLD_TMP_PREFIX):
+        return name[len(_OLD_TMP_PREFIX) + 33 :]  # after 32 hex digits and a "-"
+    return None
 
 
 def resume_offsets(output: Path, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
@@ -111,9 +128,9 @@ def resume_offsets(output: Path, topic: str, partitions: Iterable[int] | None = 
     owned = None if partitions is None else set(partitions)
     batches: dict[tuple[int, int, int], list[tuple[Path, FileName]]] = defaultdict(list)
     for path in output.rglob("*"):
-        temporary = path.name.startswith(_TMP_PREFIX)
-        # A temporary file is named _TMP_PREFIX + 32 hex digits + "-" + the final name.
-        name = parse_file_name(path.name[len(_TMP_PREFIX) + 33 :] if temporary else path.name)
+        target = temporary_target(path.name)
+        temporary = target is not None
+        name = parse_file_name(target if temporary else path.name)
         if not name or name.topic != topic or (owned is not None and name.partition not in owned):
             continue  # not ours: another topic, or a partition another sink replica writes
         if temporary:
@@ -206,7 +223,7 @@ def _write_atomically(folder: Path, name: str, table) -> Path:
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+    tmp = folder / temporary_name(name)
     with open(tmp, "wb") as f:
         pq.write_table(table, f, compression="zstd")
         f.flush()

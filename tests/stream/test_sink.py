@@ -7,6 +7,7 @@ each event is there exactly once.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import subprocess
@@ -20,7 +21,15 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from stream.sink import FileName, parse_file_name, resume_offsets, to_row, write_batch
+from stream.sink import (
+    FileName,
+    parse_file_name,
+    resume_offsets,
+    temporary_name,
+    temporary_target,
+    to_row,
+    write_batch,
+)
 from tests.stream.worker_process import create_topics, mark_the_end, produce
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
@@ -54,7 +63,10 @@ def test_file_names_round_trip() -> None:
     name = FileName("tweets-scored", 3, 120, 4_999, 2, 3)
     assert parse_file_name(name.render()) == name
     assert parse_file_name("notes.txt") is None
-    assert parse_file_name(".inprogress-abc-" + name.render()) is None
+    assert parse_file_name(".inprogress-abc-" + name.render()) is None  # an older sink's temporary file
+    assert parse_file_name(temporary_name(name.render())) is None
+    assert temporary_target(temporary_name(name.render())) == name.render()
+    assert not fnmatch.fnmatch(temporary_name(name.render()), "*.parquet")  # what DuckDB's glob reads
 
 
 def test_rows_keep_extra_fields_and_invalid_records(tmp_path: Path) -> None:
@@ -75,6 +87,7 @@ def test_a_batch_cut_short_by_a_crash_is_deleted_and_read_again(tmp_path: Path) 
     assert len(second) == 2
     second[1].unlink()  # the crash came between the two renames of the second batch
     (tmp_path / f".inprogress-{'a' * 32}-t+0+1+2+1of1.parquet").write_bytes(b"half a file")
+    (tmp_path / temporary_name("t+0+1+2+1of1.parquet")).write_bytes(b"half a file")
     other = tmp_path / f".inprogress-{'b' * 32}-t+1+5+9+1of1.parquet"  # partition 1: not ours below
     other.write_bytes(b"another replica's write")
     assert resume_offsets(tmp_path, "t", partitions=[0]) == {0: 103}  # back to the end of the first batch
