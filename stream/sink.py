@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import signal
+import types
+import typing
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -154,19 +157,35 @@ def resume_offsets(output: Path, topic: str, partitions: Iterable[int] | None = 
 # ---- rows and files --------------------------------------------------------------------------
 
 
+@functools.cache
 def schema():  # -> pyarrow.Schema
-    """The columns of every sink file (fixed, so files from any day read as one table)."""
+    """The columns of every sink file: each field of `ScoredTweet` in its order, then the sink's own
+    (fixed, so files from any day read as one table)."""
     import pyarrow as pa
 
-    ts = pa.timestamp("us", tz="UTC")
+    event = [(name, _arrow_type(f.annotation)) for name, f in ScoredTweet.model_fields.items()]
     return pa.schema([
-        ("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("score", pa.float64()),
-        ("scores", pa.map_(pa.string(), pa.float64())), ("model", pa.string()), ("scored_at", ts),
-        ("latency_ms", pa.float64()), ("truncated", pa.bool_()), ("created_at", ts), ("user", pa.string()),
-        ("lang", pa.string()), ("source", pa.string()), ("true_label", pa.string()),
-        ("extra", pa.string()), ("error", pa.string()), ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()), ("kafka_timestamp", ts),
+        *event, ("extra", pa.string()), ("error", pa.string()), ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()), ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
     ])  # fmt: skip
+
+
+def _arrow_type(annotation):  # -> pyarrow.DataType
+    import pyarrow as pa
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _arrow_type(args[0])  # X | None: every column is nullable (error rows fill few)
+    if origin is dict:
+        return pa.map_(_arrow_type(args[0]), _arrow_type(args[1]))
+    simple = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_(),
+              datetime: pa.timestamp("us", tz="UTC")}  # fmt: skip
+    if annotation not in simple:
+        raise TypeError(
+            f"no Parquet type for a ScoredTweet field of type {annotation!r}; add one in stream/sink.py"
+        )
+    return simple[annotation]
 
 
 def to_row(record) -> dict:
@@ -215,7 +234,9 @@ def _to_table(rows: Sequence[dict]):  # -> pyarrow.Table
 
     # Column lists convert a few times faster than row dicts; a map column takes (key, value) pairs.
     columns = {name: [row.get(name) for row in rows] for name in schema().names}
-    columns["scores"] = [list(s.items()) if s else None for s in columns["scores"]]
+    for column in schema():
+        if pa.types.is_map(column.type):
+            columns[column.name] = [list(m.items()) if m else None for m in columns[column.name]]
     return pa.Table.from_pydict(columns, schema=schema())
 
 

@@ -21,10 +21,12 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
+from stream.events import ScoredTweet
 from stream.sink import (
     FileName,
     parse_file_name,
     resume_offsets,
+    schema,
     temporary_name,
     temporary_target,
     to_row,
@@ -75,6 +77,15 @@ def test_rows_keep_extra_fields_and_invalid_records(tmp_path: Path) -> None:
     bad = to_row(record(2, 1, b"not json at all"))
     assert bad["error"].startswith("not a scored event") and bad["text"] == "not json at all"
     assert bad["id"] == "e-2"
+
+
+def test_the_columns_are_the_event_fields_so_model_version_is_kept(tmp_path: Path) -> None:
+    assert [n for n in schema().names if n in ScoredTweet.model_fields] == list(ScoredTweet.model_fields)
+    event = orjson.loads(scored_value(1)) | {"model_version": "tiny@1+0123456789ab", "truncated": True}
+    write_batch(tmp_path, "t", 0, [to_row(record(1, 0, orjson.dumps(event)))])
+    (row,) = read_rows(tmp_path)
+    assert row["model_version"] == "tiny@1+0123456789ab" and row["truncated"] is True
+    assert row["scores"] == list(event["scores"].items()) and orjson.loads(row["extra"]) == {"retweets": 1}
 
 
 def test_a_batch_cut_short_by_a_crash_is_deleted_and_read_again(tmp_path: Path) -> None:
@@ -183,3 +194,14 @@ def test_kill_9_mid_run_then_restart_writes_every_event_exactly_once(
     assert max(ids.values()) == 1, [k for k, n in ids.items() if n > 1][:10]
     hours = {p.parent.name for p in output.rglob("*.parquet")}
     assert hours == {"hour=05", "hour=06", "hour=07", "hour=08"}
+
+
+def read_rows(output: Path) -> list[dict]:
+    """Every row of every finished file, with the file it came from."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(output.rglob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            rows.append({**row, "file": parse_file_name(path.name)})
+    return rows
