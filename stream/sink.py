@@ -16,8 +16,9 @@ Exactly once into files, without a transaction coordinator: the offsets live in 
   committed offsets are written too, but only so that lag shows up in monitoring; they are never
   read back. So a kill -9 at any instant neither loses nor repeats a row.
 
-A record that is not a valid scored event is kept, not dropped: its row has the raw text in
-`text` and the reason in `error` (readers filter `error IS NULL`).
+A record that cannot be a valid row is kept, not dropped, and never stops the sink: its row has the
+raw text in `text` and the reason in `error` (readers filter `error IS NULL`). Rows without a usable
+time go to the folder of 1970-01-01, hour 00.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ _FILE = re.compile(r"^(?P<topic>[\w.-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?
 _TMP_SUFFIX = ".inprogress"  # .NAME.HEX.inprogress: hidden, and not matched by *.parquet
 _OLD_TMP_PREFIX = ".inprogress-"  # .inprogress-HEX-NAME, from sinks before that (DuckDB read them)
 KNOWN_FIELDS = set(ScoredTweet.model_fields)
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # the folder of rows without a usable time
 
 
 class SinkSettings(BaseSettings):
@@ -189,30 +191,63 @@ def _arrow_type(annotation):  # -> pyarrow.DataType
 
 
 def to_row(record) -> dict:
-    """One file row from one aiokafka record of the scored topic; an invalid one keeps its text and gets `error`."""
-    kafka_ts = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-    base = {"kafka_partition": record.partition, "kafka_offset": record.offset, "kafka_timestamp": kafka_ts}
-    value, key = record.value or b"", record.key
+    """One file row from one aiokafka record of the scored topic; one that cannot be a valid row
+    keeps its raw text and gets `error` (never an exception)."""
+    where = {"kafka_partition": record.partition, "kafka_offset": record.offset}
     try:
-        event = ScoredTweet.model_validate_json(value)
+        return {**_event_row(record), **where}
+    except ValueError as exc:
+        reason = str(exc)
+    log.warning("%s[%d]@%d: %s (kept with error set)", record.topic, record.partition, record.offset, reason)
+    kafka_time = _kafka_time(record.timestamp)
+    return {
+        **where, "kafka_timestamp": kafka_time, "scored_at": kafka_time, "error": reason,
+        "id": record.key.decode("utf-8", errors="replace") if record.key else None,
+        "text": (record.value or b"").decode("utf-8", errors="replace"),
+    }  # fmt: skip
+
+
+def _event_row(record) -> dict:
+    """The row of a valid scored event; ValueError with the reason when it cannot be one."""
+    try:
+        event = ScoredTweet.model_validate_json(record.value or b"")
     except ValidationError as exc:
         first = exc.errors()[0]
-        reason = f"not a scored event: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}"
-        log.warning(
-            "%s[%d]@%d: %s (kept with error set)", record.topic, record.partition, record.offset, reason
-        )
-        text = value.decode("utf-8", errors="replace")
-        row_id = key.decode("utf-8", errors="replace") if key else None
-        return {**base, "id": row_id, "text": text, "error": reason, "scored_at": kafka_ts}
-    extra = event.model_extra or {}
+        raise ValueError(
+            f"not a scored event: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}"
+        ) from None
+    kafka_time = _kafka_time(record.timestamp)
+    if kafka_time is None:
+        raise ValueError(f"the Kafka timestamp {record.timestamp} ms is out of range")
+    try:
+        extra = orjson.dumps(event.model_extra).decode() if event.model_extra else None
+    except orjson.JSONEncodeError as exc:  # an integer over 64 bits, for one
+        raise ValueError(f"an extra field cannot be stored as JSON: {exc}") from None
     row = event.model_dump(include=KNOWN_FIELDS)
-    return {**row, **base, "extra": orjson.dumps(extra).decode() if extra else None, "error": None}
+    row.update(scored_at=_in_utc(event.scored_at), kafka_timestamp=kafka_time, extra=extra, error=None)
+    return row
+
+
+def _in_utc(at: datetime) -> datetime:
+    if at.tzinfo is None:  # a time without an offset is taken as UTC, as the events do
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # year 1 at +01:00 has no UTC form
+        raise ValueError(f"scored_at {at.isoformat()} is out of range once converted to UTC") from None
+
+
+def _kafka_time(milliseconds: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, UTC)
+    except (OverflowError, ValueError, OSError):  # past year 9999, or before year 1
+        return None
 
 
 def hour_of(row: dict) -> tuple[str, str]:
-    """(dt, hour) folder values of a row: the UTC hour of its `scored_at`."""
-    at = row["scored_at"].astimezone(UTC)
-    return at.strftime("%Y-%m-%d"), at.strftime("%H")
+    """(dt, hour) folder values of a row: the UTC hour of its `scored_at` (1970-01-01, 00 without one)."""
+    at = row["scored_at"] or _NO_TIME
+    return at.date().isoformat(), f"{at.hour:02d}"
 
 
 def write_batch(output: Path, topic: str, partition: int, rows: Sequence[dict]) -> list[Path]:

@@ -7,6 +7,7 @@ each event is there exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
 import signal
@@ -22,8 +23,11 @@ import orjson
 import pytest
 
 from stream.events import ScoredTweet
+from stream.settings import KafkaSettings
 from stream.sink import (
     FileName,
+    ParquetSink,
+    SinkSettings,
     parse_file_name,
     resume_offsets,
     schema,
@@ -49,16 +53,36 @@ def scored_value(i: int, minutes: float = 0.0, event_id: str | None = None) -> b
     })  # fmt: skip
 
 
-def record(i: int, offset: int, value: bytes, partition: int = 0) -> SimpleNamespace:
+def record(
+    i: int, offset: int, value: bytes, partition: int = 0, timestamp: int = 1_700_000_000_000
+) -> SimpleNamespace:
     """What aiokafka hands the sink for one message."""
     return SimpleNamespace(
         topic="t",
         partition=partition,
         offset=offset,
-        timestamp=1_700_000_000_000,
+        timestamp=timestamp,
         key=f"e-{i}".encode(),
         value=value,
     )
+
+
+# Records that once stopped the sink for good (it resumed into the same record):
+# value, CreateTime, what the row's error says.
+HOSTILE = {
+    "an integer over 64 bits in an extra field": (
+        scored_value(1)[:-1] + b', "big": ' + str(2**70).encode() + b"}",
+        1_700_000_000_000,
+        "an extra field cannot be stored as JSON",
+    ),
+    "scored_at in year 1 with an offset": (
+        scored_value(2).replace(BASE.isoformat().encode(), b"0001-01-01T00:30:00+01:00"),
+        1_700_000_000_000,
+        "out of range once converted to UTC",
+    ),
+    "a producer CreateTime past year 9999": (scored_value(3), 2**62, "Kafka timestamp"),
+    "invalid JSON": (b'{"id": "e-4", "text": "cut', 1_700_000_000_000, "not a scored event"),
+}
 
 
 def test_file_names_round_trip() -> None:
@@ -77,6 +101,23 @@ def test_rows_keep_extra_fields_and_invalid_records(tmp_path: Path) -> None:
     bad = to_row(record(2, 1, b"not json at all"))
     assert bad["error"].startswith("not a scored event") and bad["text"] == "not json at all"
     assert bad["id"] == "e-2"
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_record_becomes_a_row_with_its_error_and_its_neighbours_are_written(
+    name: str, tmp_path: Path
+) -> None:
+    value, timestamp, reason = HOSTILE[name]
+    rows = [
+        to_row(record(0, 0, scored_value(0))),
+        to_row(record(9, 1, value, timestamp=timestamp)),
+        to_row(record(2, 2, scored_value(2, minutes=90))),
+    ]
+    write_batch(tmp_path, "t", 0, rows)
+    written = sorted(read_rows(tmp_path), key=lambda r: r["kafka_offset"])
+    assert [r["kafka_offset"] for r in written] == [0, 1, 2]
+    assert written[0]["error"] is None and written[2]["error"] is None
+    assert reason in written[1]["error"] and written[1]["text"] == value.decode()  # the raw record, kept
 
 
 def test_the_columns_are_the_event_fields_so_model_version_is_kept(tmp_path: Path) -> None:
@@ -205,3 +246,68 @@ def read_rows(output: Path) -> list[dict]:
         for row in pq.read_table(path).to_pylist():
             rows.append({**row, "file": parse_file_name(path.name)})
     return rows
+
+
+async def drain(
+    kafka: KafkaSettings, settings: SinkSettings, expected: int, settle_s: float = 3.0
+) -> ParquetSink:
+    """Run a sink until it has written `expected` rows and `settle_s` more seconds (for any extra), then stop it."""
+    sink, stop = ParquetSink(kafka, settings), asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while sink.rows_written < expected and loop.time() < deadline:
+        if task.done():
+            task.result()  # the sink stopped: its exception fails the test
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(settle_s)  # rows read twice would be written by now
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    return sink
+
+
+def produce_with_times(broker_url: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
+    """Send (key, value, CreateTime ms) messages to partition 0, in order."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await producer.start()
+        try:
+            for key, value, timestamp in messages:
+                await producer.send_and_wait(topic, value, key=key, partition=0, timestamp_ms=timestamp)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def create_topic_taking_any_time(broker_url: str, topic: str) -> None:
+    """One partition; CreateTimes far in the future accepted (Kafka 4 refuses those by default,
+    older brokers and topics configured so do not)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await admin.start()
+        try:
+            config = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+
+
+def test_hostile_records_on_the_topic_do_not_stop_the_sink(broker_url, topic_name, tmp_path) -> None:
+    create_topic_taking_any_time(broker_url, topic_name)
+    messages = [(b"e-0", scored_value(0), 1_700_000_000_000)]
+    messages += [(f"h-{i}".encode(), value, ts) for i, (value, ts, _) in enumerate(HOSTILE.values())]
+    messages += [(b"e-5", scored_value(5), 1_700_000_000_000)]
+    produce_with_times(broker_url, topic_name, messages)
+    kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
+    settings = SinkSettings(output=tmp_path, group_id=f"{topic_name}-sink", flush_interval_s=0.3)
+    asyncio.run(drain(kafka, settings, len(messages), settle_s=0.5))
+    rows = sorted(read_rows(tmp_path), key=lambda r: r["kafka_offset"])
+    assert [r["kafka_offset"] for r in rows] == list(range(len(messages)))
+    assert [bool(r["error"]) for r in rows] == [False, True, True, True, True, False], rows
