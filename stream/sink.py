@@ -10,11 +10,17 @@ Exactly once into files, without a transaction coordinator: the offsets live in 
   either exists whole or not at all. The temporary name is hidden and does not end in `.parquet`
   (`.NAME.HEX.inprogress`): readers that glob `*.parquet` (DuckDB, the History tab) or skip
   hidden files (pyarrow datasets) see finished files only.
-- On start (and on every partition assignment) the sink scans OUTPUT: a batch with all N parts is
-  done; a batch with fewer parts was cut short by a crash, and its parts are deleted. Reading
-  resumes at the offset after the last complete batch of each partition. The consumer group's
-  committed offsets are written too, but only so that lag shows up in monitoring; they are never
-  read back. So a kill -9 at any instant neither loses nor repeats a row.
+- On every partition assignment the sink scans OUTPUT: a batch with all N parts is done; a batch
+  with fewer parts was cut short by a crash, and its parts are deleted. Reading resumes at the
+  offset after the last complete batch of each partition. The consumer group's committed offsets
+  are written too, but only so that lag shows up in monitoring; they are never read back. So a
+  kill -9 at any instant neither loses nor repeats a row.
+- The consumer fetches from the group's position as soon as a partition is assigned, before the
+  sink has scanned and sought; and a fetch may end after a revocation. So a record is buffered
+  only for a partition the sink owns and has sought, and only at or after the next offset it
+  expects there: a record fetched twice is taken once.
+- Writes, revocations and assignments take turns (one lock): a revocation waits for the write in
+  flight before the partition moves, and an assignment scans the files with no write half done.
 
 A record that cannot be a valid row is kept, not dropped, and never stops the sink: its row has the
 raw text in `text` and the reason in `error` (readers filter `error IS NULL`). Rows without a usable
@@ -34,7 +40,7 @@ import types
 import typing
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,6 +309,9 @@ def _fsync_dir(folder: Path) -> None:
 
 @dataclass
 class _Buffer:
+    """A partition this sink owns and has sought: its rows not yet written, and where they go on."""
+
+    next_offset: int  # the first offset neither in a file nor in `rows`
     rows: list[dict] = field(default_factory=list)
     since: float = 0.0  # loop time of the oldest buffered row
 
@@ -313,11 +322,12 @@ class ParquetSink:
     def __init__(self, kafka: KafkaSettings, settings: SinkSettings) -> None:
         self.kafka, self.settings = kafka, settings
         self.topic = kafka.scored_topic
-        self.buffers: dict[int, _Buffer] = defaultdict(_Buffer)
+        self.buffers: dict[int, _Buffer] = {}  # the partitions owned and sought
         self.rows_written = 0
         self.consumer = None
-        # One write at a time: a revocation waits for the write in flight before the partition moves.
-        self._writing = asyncio.Lock()
+        # Writes and rebalances take turns: see the module docstring.
+        self._turn = asyncio.Lock()
+        self._listener_failed: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and write until `stop` is set, then write what is buffered."""
@@ -326,6 +336,8 @@ class ParquetSink:
         try:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=10_000)
+                if self._listener_failed:  # aiokafka only logs a listener's exception
+                    raise self._listener_failed
                 self._buffer(batches)
                 await self._flush(due_only=True)
             await self._flush(due_only=False)
@@ -352,14 +364,26 @@ class ParquetSink:
     def _buffer(self, batches: dict) -> None:
         now = asyncio.get_running_loop().time()
         for tp, records in batches.items():
-            buffer = self.buffers[tp.partition]
+            buffer = self.buffers.get(tp.partition)
+            if buffer is None:
+                continue  # fetched before this sink sought the partition (it comes again), or after it left
+            fresh = [r for r in records if r.offset >= buffer.next_offset]
+            if not fresh:
+                continue
             if not buffer.rows:
                 buffer.since = now
-            buffer.rows.extend(to_row(r) for r in records)
+            buffer.rows.extend(to_row(r) for r in fresh)
+            buffer.next_offset = fresh[-1].offset + 1
 
-    async def _flush(self, due_only: bool, partitions: Iterable[int] | None = None) -> None:
-        now = asyncio.get_running_loop().time()
-        for partition in list(partitions if partitions is not None else self.buffers):
+    async def _flush(self, due_only: bool) -> None:
+        async with self._turn:
+            written = await self._write(self.buffers, due_only)
+        await self._commit(written)
+
+    async def _write(self, partitions: Iterable[int], due_only: bool) -> dict[int, int]:
+        """Write the buffered rows of `partitions` (only those due when `due_only`); {partition: next offset}."""
+        now, written = asyncio.get_running_loop().time(), {}
+        for partition in list(partitions):
             buffer = self.buffers.get(partition)
             if not buffer or not buffer.rows:
                 continue
@@ -368,39 +392,53 @@ class ParquetSink:
             if due_only and not (full or old):
                 continue
             rows, buffer.rows = buffer.rows, []
-            async with self._writing:
-                await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
+            await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
             self.rows_written += len(rows)
-            log.info("%s[%d]: wrote offsets %d..%d (%d rows)", self.topic, partition,
-                     rows[0]["kafka_offset"], rows[-1]["kafka_offset"], len(rows))  # fmt: skip
-            await self._commit(partition, rows[-1]["kafka_offset"] + 1)
+            first, last = rows[0]["kafka_offset"], rows[-1]["kafka_offset"]
+            log.info("%s[%d]: wrote offsets %d..%d (%d rows)", self.topic, partition, first, last, len(rows))
+            written[partition] = last + 1
+        return written
 
-    async def _commit(self, partition: int, offset: int) -> None:
+    async def _commit(self, offsets: dict[int, int]) -> None:
         # For lag dashboards only: a restart reads its position from the files, never from here.
+        if not offsets:
+            return
         try:
-            await self.consumer.commit({TopicPartition(self.topic, partition): offset})
+            await self.consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items()})
         except KafkaError as exc:
-            log.info(
-                "could not commit %s[%d]@%d to the group (%r); harmless", self.topic, partition, offset, exc
-            )
+            log.info("could not commit %s %s to the group (%r); harmless", self.topic, offsets, exc)
 
     async def on_assigned(self, assigned) -> None:
-        """Seek each new partition to the offset after its last complete batch in the files."""
-        partitions = [tp.partition for tp in assigned if tp.topic == self.topic]
-        resume = await asyncio.to_thread(resume_offsets, self.settings.output, self.topic, partitions)
-        for tp in assigned:
-            if tp.partition in resume:
-                self.consumer.seek(tp, resume[tp.partition])
-            else:
-                await self.consumer.seek_to_beginning(tp)
+        """Seek each partition to the offset after its last complete batch in the files."""
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
+        async with self._turn:
+            resume = await asyncio.to_thread(resume_offsets, self.settings.output, self.topic, partitions)
+            for partition in partitions:
+                # Offset 0 where no file is: before the log start, the consumer resets to it.
+                offset = resume.get(partition, 0)
+                self.consumer.seek(TopicPartition(self.topic, partition), offset)
+                self.buffers[partition] = _Buffer(next_offset=offset)
         log.info("%s: resuming from the files at %s", self.topic,
-                 {p: resume.get(p, "beginning") for p in sorted(partitions)})  # fmt: skip
+                 {p: resume.get(p, "beginning") for p in partitions})  # fmt: skip
 
     async def on_revoked(self, revoked) -> None:
         """Write what is buffered for partitions another sink replica is about to own."""
-        await self._flush(due_only=False, partitions=[tp.partition for tp in revoked])
-        for tp in revoked:
-            self.buffers.pop(tp.partition, None)
+        partitions = [tp.partition for tp in revoked if tp.topic == self.topic]
+        async with self._turn:
+            try:
+                written = await self._write(partitions, due_only=False)
+            finally:
+                for partition in partitions:
+                    self.buffers.pop(partition, None)
+        await self._commit(written)
+
+    async def listen(self, call: Awaitable[None]) -> None:
+        """Run a rebalance callback; its exception stops `run` (aiokafka would only log it)."""
+        try:
+            await call
+        except Exception as exc:
+            log.exception("%s: the rebalance listener failed; stopping", self.topic)
+            self._listener_failed = exc
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -410,10 +448,10 @@ class _Rebalance(ConsumerRebalanceListener):
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked) -> None:
-        await self.sink.on_revoked(revoked)
+        await self.sink.listen(self.sink.on_revoked(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
-        await self.sink.on_assigned(assigned)
+        await self.sink.listen(self.sink.on_assigned(assigned))
 
 
 async def run_sink(kafka: KafkaSettings, settings: SinkSettings) -> int:
