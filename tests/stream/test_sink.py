@@ -33,6 +33,7 @@ from stream.sink import (
     FileName,
     ParquetSink,
     SinkSettings,
+    _Rebalance,
     parse_file_name,
     resume_offsets,
     schema,
@@ -372,6 +373,13 @@ class FakeConsumer:
     async def commit(self, offsets: dict) -> None:
         self.commits.append(offsets)
 
+    async def getmany(self, **_) -> dict:
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def stop(self) -> None:
+        pass
+
 
 def offline_sink(output: Path) -> ParquetSink:
     sink = ParquetSink(KafkaSettings(scored_topic="t"), SinkSettings(output=output, flush_interval_s=60))
@@ -421,6 +429,24 @@ async def test_a_rebalance_waits_for_the_write_in_flight(tmp_path: Path, monkeyp
     gate.set()
     await asyncio.wait_for(asyncio.gather(flush, revoked, assigned), 10)
     assert sink.consumer.positions == {0: 10}  # the new assignment resumes after the finished write
+
+
+async def test_a_rebalance_listener_that_fails_stops_the_sink(tmp_path: Path, monkeypatch) -> None:
+    """aiokafka only logs a listener's exception: the partition would stay unsought, its records
+    dropped in silence."""
+    sink = offline_sink(tmp_path)
+
+    async def started():
+        return sink.consumer
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("the output folder is not readable")
+
+    monkeypatch.setattr(sink, "_start_consumer", started)
+    monkeypatch.setattr(stream.sink, "resume_offsets", unreadable)
+    await _Rebalance(sink).on_partitions_assigned([TopicPartition("t", 0)])  # as aiokafka calls it
+    with pytest.raises(PermissionError):
+        await asyncio.wait_for(sink.run(asyncio.Event()), 5)
 
 
 def produce_with_times(broker_url: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
