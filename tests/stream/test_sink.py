@@ -324,7 +324,7 @@ def test_a_second_sink_joining_and_leaving_writes_each_record_once(broker_url, t
     total = 4_000
     create_topics(broker_url, [topic_name], partitions=4)
     messages = [(f"e-{i}".encode(), scored_value(i)) for i in range(total)]
-    feeder = threading.Thread(target=produce, args=(broker_url, topic_name, messages, 0.1))  # about 8 s
+    feeder = threading.Thread(target=produce, args=(broker_url, topic_name, messages, 0.15))  # about 12 s
     kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
     output = tmp_path / "history"
     settings = SinkSettings(output=output, group_id=f"{topic_name}-sink", flush_interval_s=0.5)
@@ -336,10 +336,13 @@ def test_a_second_sink_joining_and_leaving_writes_each_record_once(broker_url, t
         running = asyncio.create_task(first.run(stop_first))
         await asyncio.sleep(2)
         joining = asyncio.create_task(second.run(stop_second))
-        await asyncio.sleep(4)
+        for _ in range(300):  # until a rebalance has given it partitions, and it has written some
+            if second.rows_written or joining.done():
+                break
+            await asyncio.sleep(0.1)
+        assert second.rows_written > 0, "the second sink should have owned partitions for a while"
         stop_second.set()  # it leaves: the partitions move back
         await asyncio.wait_for(joining, 30)
-        assert second.rows_written > 0, "the second sink should have owned partitions for a while"
         for _ in range(600):
             if everything <= written_ids(output) or running.done():
                 break
