@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.history import History, Span
-from stream.sink import to_row, write_batch
+from stream.sink import temporary_name, to_row, write_batch
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
 MARKUP = "<script>window.__xss = 1</script> **bold** 100% sure #Launch"
@@ -61,6 +61,16 @@ def test_queries_read_the_sink_files(history_dir: Path) -> None:
     assert tags[tags["label"] == "negative"].iloc[0].tolist() == ["negative", "#outage", 6]
     assert tags[tags["label"] == "positive"].iloc[0].tolist() == ["positive", "#launch", 11]
     assert int(history.totals(Span.last(timedelta(days=30), NOW))["events"].iloc[0]) == 19
+
+
+def test_a_file_the_sink_is_still_writing_is_not_read(history_dir: Path) -> None:
+    """DuckDB's `*.parquet` glob matches hidden files too: a half-written one failed every query."""
+    folder = max(history_dir.glob("dt=*/hour=*"))  # the newest hour: in the queried span
+    (
+        folder / temporary_name("tweets-scored+0+00000000000000000020+00000000000000000029+1of1.parquet")
+    ).write_bytes(b"half a file")
+    history, day = History(history_dir), Span.last(timedelta(hours=24), NOW + timedelta(hours=1))
+    assert int(history.totals(day)["events"].iloc[0]) == 18
 
 
 def test_search_takes_the_words_literally(history_dir: Path) -> None:
