@@ -51,6 +51,13 @@ class BrokerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_KAFKA_", frozen=True)
 
     port: int = Field(default=9092, ge=1, le=65535, description="client port on 127.0.0.1")
+    advertised_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port clients are told to connect to, when a proxy or port forward sits in front "
+        "(default: port)",
+    )
     data_dir: Path = Field(default_factory=default_data_dir, description="log dir, pid file and broker log")
     partitions: int = Field(default=1, ge=1, description="default partition count of new topics")
     heap: str = Field(default="512m", description="JVM heap (-Xmx)")
@@ -194,7 +201,7 @@ class LocalBroker:
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
                 f"listeners=PLAINTEXT://127.0.0.1:{s.port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.advertised_port or s.port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",

@@ -13,6 +13,8 @@ from collections import Counter
 import orjson
 import pytest
 
+from infra.broker import BrokerSettings, LocalBroker, free_port
+from tests.kafka_proxy import KafkaProxy
 from tests.stream.worker_process import (
     Topics,
     WorkerProcess,
@@ -181,3 +183,39 @@ def test_exactly_once_a_partition_revoked_mid_batch_comes_out_once(broker_url, t
         second.stop()
         first.stop()
     assert Counter(scored) == Counter(key.decode() for key, _ in messages), first.log_tail()
+
+
+@pytest.mark.slow
+def test_exactly_once_an_ambiguous_write_is_redone_in_a_new_transaction_never_resent_in_the_open_one(
+    tmp_path,
+) -> None:
+    # The broker appends a batch of outputs, and the worker is told the write failed (a proxy
+    # rewrites the acknowledgement). Sending those outputs again inside the same transaction would
+    # commit two copies; read_committed readers must see one.
+    proxy_port, broker_port = free_port(), free_port()
+    proxy = KafkaProxy(proxy_port, broker_port).start()
+    broker = LocalBroker(
+        BrokerSettings(port=broker_port, advertised_port=proxy_port, data_dir=tmp_path / "kafka")
+    )
+    broker.start()
+    url = f"kafka://127.0.0.1:{proxy_port}"
+    topics = Topics()
+    worker = WorkerProcess(
+        url, topics, tmp_path, "--guarantee", "exactly_once", "--batch-size", "50", name="eos"
+    )
+    try:
+        create_topics(url, [topics.tweets], partitions=1)
+        worker.start().wait_ready()
+        proxy.fail_next_produce(topics.scored)
+        messages = tweets("a", 200)
+        produce(url, topics.tweets, messages)
+        end = mark_the_end(url, topics.tweets, 1)
+        committed = ids_of(read_until_marked(url, topics.scored, end))
+        everything = ids_of(read_until_marked(url, topics.scored, end, committed=False))
+    finally:
+        worker.stop()
+        broker.stop()
+        proxy.stop()
+    assert proxy.failed == 1, "the proxy failed one write"
+    assert Counter(committed) == Counter(key.decode() for key, _ in messages), worker.log_tail()
+    assert len(everything) > len(committed), "the failed write reached the log (and was aborted)"
