@@ -27,10 +27,15 @@ windows between complete ones count as zero events. If no stats arrive for `stal
 partitions of the stats topic. After a restart the table's open windows come back from its
 changelog, but the baseline is rebuilt from the windows that follow (`min_baseline_windows`
 before the first alert can fire).
+
+An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
+order, and is sent again with the next stats event or timer tick; its episode stays open, so
+the detector does not raise it twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -50,6 +55,7 @@ from stream.events import ScoredTweet, SentimentStats
 log = logging.getLogger(__name__)
 
 MAX_LABELS = 64  # distinct labels the monitor tracks
+MAX_UNSENT = 100  # alerts kept for sending again while the alerts topic refuses them
 
 
 class MonitorSettings(BaseSettings):
@@ -351,10 +357,11 @@ class MonitorMetrics:
         self.volume_z = Gauge("sentistream_monitor_volume_zscore", "z-score of the event count against the baseline", registry=r)  # fmt: skip
         self.window_end = Gauge("sentistream_monitor_last_window_end_seconds", "end of the last complete window (epoch s)", registry=r)  # fmt: skip
         self.last_stats = Gauge("sentistream_monitor_last_stats_seconds", "when the last stats event arrived (epoch s)", registry=r)  # fmt: skip
-        self.alerts = Counter("sentistream_monitor_alerts", "alerts published", ["kind"], registry=r)
+        self.alerts = Counter("sentistream_monitor_alerts", "alerts the alerts topic acknowledged", ["kind"], registry=r)  # fmt: skip
         self.bad_stats = Counter(
             "sentistream_monitor_bad_stats", "stats events that could not be read", registry=r
         )
+        self.unsent = Gauge("sentistream_monitor_alerts_unsent", "alerts raised but not acknowledged yet", registry=r)  # fmt: skip
 
     def record(self, scores: Scores | None, window: WindowCounts) -> None:
         """Export the last window's numbers."""
@@ -391,7 +398,9 @@ class Monitor:
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
         self.last_stats_at = time.time()
         self.stalled = False
-        self.published = 0
+        self.published = 0  # alerts the broker acknowledged
+        self.unsent: deque[SentimentAlert] = deque()  # raised, not acknowledged yet: sent again, in order
+        self.sending = asyncio.Lock()
 
     async def consume_stats(self, stream) -> None:
         """Agent body: merge each stats event into the table, then evaluate the windows it completes."""
@@ -425,6 +434,7 @@ class Monitor:
             self.table[label] += count
         for index in self.clock.complete(max_gap=self.settings.baseline_windows):
             await self.evaluate(self.window(index))
+        await self.send_unsent()
 
     def window(self, index: int) -> WindowCounts:
         """The merged counts of window `index`, read from the windowed table."""
@@ -441,18 +451,37 @@ class Monitor:
             await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))
 
     async def publish(self, alert: SentimentAlert) -> None:
-        """Send `alert` to the alerts topic and count it."""
+        """Queue `alert` for the alerts topic and send what is queued; never raises."""
         log.warning("ALERT %s: %s", alert.kind, alert.summary)
-        self.published += 1
-        self.metrics.alerts.labels(alert.kind).inc()
-        await self.app.producer.send_and_wait(
-            self.settings.alerts_topic,
-            alert.kind.encode(),
-            alert.model_dump_json().encode(),
-            None,
-            None,
-            None,
-        )
+        if len(self.unsent) >= MAX_UNSENT:
+            lost = self.unsent.popleft()
+            log.error(
+                "alert %s (%s) dropped unsent: %d newer ones wait", lost.alert_id, lost.summary, MAX_UNSENT
+            )
+        self.unsent.append(alert)
+        await self.send_unsent()
+
+    async def send_unsent(self) -> None:
+        """Send the queued alerts in order; each counts once acknowledged. At the first failure the
+        rest waits for the next stats event or timer tick (the one retry policy of alerts)."""
+        if self.sending.locked():
+            return  # the sender already running takes what was queued meanwhile
+        async with self.sending:
+            while self.unsent:
+                alert = self.unsent[0]
+                try:
+                    await self.app.producer.send_and_wait(
+                        self.settings.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
+                        None, None, None,
+                    )  # fmt: skip
+                except Exception as exc:  # any failure: the alert stays queued, nothing is counted
+                    log.warning("alert %s not sent to %s (%s: %s); %d unsent, tried again soon", alert.alert_id,
+                                self.settings.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
+                    break
+                self.unsent.popleft()
+                self.published += 1
+                self.metrics.alerts.labels(alert.kind).inc()
+            self.metrics.unsent.set(len(self.unsent))
 
     async def consume_scored(self, stream) -> None:
         """Agent body: keep the last few tweets per label, for the alerts' examples."""
@@ -462,8 +491,13 @@ class Monitor:
             except ValidationError:
                 continue  # not ours to judge: the scored topic's readers report bad events
 
+    async def tick(self) -> None:
+        """Timer body: the stall alert, unsent alerts."""
+        await self.send_unsent()
+        await self.check_stall()
+
     async def check_stall(self) -> None:
-        """Timer body: a `stalled` alert once when no stats arrived for `stall_after_s`."""
+        """A `stalled` alert once when no stats arrived for `stall_after_s`."""
         quiet = time.time() - self.last_stats_at
         if quiet < self.settings.stall_after_s or self.stalled:
             return
@@ -508,7 +542,7 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     if settings.examples:
         scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
         app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
-    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.check_stall)
+    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.tick)
     _register_views(app, monitor)
     return app, monitor
 

@@ -6,20 +6,31 @@ tested alone, then the whole `sentistream monitor` app on the real broker, fed t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
 import requests
+from aiokafka.errors import KafkaTimeoutError
 
 from stream.events import SentimentStats
-from stream.monitor import MonitorSettings, SentimentAlert, ShiftDetector, WindowClock, WindowCounts
+from stream.monitor import (
+    Monitor,
+    MonitorSettings,
+    SentimentAlert,
+    ShiftDetector,
+    WindowClock,
+    WindowCounts,
+)
 from tests.ports import start_server
 from tests.stream.worker_process import create_topics, produce, read_topic, wait_until
 
@@ -91,6 +102,104 @@ def test_a_window_is_complete_once_a_later_one_arrives() -> None:
     assert not clock.see(START)  # too late: window 0 was evaluated
     clock.see(START + timedelta(seconds=WINDOW_S * 4))  # two empty windows in between still count
     assert clock.complete(30) == [clock.index(START) + i for i in (1, 2, 3)]
+
+
+# ---- the monitor's agent bodies, without a broker -------------------------------------------------
+
+
+class WindowedTable:
+    """Stands in for the monitor's Faust windowed table: a count per (label, window of `monitor.at`)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.monitor: Monitor | None = None
+
+    def key(self, label: str) -> tuple[str, int]:
+        assert self.monitor is not None
+        return label, int(self.monitor.at // WINDOW_S)
+
+    def __getitem__(self, label: str) -> Cell:
+        return Cell(self, label)
+
+    def __setitem__(self, label: str, cell: Cell) -> None:
+        pass  # `table[label] += n` already stored through the cell
+
+
+@dataclass
+class Cell:
+    table: WindowedTable
+    label: str
+
+    def __iadd__(self, n: int) -> Cell:
+        key = self.table.key(self.label)
+        self.table.counts[key] = self.table.counts.get(key, 0) + n
+        return self
+
+    def value(self) -> int:
+        return self.table.counts.get(self.table.key(self.label), 0)
+
+
+class Producer:
+    """Keeps the alerts it acknowledges; the first `failures` sends fail as a stopped broker's would."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[SentimentAlert] = []
+
+    async def send_and_wait(self, topic, key, value, partition, timestamp, headers) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError("no acknowledgement")
+        self.sent.append(SentimentAlert.model_validate_json(value))
+
+
+def monitor_app(producer: Producer | None = None) -> Monitor:
+    table = WindowedTable()
+    app = SimpleNamespace(producer=producer or Producer())
+    monitor = Monitor(app, table, kafka=None, settings=MonitorSettings(window_s=WINDOW_S))
+    table.monitor = monitor
+    return monitor
+
+
+def feed(monitor: Monitor, records: list[tuple[int, bytes]]) -> None:
+    """Run the stats agent's body over (partition, value) records, as Faust would hand them over."""
+
+    async def events():
+        for offset, (partition, value) in enumerate(records):
+            yield SimpleNamespace(value=value, message=SimpleNamespace(topic="stats", partition=partition, offset=offset))  # fmt: skip
+
+    asyncio.run(monitor.consume_stats(SimpleNamespace(events=events)))
+
+
+def one_worker(stream: list[WindowCounts], worker: str = "A") -> list[tuple[int, bytes]]:
+    return [(0, stats_event(worker, w.start, w.counts)) for w in stream]
+
+
+def sent_kinds(monitor: Monitor) -> list[str]:
+    return [a.kind for a in monitor.app.producer.sent]
+
+
+def test_an_alert_whose_send_fails_is_sent_again_and_counted_only_once_sent() -> None:
+    monitor = monitor_app(Producer(failures=2))
+    jump_at = 12
+    feed(monitor, one_worker(windows([0.2] * jump_at, events=200)))
+    feed(monitor, one_worker(windows([0.2] * jump_at + [0.6] * 2, events=200)[jump_at:]))
+    assert sent_kinds(monitor) == [] and monitor.published == 0  # raised, refused twice
+    assert len(monitor.unsent) == 1
+    feed(monitor, one_worker(windows([0.2] * jump_at + [0.6] * 3, events=200)[-1:]))
+    assert sent_kinds(monitor) == ["share"] and monitor.published == 1 and not monitor.unsent
+    assert monitor.app.producer.sent[0].since == START + timedelta(seconds=WINDOW_S * jump_at)
+    assert 'sentistream_monitor_alerts_total{kind="share"} 1.0' in monitor.metrics.render().decode()
+
+
+def test_the_windows_due_after_a_failed_send_are_still_evaluated() -> None:
+    monitor = monitor_app(Producer(failures=1))
+    stream = windows([0.2] * 12 + [0.6] * 3, events=200)
+    del stream[13]  # no stats for window 13: window 14's stats complete it together with window 12
+    feed(monitor, one_worker(stream))
+    # Window 12 raises the share alert (its send fails); window 13, empty, the volume one.
+    assert sent_kinds(monitor) == ["share", "volume"] and monitor.published == 2
+    assert [w.start for w in monitor.detector.history][-2:] == [stream[12].start, stream[12].end]
 
 
 # ---- the app on the real broker ---------------------------------------------------------------
