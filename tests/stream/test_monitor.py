@@ -7,6 +7,8 @@ tested alone, then the whole `sentistream monitor` app on the real broker, fed t
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import random
 import signal
 import subprocess
@@ -31,6 +33,7 @@ from stream.monitor import (
     WindowClock,
     WindowCounts,
 )
+from tests.kafka_reader import count_records
 from tests.ports import start_server
 from tests.stream.worker_process import create_topics, produce, read_topic, wait_until
 
@@ -102,6 +105,39 @@ def test_a_window_is_complete_once_a_later_one_arrives() -> None:
     assert not clock.see(START)  # too late: window 0 was evaluated
     clock.see(START + timedelta(seconds=WINDOW_S * 4))  # two empty windows in between still count
     assert clock.complete(30) == [clock.index(START) + i for i in (1, 2, 3)]
+
+
+def window_at(i: int, counts: dict[str, int], origin: datetime = START) -> WindowCounts:
+    start = origin + timedelta(seconds=WINDOW_S * i)
+    return WindowCounts(start, start + timedelta(seconds=WINDOW_S), counts)
+
+
+def test_a_window_is_complete_only_once_every_partition_moved_past_it() -> None:
+    clock, now = WindowClock(WINDOW_S, grace_windows=1, idle_s=30), START.timestamp() + 3600
+    for i in range(6):  # partition 0 is read ahead of partition 1 (a catch-up)
+        assert clock.see(START + timedelta(seconds=WINDOW_S * i), partition=0, now=now)
+    assert clock.see(START, partition=1, now=now)
+    assert clock.complete(30, now) == []
+    assert clock.see(START + timedelta(seconds=WINDOW_S), partition=1, now=now)
+    assert clock.complete(30, now) == [clock.index(START)]
+
+
+def test_an_assigned_partition_holds_windows_open_until_it_is_read_or_stays_silent() -> None:
+    clock, now = WindowClock(WINDOW_S, grace_windows=1, idle_s=30), START.timestamp() + 3600
+    clock.assign([0, 1], now)
+    for i in range(4):
+        clock.see(START + timedelta(seconds=WINDOW_S * i), partition=0, now=now + 10)
+    assert clock.complete(30, now + 29) == []  # partition 1 may hold the other half of these windows
+    assert clock.complete(30, now + 30) == [clock.index(START) + i for i in range(3)]
+
+
+def test_a_window_far_in_the_future_is_refused_and_the_clock_goes_on() -> None:
+    clock, now = WindowClock(WINDOW_S, grace_windows=1, future_s=300), START.timestamp() + 3600
+    assert clock.see(START, now=now)
+    assert not clock.see(datetime(2100, 1, 1, tzinfo=UTC), now=now)
+    assert clock.complete(30, now) == []
+    assert clock.see(START + timedelta(seconds=WINDOW_S), now=now)
+    assert clock.complete(30, now) == [clock.index(START)]
 
 
 # ---- the monitor's agent bodies, without a broker -------------------------------------------------
@@ -202,6 +238,52 @@ def test_the_windows_due_after_a_failed_send_are_still_evaluated() -> None:
     assert [w.start for w in monitor.detector.history][-2:] == [stream[12].start, stream[12].end]
 
 
+def test_a_stats_record_dated_2100_is_ignored_and_does_not_blind_the_monitor(caplog) -> None:
+    monitor = monitor_app()
+    stream = windows([0.2] * 12 + [0.6] * 4, events=200)
+    records = one_worker(stream)
+    records.insert(8, (0, stats_event("B", datetime(2100, 1, 1, tzinfo=UTC), {"positive": 5})))
+    with caplog.at_level(logging.WARNING, logger="stream.monitor"):
+        feed(monitor, records)
+    assert sent_kinds(monitor) == ["share"]
+    assert monitor.app.producer.sent[0].since == stream[12].start
+    assert "2100-01-01T00:00:00+00:00, which starts" in caplog.text and "ignored" in caplog.text
+
+
+def halves(w: WindowCounts) -> tuple[dict[str, int], dict[str, int]]:
+    """Worker A's and worker B's parts of a window: A scored every negative, B every positive."""
+    a = {"negative": w.counts["negative"], "neutral": w.counts["neutral"] // 2}
+    return a, {"neutral": w.counts["neutral"] - a["neutral"], "positive": w.counts["positive"]}
+
+
+def test_windows_wait_for_a_partition_read_behind_the_other(caplog) -> None:
+    # A catch-up: the consumer hands over worker A's partition 0 ahead of worker B's partition 1.
+    monitor = monitor_app()
+    stream = windows([0.2] * 21, events=200)
+    together = [(p, stats_event(name, w.start, halves(w)[p])) for w in stream[:10] for p, name in ((0, "A"), (1, "B"))]  # fmt: skip
+    a_ahead = [(0, stats_event("A", w.start, halves(w)[0])) for w in stream[10:]]
+    b_behind = [(1, stats_event("B", w.start, halves(w)[1])) for w in stream[10:]]
+    with caplog.at_level(logging.WARNING, logger="stream.monitor"):
+        feed(monitor, together + a_ahead + b_behind)
+    assert sent_kinds(monitor) == []  # each partition alone looks like a shift; merged, nothing moved
+    assert [w.total for w in monitor.detector.history] == [w.total for w in stream[:20]]
+    assert "came after it was evaluated" not in caplog.text
+
+
+def test_the_timer_evaluates_the_windows_a_silent_partition_held_open(monkeypatch) -> None:
+    monitor, wall = monitor_app(), [time.time()]
+    monkeypatch.setattr("stream.monitor.time.time", lambda: wall[0])
+    stream = windows([0.2] * 12, events=200)
+    feed(monitor, [(p, stats_event(name, w.start, halves(w)[p])) for w in stream[:6] for p, name in ((0, "A"), (1, "B"))])  # fmt: skip
+    wall[0] += 20  # then worker B stops; A goes on
+    feed(monitor, [(0, stats_event("A", w.start, halves(w)[0])) for w in stream[6:]])
+    asyncio.run(monitor.tick())
+    assert len(monitor.detector.history) == 5  # windows 5..10 wait for B's half
+    wall[0] += MonitorSettings().partition_idle_s - 20
+    asyncio.run(monitor.tick())
+    assert [w.start for w in monitor.detector.history] == [w.start for w in stream[:11]]
+
+
 # ---- the app on the real broker ---------------------------------------------------------------
 
 
@@ -236,7 +318,10 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
     broker_url, topic_name, tmp_path
 ) -> None:
     stats, scored, alerts = f"{topic_name}-stats", f"{topic_name}-scored", f"{topic_name}-alerts"
-    create_topics(broker_url, [stats, scored], partitions=2)
+    # Workers A and B share the stats topic's one partition (keys A and B would both land on partition 0
+    # of two, and a partition that never carries stats holds windows open for --partition-idle-s).
+    create_topics(broker_url, [stats], partitions=1)
+    create_topics(broker_url, [scored], partitions=2)
     log = tmp_path / "monitor.log"
 
     def command(port: int) -> list[str]:
@@ -283,3 +368,67 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
     assert {e.id for e in alert.examples} == {"x0", "x1", "x2"}
     assert 'sentistream_monitor_label_share_zscore{label="negative"}' in metrics
     assert 'sentistream_monitor_alerts_total{kind="share"} 1.0' in metrics
+
+
+def produce_to(broker_url: str, topic: str, partition: int, values: list[bytes]) -> None:
+    """Send `values` to one partition of `topic`, in order, and wait for every acknowledgement."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(topic, value, partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def metric(port: int, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(values[0]) if values else 0.0
+
+
+@pytest.mark.slow
+def test_monitor_waits_for_a_worker_whose_partition_is_read_behind_on_the_real_broker(
+    broker_url, topic_name, tmp_path
+) -> None:
+    # Worker A's partition is read ahead of worker B's (a catch-up, or a worker whose stats lag):
+    # the windows wait for B's half instead of being judged on A's alone and dropping B's as late.
+    stats, scored, alerts = f"{topic_name}-stats", f"{topic_name}-scored", f"{topic_name}-alerts"
+    create_topics(broker_url, [stats, scored], partitions=2)
+    log = tmp_path / "monitor.log"
+
+    def command(port: int) -> list[str]:
+        return [
+            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
+            "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
+            "--window-s", str(WINDOW_S),
+        ]  # fmt: skip
+
+    # B may be silent for longer than the default while the test waits: it must still hold windows open.
+    env = {**os.environ, "SENTISTREAM_MONITOR_PARTITION_IDLE_S": "120"}
+    process, port = start_server(command, log, healthy, timeout=120, env=env)
+    try:
+        base = datetime.fromtimestamp((time.time() // WINDOW_S) * WINDOW_S - 60, UTC)  # near now: see above
+        stream = [window_at(i, w.counts, base) for i, w in enumerate(windows([0.2] * 12, events=200))]
+        produce_to(broker_url, stats, 0, [stats_event("A", w.start, halves(w)[0]) for w in stream])
+        wait_until(lambda: metric(port, "sentistream_monitor_last_stats_seconds") > 0, 60, "A's stats read")
+        time.sleep(2)  # A's windows are all read before B's come
+        produce_to(broker_url, stats, 1, [stats_event("B", w.start, halves(w)[1]) for w in stream])
+        evaluated = stream[-2].end.timestamp()  # the last window completes none: it marks the end
+        wait_until(lambda: last_window_end(port) >= evaluated, 60, "the monitor to evaluate window 10")
+        events = metric(port, "sentistream_monitor_window_events")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    text = log.read_text()
+    assert events == stream[-2].total, text[-3000:]  # both halves of the last window evaluated
+    assert "came after it was evaluated" not in text and "ALERT" not in text, text[-3000:]
+    assert count_records(broker_url, alerts) == 0
