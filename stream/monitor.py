@@ -19,6 +19,12 @@ episode stays open (no further alerts) until every label is back within half the
 (hysteresis). The baseline is rolling (the last `baseline_windows` windows, shifted ones
 included), so a lasting shift becomes the new normal and closes its episode by itself.
 
+No alert without a baseline: the first alert needs `min_baseline_windows` windows with events.
+Windows without any stats before the first one with events are no baseline (they are the time
+before the stream began), and neither is a silence that lasted longer than `stall_after_s` (the
+`stalled` alert reported it): the baseline starts again after it. So a restarted monitor that
+first reads the previous run's last window does not compare the new run with hours of nothing.
+
 Windows: workers publish each closed window once, named by worker (so each worker's stats stay on
 one partition of the stats topic); the Faust windowed table sums their counts per label. Window W
 is complete once every partition that carries stats has moved `grace_windows` past it (every
@@ -31,7 +37,7 @@ wrong clock must not complete, at once, every window before it. Empty windows be
 ones count as zero events. If no stats arrive for `stall_after_s`, a `stalled` alert says the
 stream (or every worker) stopped. One replica: the app holds all partitions of the stats topic.
 After a restart the table's open windows come back from its changelog, but the baseline is
-rebuilt from the windows that follow (`min_baseline_windows` before the first alert can fire).
+rebuilt from the windows that follow.
 
 An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
 order, and is sent again with the next stats event or timer tick; its episode stays open, so
@@ -77,7 +83,7 @@ class MonitorSettings(BaseSettings):
     )
     baseline_windows: int = Field(default=30, ge=3, description="windows in the rolling baseline")
     min_baseline_windows: int = Field(
-        default=6, ge=2, description="windows of history needed before alerting"
+        default=6, ge=2, description="windows with events needed in the baseline before alerting"
     )
     grace_windows: int = Field(
         default=1,
@@ -200,13 +206,32 @@ class ShiftDetector:
 
     def observe(self, window: WindowCounts) -> list[SentimentAlert]:
         """Check `window` against the baseline, then add it to the baseline."""
+        if self.history and not self._follows(window):
+            self._restart(f"no stats for too long before {window.start.isoformat()}")
+        elif self.history and not any(w.total for w in self.history):
+            self._restart(f"no stats in the {len(self.history)} windows before {window.start.isoformat()}")
+        if not self.history and not window.total:
+            return []  # windows without stats before the first one with events are no baseline
         alerts = []
-        if len(self.history) >= self.settings.min_baseline_windows:
+        if self._baseline_ready():
             share, volume = self._share_changes(window), self._volume_change(window)
             alerts += self._episode("share", window, share, open_=bool(share.moved), calm=share.calm)
             alerts += self._episode("volume", window, volume, open_=bool(volume.moved), calm=volume.calm)
         self.history.append(window)
         return alerts
+
+    def _follows(self, window: WindowCounts) -> bool:
+        """Whether `window` starts where the last one ended (the clock leaves long silences out)."""
+        return (window.start - self.history[-1].end).total_seconds() <= self.settings.window_s / 2
+
+    def _baseline_ready(self) -> bool:
+        return sum(1 for w in self.history if w.total) >= self.settings.min_baseline_windows
+
+    def _restart(self, why: str) -> None:
+        """Forget the baseline and close open episodes: what came before a long silence is no baseline."""
+        log.info("shift baseline starts again: %s", why)
+        self.history.clear()
+        self.share_since = self.volume_since = None
 
     def _share_changes(self, window: WindowCounts) -> _Verdict:
         s = self.settings
@@ -315,6 +340,7 @@ class WindowClock:
         self.idle_s, self.future_s = idle_s, future_s
         self.next_index: int | None = None  # first window not evaluated yet
         self.partitions: dict[int, _Partition] = {}
+        self.carried: set[int] = set()  # windows not evaluated yet that some stats named
 
     def index(self, start: datetime) -> int:
         """The window number of a window start."""
@@ -347,17 +373,20 @@ class WindowClock:
         state = self.partitions.setdefault(partition, _Partition())
         state.newest = index if state.newest is None else max(state.newest, index)
         state.heard_at = now if now is not None else state.heard_at
-        return index >= self.next_index
+        if index < self.next_index:
+            return False
+        self.carried.add(index)
+        return True
 
     def complete(self, max_gap: int, now: float | None = None) -> list[int]:
-        """Window numbers now complete, oldest first; after a gap longer than `max_gap`, only the recent ones."""
+        """Window numbers now complete, oldest first. A run of more than `max_gap` windows that no
+        stats named is a silence, not a run of empty windows: it is left out."""
         last = self._last_complete(now)
         if self.next_index is None or last is None or last < self.next_index:
             return []
-        if last - self.next_index >= max_gap:
-            self.next_index = last - max_gap + 1  # a long outage: do not replay hours of empty windows
-        due = list(range(self.next_index, last + 1))
+        due = _without_silences(range(self.next_index, last + 1), self.carried, max_gap)
         self.next_index = last + 1
+        self.carried = {i for i in self.carried if i > last}
         return due
 
     def _last_complete(self, now: float | None) -> int | None:
@@ -368,6 +397,20 @@ class WindowClock:
         if not holding or None in holding:
             return None  # every partition went silent (the stall alert's case), or one was not read yet
         return min(n for n in holding if n is not None) - self.grace
+
+
+def _without_silences(due: range, carried: set[int], max_gap: int) -> list[int]:
+    """`due` without the runs of more than `max_gap` windows that are not in `carried`."""
+    kept: list[int] = []
+    silent: list[int] = []
+    for index in due:
+        if index not in carried:
+            silent.append(index)
+            continue
+        kept += silent if len(silent) <= max_gap else []
+        kept.append(index)
+        silent = []
+    return kept + (silent if len(silent) <= max_gap else [])
 
 
 class Examples:
@@ -504,8 +547,10 @@ class Monitor:
 
     async def evaluate_due(self, now: float) -> None:
         """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
+        # A silence long enough to raise `stalled` is not replayed as empty windows (see the docstring).
+        max_gap = max(1, math.ceil(self.settings.stall_after_s / self.settings.window_s))
         async with self.evaluating:
-            for index in self.clock.complete(self.settings.baseline_windows, now):
+            for index in self.clock.complete(max_gap, now):
                 await self.evaluate(self.window(index))
         await self.send_unsent()
 

@@ -112,6 +112,22 @@ def window_at(i: int, counts: dict[str, int], origin: datetime = START) -> Windo
     return WindowCounts(start, start + timedelta(seconds=WINDOW_S), counts)
 
 
+def test_windows_without_stats_before_the_stream_began_are_no_baseline() -> None:
+    # `make demo`: the monitor first completes windows in which no worker published anything.
+    empty = [window_at(i, {}) for i in range(8)]
+    steady = [window_at(8 + i, w.counts) for i, w in enumerate(windows([0.2] * 12, events=50))]
+    assert run_detector(empty + steady) == []
+
+
+def test_the_baseline_starts_again_after_a_long_silence() -> None:
+    # The clock leaves a long silence out, so the next window does not follow the last one.
+    before = windows([0.2] * 12, events=100)
+    later = START + timedelta(hours=1)  # a restarted stream, at 40% of the old volume
+    after = [window_at(i, w.counts, later) for i, w in enumerate(windows([0.2] * 8 + [0.6] * 2, events=40))]
+    alerts = run_detector(before + after)
+    assert [(i, a.kind) for i, a in alerts] == [(12 + 8, "share")]  # the volume is not compared with before
+
+
 def test_a_window_is_complete_only_once_every_partition_moved_past_it() -> None:
     clock, now = WindowClock(WINDOW_S, grace_windows=1, idle_s=30), START.timestamp() + 3600
     for i in range(6):  # partition 0 is read ahead of partition 1 (a catch-up)
@@ -138,6 +154,14 @@ def test_a_window_far_in_the_future_is_refused_and_the_clock_goes_on() -> None:
     assert clock.complete(30, now) == []
     assert clock.see(START + timedelta(seconds=WINDOW_S), now=now)
     assert clock.complete(30, now) == [clock.index(START)]
+
+
+def test_a_silence_longer_than_max_gap_is_left_out_not_replayed_as_empty_windows() -> None:
+    clock = WindowClock(WINDOW_S, grace_windows=1)
+    for i in (0, 1, 40):
+        clock.see(START + timedelta(seconds=WINDOW_S * i))
+    first = clock.index(START)
+    assert clock.complete(max_gap=6) == [first, first + 1]
 
 
 # ---- the monitor's agent bodies, without a broker -------------------------------------------------
@@ -282,6 +306,23 @@ def test_the_timer_evaluates_the_windows_a_silent_partition_held_open(monkeypatc
     wall[0] += MonitorSettings().partition_idle_s - 20
     asyncio.run(monitor.tick())
     assert [w.start for w in monitor.detector.history] == [w.start for w in stream[:11]]
+
+
+@pytest.mark.parametrize("silence", [timedelta(minutes=3), timedelta(hours=1)])
+def test_a_restarted_monitor_does_not_compare_the_new_run_with_the_silence_before_it(
+    silence: timedelta,
+) -> None:
+    # `make demo` again: the monitor resumes with the last (partial) window the previous run published.
+    monitor = monitor_app()
+    last_old = window_at(0, {"negative": 4, "neutral": 6, "positive": 10})
+    new_run = START + WINDOW_S * timedelta(seconds=1) + silence
+    first = {"negative": 8, "neutral": 13, "positive": 21}  # a partial first window: 42 events
+    stream = [window_at(0, first, new_run)] + [
+        window_at(1 + i, w.counts, new_run) for i, w in enumerate(windows([0.2] * 12, events=50))
+    ]
+    feed(monitor, one_worker([last_old, *stream]))
+    assert sent_kinds(monitor) == []
+    assert len(monitor.detector.history) == len(stream) - 1  # every window of the new run was judged
 
 
 # ---- the app on the real broker ---------------------------------------------------------------
