@@ -473,3 +473,64 @@ def test_monitor_waits_for_a_worker_whose_partition_is_read_behind_on_the_real_b
     assert events == stream[-2].total, text[-3000:]  # both halves of the last window evaluated
     assert "came after it was evaluated" not in text and "ALERT" not in text, text[-3000:]
     assert count_records(broker_url, alerts) == 0
+
+
+def topic_config(broker_url: str, topic: str, create: bool, **configs: str) -> None:
+    """Create `topic` (one partition) with `configs`, or change its configs."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def apply() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_url.removeprefix("kafka://"))
+        await admin.start()
+        try:
+            if create:
+                await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=configs)])
+            else:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+        finally:
+            await admin.close()
+
+    asyncio.run(apply())
+
+
+@pytest.mark.slow
+def test_an_alert_the_broker_refused_is_sent_once_it_accepts_on_the_real_broker(
+    broker_url, topic_name, tmp_path
+) -> None:
+    # The alerts topic refuses records over 200 bytes, as a broker refuses a send (MESSAGE_TOO_LARGE).
+    stats, alerts = f"{topic_name}-stats", f"{topic_name}-alerts"
+    create_topics(broker_url, [stats], partitions=1)
+    topic_config(broker_url, alerts, create=True, **{"max.message.bytes": "200"})
+    log = tmp_path / "monitor.log"
+
+    def command(port: int) -> list[str]:
+        return [
+            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--alerts-topic", alerts,
+            "--app-id", f"{topic_name}-monitor", "--web-port", str(port), "--window-s", str(WINDOW_S),
+            "--examples", "0",
+        ]  # fmt: skip
+
+    process, port = start_server(command, log, healthy, timeout=120)
+    try:
+        base = datetime.fromtimestamp((time.time() // WINDOW_S) * WINDOW_S - 150, UTC)  # near now: see above
+        stream = [
+            window_at(i, w.counts, base) for i, w in enumerate(windows([0.2] * 12 + [0.6] * 4, events=200))
+        ]
+        produce(broker_url, stats, [(b"A", stats_event("A", w.start, w.counts)) for w in stream])
+        evaluated = stream[-2].end.timestamp()  # window 12 raised the alert; 13 and 14 came after it
+        wait_until(lambda: last_window_end(port) >= evaluated, 60, "the monitor to evaluate window 14")
+        refused = count_records(broker_url, alerts)
+        topic_config(broker_url, alerts, create=False, **{"max.message.bytes": "1000000"})
+        records = read_topic(broker_url, alerts, expected=1, timeout=30, idle_s=6)  # a tick is every 5 s
+        alerts_total = metric(port, 'sentistream_monitor_alerts_total{kind="share"}')
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    text = log.read_text()
+    found = [SentimentAlert.model_validate_json(r.value) for r in records]
+    assert [(a.kind, a.since) for a in found] == [("share", stream[12].start)], text[-3000:]
+    assert refused == 0 and "MessageSizeTooLargeError" in text and alerts_total == 1.0, text[-3000:]
