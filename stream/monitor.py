@@ -338,7 +338,8 @@ class WindowClock:
     ) -> None:
         self.window_s, self.grace = window_s, grace_windows
         self.idle_s, self.future_s = idle_s, future_s
-        self.next_index: int | None = None  # first window not evaluated yet
+        self.next_index: int | None = None  # first window not evaluated yet (until then: the oldest seen)
+        self.evaluated = False
         self.partitions: dict[int, _Partition] = {}
         self.carried: set[int] = set()  # windows not evaluated yet that some stats named
 
@@ -368,8 +369,8 @@ class WindowClock:
         if self.too_far_ahead(start, now):
             return False
         index = self.index(start)
-        if self.next_index is None:
-            self.next_index = index
+        if self.next_index is None or (not self.evaluated and index < self.next_index):
+            self.next_index = index  # another partition's first stats may be older than the first seen
         state = self.partitions.setdefault(partition, _Partition())
         state.newest = index if state.newest is None else max(state.newest, index)
         state.heard_at = now if now is not None else state.heard_at
@@ -385,7 +386,7 @@ class WindowClock:
         if self.next_index is None or last is None or last < self.next_index:
             return []
         due = _without_silences(range(self.next_index, last + 1), self.carried, max_gap)
-        self.next_index = last + 1
+        self.next_index, self.evaluated = last + 1, True
         self.carried = {i for i in self.carried if i > last}
         return due
 

@@ -147,6 +147,16 @@ def test_an_assigned_partition_holds_windows_open_until_it_is_read_or_stays_sile
     assert clock.complete(30, now + 30) == [clock.index(START) + i for i in range(3)]
 
 
+def test_the_first_windows_are_those_of_the_partition_read_furthest_behind() -> None:
+    clock, now = WindowClock(WINDOW_S, grace_windows=1, idle_s=30), START.timestamp() + 3600
+    clock.assign([0, 1], now)
+    for i in range(5, 9):  # partition 0's first stats come first, though partition 1's are older
+        clock.see(START + timedelta(seconds=WINDOW_S * i), partition=0, now=now)
+    for i in range(2, 9):
+        assert clock.see(START + timedelta(seconds=WINDOW_S * i), partition=1, now=now)
+    assert clock.complete(30, now) == [clock.index(START) + i for i in range(2, 8)]
+
+
 def test_a_window_far_in_the_future_is_refused_and_the_clock_goes_on() -> None:
     clock, now = WindowClock(WINDOW_S, grace_windows=1, future_s=300), START.timestamp() + 3600
     assert clock.see(START, now=now)
