@@ -1,7 +1,9 @@
 """Shift alerts: a jump in the negative share raises one alert at once; a steady stream raises none.
 
-Windows are simulated by their `window_start` (event time), never by waiting. The detector is
-tested alone, then the whole `sentistream monitor` app on the real broker, fed two workers' stats.
+Windows are simulated by their `window_start` (event time), never by waiting. The detector and the
+window clock are tested alone; the monitor's agent bodies with a stand-in table and producer (a send
+that fails, partitions read unevenly, a stats record from 2100, a restart); then the whole
+`sentistream monitor` app on the real broker, fed two workers' stats.
 """
 
 from __future__ import annotations
