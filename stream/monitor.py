@@ -19,18 +19,34 @@ episode stays open (no further alerts) until every label is back within half the
 (hysteresis). The baseline is rolling (the last `baseline_windows` windows, shifted ones
 included), so a lasting shift becomes the new normal and closes its episode by itself.
 
-Windows: workers publish each closed window once, named by worker; the Faust windowed table sums
-their counts per label. Window W is complete once a stats event for window W + `grace_windows`
-arrives (every worker closes windows on the same clock, so by then all have published W). Empty
-windows between complete ones count as zero events. If no stats arrive for `stall_after_s`, a
-`stalled` alert says the stream (or every worker) stopped. One replica: the app holds all
-partitions of the stats topic. After a restart the table's open windows come back from its
-changelog, but the baseline is rebuilt from the windows that follow (`min_baseline_windows`
-before the first alert can fire).
+No alert without a baseline: the first alert needs `min_baseline_windows` windows with events.
+Windows without any stats before the first one with events are no baseline (they are the time
+before the stream began), and neither is a silence that lasted longer than `stall_after_s` (the
+`stalled` alert reported it): the baseline starts again after it. So a restarted monitor that
+first reads the previous run's last window does not compare the new run with hours of nothing.
+
+Windows: workers publish each closed window once, named by worker (so each worker's stats stay on
+one partition of the stats topic); the Faust windowed table sums their counts per label. Window W
+is complete once every partition that carries stats has moved `grace_windows` past it (every
+worker closes windows on the same clock, so by then all have published W). Partitions are read
+independently, so one partition's newest window says nothing about another's: during a
+catch-up one can be hours ahead. A partition that stayed silent for `partition_idle_s` (its
+worker stopped, or it never carried stats) no longer holds windows open. A window that starts
+more than `max_future_s` after the monitor's clock is ignored with a warning: a worker with a
+wrong clock must not complete, at once, every window before it. Empty windows between complete
+ones count as zero events. If no stats arrive for `stall_after_s`, a `stalled` alert says the
+stream (or every worker) stopped. One replica: the app holds all partitions of the stats topic.
+After a restart the table's open windows come back from its changelog, but the baseline is
+rebuilt from the windows that follow.
+
+An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
+order, and is sent again with the next stats event or timer tick; its episode stays open, so
+the detector does not raise it twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -50,6 +66,7 @@ from stream.events import ScoredTweet, SentimentStats
 log = logging.getLogger(__name__)
 
 MAX_LABELS = 64  # distinct labels the monitor tracks
+MAX_UNSENT = 100  # alerts kept for sending again while the alerts topic refuses them
 
 
 class MonitorSettings(BaseSettings):
@@ -66,10 +83,20 @@ class MonitorSettings(BaseSettings):
     )
     baseline_windows: int = Field(default=30, ge=3, description="windows in the rolling baseline")
     min_baseline_windows: int = Field(
-        default=6, ge=2, description="windows of history needed before alerting"
+        default=6, ge=2, description="windows with events needed in the baseline before alerting"
     )
     grace_windows: int = Field(
-        default=1, ge=1, description="a window is complete once stats this many windows later arrive"
+        default=1,
+        ge=1,
+        description="a window is complete once every stats partition carried one this many windows later",
+    )
+    partition_idle_s: float = Field(
+        default=30.0, gt=0, description="a stats partition silent this long no longer holds windows open"
+    )
+    max_future_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="stats of a window starting more than this after the monitor's clock are ignored",
     )
     z_threshold: float = Field(
         default=4.0, gt=0, description="share shift alert: |z| of a label's share at least this"
@@ -179,13 +206,32 @@ class ShiftDetector:
 
     def observe(self, window: WindowCounts) -> list[SentimentAlert]:
         """Check `window` against the baseline, then add it to the baseline."""
+        if self.history and not self._follows(window):
+            self._restart(f"no stats for too long before {window.start.isoformat()}")
+        elif self.history and not any(w.total for w in self.history):
+            self._restart(f"no stats in the {len(self.history)} windows before {window.start.isoformat()}")
+        if not self.history and not window.total:
+            return []  # windows without stats before the first one with events are no baseline
         alerts = []
-        if len(self.history) >= self.settings.min_baseline_windows:
+        if self._baseline_ready():
             share, volume = self._share_changes(window), self._volume_change(window)
             alerts += self._episode("share", window, share, open_=bool(share.moved), calm=share.calm)
             alerts += self._episode("volume", window, volume, open_=bool(volume.moved), calm=volume.calm)
         self.history.append(window)
         return alerts
+
+    def _follows(self, window: WindowCounts) -> bool:
+        """Whether `window` starts where the last one ended (the clock leaves long silences out)."""
+        return (window.start - self.history[-1].end).total_seconds() <= self.settings.window_s / 2
+
+    def _baseline_ready(self) -> bool:
+        return sum(1 for w in self.history if w.total) >= self.settings.min_baseline_windows
+
+    def _restart(self, why: str) -> None:
+        """Forget the baseline and close open episodes: what came before a long silence is no baseline."""
+        log.info("shift baseline starts again: %s", why)
+        self.history.clear()
+        self.share_since = self.volume_since = None
 
     def _share_changes(self, window: WindowCounts) -> _Verdict:
         s = self.settings
@@ -272,13 +318,30 @@ def summarise(kind: str, changes: Iterable[Change], since: datetime) -> str:
 # ---- merging windows (Faust-independent state, fed by the agent) ---------------------------------
 
 
-class WindowClock:
-    """Which windows are complete, from the window starts seen so far (event time, not wall time)."""
+@dataclass
+class _Partition:
+    newest: int | None = None  # the newest window it carried; None: nothing yet
+    heard_at: float = -math.inf  # wall time of its last stats (or of its assignment)
 
-    def __init__(self, window_s: float, grace_windows: int) -> None:
+
+class WindowClock:
+    """Which windows are complete (event time), from the window starts each stats partition carried.
+
+    Window W is complete once every partition that carries stats carried window W + `grace_windows`
+    or later. Wall time (`now`, epoch s) only decides two things: a partition silent for `idle_s`
+    no longer holds windows open, and a window starting more than `future_s` after `now` is refused.
+    Without `now` (tests of event time alone) neither rule applies.
+    """
+
+    def __init__(
+        self, window_s: float, grace_windows: int, idle_s: float = math.inf, future_s: float = math.inf
+    ) -> None:
         self.window_s, self.grace = window_s, grace_windows
-        self.next_index: int | None = None  # first window not evaluated yet
-        self.newest: int | None = None
+        self.idle_s, self.future_s = idle_s, future_s
+        self.next_index: int | None = None  # first window not evaluated yet (until then: the oldest seen)
+        self.evaluated = False
+        self.partitions: dict[int, _Partition] = {}
+        self.carried: set[int] = set()  # windows not evaluated yet that some stats named
 
     def index(self, start: datetime) -> int:
         """The window number of a window start."""
@@ -288,25 +351,67 @@ class WindowClock:
         """The start of window number `index`."""
         return datetime.fromtimestamp(index * self.window_s, UTC)
 
-    def see(self, start: datetime) -> bool:
-        """Note a window start; False when that window was already evaluated (too late to count)."""
-        index = self.index(start)
-        if self.next_index is None:
-            self.next_index = index
-        self.newest = index if self.newest is None else max(self.newest, index)
-        return index >= self.next_index
+    def assign(self, partitions: Iterable[int], now: float) -> None:
+        """The stats partitions this monitor reads now: each holds windows open until it carries stats
+        or stays silent for `idle_s` (at start, one may be read hours behind another)."""
+        kept = {p: self.partitions.get(p, _Partition()) for p in partitions}
+        for state in kept.values():
+            state.heard_at = now
+        self.partitions = kept
 
-    def complete(self, max_gap: int) -> list[int]:
-        """Window numbers now complete, oldest first; after a gap longer than `max_gap`, only the recent ones."""
-        if self.next_index is None or self.newest is None:
+    def too_far_ahead(self, start: datetime, now: float | None) -> bool:
+        """Whether window `start` begins more than `future_s` after `now` (a worker's clock is wrong)."""
+        return now is not None and start.timestamp() - now > self.future_s
+
+    def see(self, start: datetime, partition: int = 0, now: float | None = None) -> bool:
+        """Note a window start carried by `partition`; False when it does not count: its window was
+        already evaluated (too late), or it is too far ahead of `now` (see `too_far_ahead`)."""
+        if self.too_far_ahead(start, now):
+            return False
+        index = self.index(start)
+        if self.next_index is None or (not self.evaluated and index < self.next_index):
+            self.next_index = index  # another partition's first stats may be older than the first seen
+        state = self.partitions.setdefault(partition, _Partition())
+        state.newest = index if state.newest is None else max(state.newest, index)
+        state.heard_at = now if now is not None else state.heard_at
+        if index < self.next_index:
+            return False
+        self.carried.add(index)
+        return True
+
+    def complete(self, max_gap: int, now: float | None = None) -> list[int]:
+        """Window numbers now complete, oldest first. A run of more than `max_gap` windows that no
+        stats named is a silence, not a run of empty windows: it is left out."""
+        last = self._last_complete(now)
+        if self.next_index is None or last is None or last < self.next_index:
             return []
-        last = self.newest - self.grace
-        if last - self.next_index >= max_gap:
-            self.next_index = last - max_gap + 1  # a long outage: do not replay hours of empty windows
-        due = list(range(self.next_index, last + 1))
-        if due:
-            self.next_index = last + 1
+        due = _without_silences(range(self.next_index, last + 1), self.carried, max_gap)
+        self.next_index, self.evaluated = last + 1, True
+        self.carried = {i for i in self.carried if i > last}
         return due
+
+    def _last_complete(self, now: float | None) -> int | None:
+        """The newest window every partition still holding windows open has moved `grace` past."""
+        holding = [
+            p.newest for p in self.partitions.values() if now is None or now - p.heard_at < self.idle_s
+        ]
+        if not holding or None in holding:
+            return None  # every partition went silent (the stall alert's case), or one was not read yet
+        return min(n for n in holding if n is not None) - self.grace
+
+
+def _without_silences(due: range, carried: set[int], max_gap: int) -> list[int]:
+    """`due` without the runs of more than `max_gap` windows that are not in `carried`."""
+    kept: list[int] = []
+    silent: list[int] = []
+    for index in due:
+        if index not in carried:
+            silent.append(index)
+            continue
+        kept += silent if len(silent) <= max_gap else []
+        kept.append(index)
+        silent = []
+    return kept + (silent if len(silent) <= max_gap else [])
 
 
 class Examples:
@@ -351,10 +456,11 @@ class MonitorMetrics:
         self.volume_z = Gauge("sentistream_monitor_volume_zscore", "z-score of the event count against the baseline", registry=r)  # fmt: skip
         self.window_end = Gauge("sentistream_monitor_last_window_end_seconds", "end of the last complete window (epoch s)", registry=r)  # fmt: skip
         self.last_stats = Gauge("sentistream_monitor_last_stats_seconds", "when the last stats event arrived (epoch s)", registry=r)  # fmt: skip
-        self.alerts = Counter("sentistream_monitor_alerts", "alerts published", ["kind"], registry=r)
+        self.alerts = Counter("sentistream_monitor_alerts", "alerts the alerts topic acknowledged", ["kind"], registry=r)  # fmt: skip
         self.bad_stats = Counter(
             "sentistream_monitor_bad_stats", "stats events that could not be read", registry=r
         )
+        self.unsent = Gauge("sentistream_monitor_alerts_unsent", "alerts raised but not acknowledged yet", registry=r)  # fmt: skip
 
     def record(self, scores: Scores | None, window: WindowCounts) -> None:
         """Export the last window's numbers."""
@@ -384,14 +490,19 @@ class Monitor:
     def __init__(self, app, table, kafka, settings: MonitorSettings) -> None:
         self.app, self.table, self.kafka, self.settings = app, table, kafka, settings
         self.detector = ShiftDetector(settings)
-        self.clock = WindowClock(settings.window_s, settings.grace_windows)
+        self.clock = WindowClock(
+            settings.window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
+        )
         self.examples = Examples(settings.examples)
         self.metrics = MonitorMetrics()
         self.labels: set[str] = set()
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
         self.last_stats_at = time.time()
         self.stalled = False
-        self.published = 0
+        self.published = 0  # alerts the broker acknowledged
+        self.unsent: deque[SentimentAlert] = deque()  # raised, not acknowledged yet: sent again, in order
+        self.sending = asyncio.Lock()
+        self.evaluating = asyncio.Lock()  # the agent and the timer: windows are judged in order, once
 
     async def consume_stats(self, stream) -> None:
         """Agent body: merge each stats event into the table, then evaluate the windows it completes."""
@@ -411,20 +522,38 @@ class Monitor:
             log.warning("%s[%d]@%d: not a SentimentStats event (%s); skipped", message.topic,
                         message.partition, message.offset, exc.errors()[0]["msg"])  # fmt: skip
             return
-        self.last_stats_at, self.stalled = time.time(), False
+        now = time.time()
+        self.last_stats_at, self.stalled = now, False
         self.metrics.last_stats.set(self.last_stats_at)
-        if not self.clock.see(stats.window_start):
+        if self.clock.too_far_ahead(stats.window_start, now):
+            log.warning("%s[%d]@%d: stats of %s for window %s, which starts %.0f s from now; ignored "
+                        "(is that worker's clock wrong?)", message.topic, message.partition, message.offset,
+                        stats.worker, stats.window_start.isoformat(), stats.window_start.timestamp() - now)  # fmt: skip
+            return
+        if not self.clock.see(stats.window_start, message.partition, now):
             log.warning("stats of %s for window %s came after it was evaluated; not counted",
                         stats.worker, stats.window_start.isoformat())  # fmt: skip
             return
+        self.merge(stats)
+        await self.evaluate_due(now)
+
+    def merge(self, stats: SentimentStats) -> None:
+        """Add one worker's counts to its window in the table."""
         self.at = stats.window_start.timestamp() + self.settings.window_s / 2
         for label, count in stats.counts.items():
             if label not in self.labels and len(self.labels) >= MAX_LABELS:
                 continue  # labels come from the topic: a misbehaving producer must not grow them forever
             self.labels.add(label)
             self.table[label] += count
-        for index in self.clock.complete(max_gap=self.settings.baseline_windows):
-            await self.evaluate(self.window(index))
+
+    async def evaluate_due(self, now: float) -> None:
+        """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
+        # A silence long enough to raise `stalled` is not replayed as empty windows (see the docstring).
+        max_gap = max(1, math.ceil(self.settings.stall_after_s / self.settings.window_s))
+        async with self.evaluating:
+            for index in self.clock.complete(max_gap, now):
+                await self.evaluate(self.window(index))
+        await self.send_unsent()
 
     def window(self, index: int) -> WindowCounts:
         """The merged counts of window `index`, read from the windowed table."""
@@ -441,18 +570,37 @@ class Monitor:
             await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))
 
     async def publish(self, alert: SentimentAlert) -> None:
-        """Send `alert` to the alerts topic and count it."""
+        """Queue `alert` for the alerts topic and send what is queued; never raises."""
         log.warning("ALERT %s: %s", alert.kind, alert.summary)
-        self.published += 1
-        self.metrics.alerts.labels(alert.kind).inc()
-        await self.app.producer.send_and_wait(
-            self.settings.alerts_topic,
-            alert.kind.encode(),
-            alert.model_dump_json().encode(),
-            None,
-            None,
-            None,
-        )
+        if len(self.unsent) >= MAX_UNSENT:
+            lost = self.unsent.popleft()
+            log.error(
+                "alert %s (%s) dropped unsent: %d newer ones wait", lost.alert_id, lost.summary, MAX_UNSENT
+            )
+        self.unsent.append(alert)
+        await self.send_unsent()
+
+    async def send_unsent(self) -> None:
+        """Send the queued alerts in order; each counts once acknowledged. At the first failure the
+        rest waits for the next stats event or timer tick (the one retry policy of alerts)."""
+        if self.sending.locked():
+            return  # the sender already running takes what was queued meanwhile
+        async with self.sending:
+            while self.unsent:
+                alert = self.unsent[0]
+                try:
+                    await self.app.producer.send_and_wait(
+                        self.settings.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
+                        None, None, None,
+                    )  # fmt: skip
+                except Exception as exc:  # any failure: the alert stays queued, nothing is counted
+                    log.warning("alert %s not sent to %s (%s: %s); %d unsent, tried again soon", alert.alert_id,
+                                self.settings.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
+                    break
+                self.unsent.popleft()
+                self.published += 1
+                self.metrics.alerts.labels(alert.kind).inc()
+            self.metrics.unsent.set(len(self.unsent))
 
     async def consume_scored(self, stream) -> None:
         """Agent body: keep the last few tweets per label, for the alerts' examples."""
@@ -462,8 +610,13 @@ class Monitor:
             except ValidationError:
                 continue  # not ours to judge: the scored topic's readers report bad events
 
+    async def tick(self) -> None:
+        """Timer body: windows that a silent partition held open, the stall alert, unsent alerts."""
+        await self.evaluate_due(time.time())
+        await self.check_stall()
+
     async def check_stall(self) -> None:
-        """Timer body: a `stalled` alert once when no stats arrived for `stall_after_s`."""
+        """A `stalled` alert once when no stats arrived for `stall_after_s`."""
         quiet = time.time() - self.last_stats_at
         if quiet < self.settings.stall_after_s or self.stalled:
             return
@@ -495,7 +648,8 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
         web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
     )  # fmt: skip
     monitor_ref: list[Monitor] = []
-    expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3))
+    # Faust expires windows on the wall clock: keep one as long as a silent partition may hold it open.
+    expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3) + settings.partition_idle_s)
     table = (
         app.Table("sentiment-window-counts", default=int, partitions=partitions)
         .tumbling(settings.window_s, expires=expires)
@@ -508,7 +662,13 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     if settings.examples:
         scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
         app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
-    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.check_stall)
+    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.tick)
+
+    @app.on_partitions_assigned.connect
+    async def _stats_partitions(sender, assigned, **kwargs) -> None:
+        stats_partitions = [tp.partition for tp in assigned if tp.topic == kafka.stats_topic]
+        monitor.clock.assign(stats_partitions, time.time())
+
     _register_views(app, monitor)
     return app, monitor
 
