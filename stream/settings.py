@@ -87,6 +87,30 @@ class KafkaSettings(BaseSettings):
             ) from None
         return {**data, "sasl_password": password}
 
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        """Refuse, before any connection, a security setup that cannot work (aiokafka would raise
+        a ValueError or a TLS error deep in a client)."""
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                flag
+                for flag, value in (
+                    ("--sasl-mechanism", self.sasl_mechanism),
+                    ("--sasl-username", self.sasl_username),
+                    ("--sasl-password-file (or SENTISTREAM_SASL_PASSWORD)", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"--security-protocol {self.security_protocol} needs {', '.join(missing)}")
+        if self.ssl_cafile is not None:
+            path = Path(self.ssl_cafile).expanduser()
+            if not path.is_file():
+                raise ValueError(
+                    f"--ssl-cafile {self.ssl_cafile}: no such file; give the CA bundle (PEM) that signed the brokers' certificates"
+                )
+        return self
+
     @field_validator("broker")
     @classmethod
     def _valid_broker(cls, value: str) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import SentistreamError
@@ -84,6 +84,20 @@ class SinkSettings(BaseSettings):
     startup_timeout_s: float = Field(
         default=10.0, gt=0, description="seconds to wait for the broker at start"
     )
+
+    @field_validator("output")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        """A folder, or a path where one can be made: never a file (refused before any work)."""
+        path = value.expanduser()
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ValueError(
+                f"{value}: {existing} is a file, not a folder; give --output a folder for the Parquet files"
+            )
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{value}: {existing} is not writable; give --output a folder you can write")
+        return value
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,30 @@ def test_kafka_status_does_not_import_torch(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sentistream", *argv], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["produce", "hi", "--security-protocol", "SASL_SSL"], "needs --sasl-mechanism, --sasl-username"),
+        (["produce", "hi", *SASL], "needs --sasl-password-file (or SENTISTREAM_SASL_PASSWORD)"),
+        (
+            ["produce", "hi", "--security-protocol", "SSL", "--ssl-cafile", "/nonexistent/ca.pem"],
+            "no such file",
+        ),
+        (["sink", "--output", "/etc/hostname"], "is a file, not a folder"),
+        (["sink", "--output", "/etc/hostname/history"], "is a file, not a folder"),
+    ],
+)
+def test_a_connection_or_output_that_cannot_work_is_one_line_and_exit_2_before_any_work(argv, says) -> None:
+    # Broker 127.0.0.1:1: had the command gone on, it would have failed on the connection instead.
+    done = run_cli(*argv, "--broker", "kafka://127.0.0.1:1")
+    err = done.stderr.strip()
+    assert done.returncode == 2, err
+    assert "\n" not in err and "Traceback" not in err and says in err, err
