@@ -40,6 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": set(),
     "sink": set(),
     "monitor": set(),
+    "tail": set(),
     "demo": set(),
 }
 
