@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sink": ("stream.sink_cli", "write the scored topic to hourly Parquet files (exactly once)"),
     "monitor": ("stream.monitor_cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
+    "dlq": ("stream.dlq_cli", "replay chosen dead letters into the input topic, each at most once"),
     "tail": ("stream.tail_cli", "print a topic's records as they arrive (scored, dlq, alerts or any topic)"),
     "demo": ("infra.demo", "start broker, worker, replay and dashboard together"),
 }
