@@ -143,8 +143,8 @@ def _matches(letter: DeadLetter, settings: DlqReplaySettings) -> bool:
     return not settings.since or letter.failed_at >= settings.since
 
 
-async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list[tuple[int, int, bytes]]:
-    """Every committed record of `topic` up to its end now: (partition, offset, value)."""
+async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list:
+    """Every committed record (aiokafka's ConsumerRecord) of `topic` up to its end now."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream.kafka_internals import topic_partitions
@@ -153,7 +153,7 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list[t
         bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
         isolation_level="read_committed", **kafka.aiokafka_security(),
     )  # fmt: skip
-    records: list[tuple[int, int, bytes]] = []
+    records: list = []
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
         tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
@@ -169,7 +169,7 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list[t
         while pending:
             batch = await asyncio.wait_for(consumer.getmany(*pending, timeout_ms=1000), timeout_s)
             for tp, rows in batch.items():
-                records += [(r.partition, r.offset, r.value or b"") for r in rows if r.offset < ends[tp]]
+                records += [r for r in rows if r.offset < ends[tp]]
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
@@ -191,8 +191,9 @@ async def replay(kafka: KafkaSettings, settings: DlqReplaySettings, out: Callabl
     try:
         await asyncio.wait_for(producer.start(), settings.timeout_s)
         await producer.begin_transaction()  # a fresh id: every other replay of this topic is fenced now
-        replayed = {key for _, _, key in await _ledger_keys(kafka, settings)}
-        plan = choose(await read_all(kafka, kafka.dlq_topic, settings.timeout_s), replayed, settings)
+        replayed = {r.key for r in await read_all(kafka, ledger_topic(kafka), settings.timeout_s)}
+        letters = await read_all(kafka, kafka.dlq_topic, settings.timeout_s)
+        plan = choose([(r.partition, r.offset, r.value or b"") for r in letters], replayed, settings)
         out(plan.summary())
         if settings.dry_run or not plan.chosen:
             await producer.abort_transaction()
@@ -219,30 +220,6 @@ async def _send(producer, kafka: KafkaSettings, partition: int, offset: int, let
     await producer.send(kafka.topic, original_bytes(letter), key=key, headers=headers)
     note = {"replayed_at": datetime.now(UTC).isoformat(), "to": kafka.topic}
     await producer.send(ledger_topic(kafka), orjson.dumps(note), key=ledger_key(partition, offset))
-
-
-async def _ledger_keys(kafka: KafkaSettings, settings: DlqReplaySettings) -> list[tuple[int, int, bytes]]:
-    """The ledger's records as (partition, offset, key): the keys are what counts."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
-        isolation_level="read_committed", **kafka.aiokafka_security(),
-    )  # fmt: skip
-    keys: list[tuple[int, int, bytes]] = []
-    try:
-        await asyncio.wait_for(consumer.start(), settings.timeout_s)
-        tp = TopicPartition(ledger_topic(kafka), 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            batch = await asyncio.wait_for(consumer.getmany(tp, timeout_ms=1000), settings.timeout_s)
-            keys += [(r.partition, r.offset, r.key or b"") for rows in batch.values() for r in rows]
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-    return keys
 
 
 async def _ensure_ledger(kafka: KafkaSettings, settings: DlqReplaySettings) -> None:
