@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +20,9 @@ MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_
 # can only be a local directory.
 HUB_RESERVED = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "new", "collections"})
 
+# Backends that score without any model files, whatever --model says.
+LEXICON_BACKENDS = frozenset({"vader", "constant"})
+
 
 class ModelSettings(BaseSettings):
     """How to load the scoring engine (env: SENTISTREAM_MODEL, _BACKEND, _DEVICE, _BATCH_TOKENS, ...)."""
@@ -28,12 +31,13 @@ class ModelSettings(BaseSettings):
         env_prefix="SENTISTREAM_", frozen=True, protected_namespaces=(), extra="ignore"
     )
 
+    # Before `model`: the path check below reads it (pydantic validates fields in this order).
+    backend: Literal["auto", "onnx", "torch", "vader", "constant"] = Field(
+        "auto", description="inference backend: auto, onnx, torch or vader"
+    )
     model: str | None = Field(
         None,
         description="model bundle, Hugging Face model directory or Hub id; unset = VADER lexicon baseline",
-    )
-    backend: Literal["auto", "onnx", "torch", "vader", "constant"] = Field(
-        "auto", description="inference backend: auto, onnx, torch or vader"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where the model runs: auto, cpu or cuda"
@@ -59,8 +63,12 @@ class ModelSettings(BaseSettings):
 
     @field_validator("model")
     @classmethod
-    def _local_path_exists(cls, value: str | None) -> str | None:
+    def _local_path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Checked here, not at load time, so a typo fails in a second instead of asking the Hub.
+        # VADER (and the null model) never read --model: a path left in the environment (compose's
+        # /models/bundle with no bundle mounted) must not stop them.
+        if info.data.get("backend") in LEXICON_BACKENDS:
+            return value
         if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
             raise PydanticCustomError(
                 "model_not_found",

@@ -11,6 +11,7 @@ Each check returns a list of problems (empty = consistent), so a failure names e
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -23,6 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -1316,18 +1318,48 @@ def test_healthcheck_comment_check_catches_the_restart_claim():
     assert healthcheck_comment_problems(old)
 
 
-def compose_quick_start_problems(doc: dict) -> list[str]:
-    """`docker compose up` with nothing set and no bundle: the worker's engine loads (no crash loop)."""
-    from model.engines import load_engine
+def worker_start_problems(
+    env: dict[str, str | None], argv: list[str], where: str, image_files: dict[str, Path] | None = None
+) -> list[str]:
+    """What `sentistream ARGV` (a worker) refuses before Kafka, run in a container's environment.
 
-    env = service_env(doc["services"]["worker"])
-    model = env.get(setting("ModelSettings", "model").env)
-    backend = env.get(setting("ModelSettings", "backend").env, setting("ModelSettings", "backend").default)
-    try:
-        load_engine(model, backend, "cpu")
-    except Exception as exc:  # any failure here is a crash loop in the container
-        return [f"compose worker with no bundle at {model}: {type(exc).__name__}: {exc}"]
+    The worker's own steps: its parser, `settings_from_args` for each settings class it reads, its
+    `check_model`, and the engine (VADER and the null model load in milliseconds; a real bundle is
+    only opened, as the worker's check does). `image_files` maps paths inside the image (a baked
+    `/models/bundle`) to directories here. Values set at run time (Secrets, the pod's name) are None
+    here and left unset. Any refusal is a crash loop under `restart: unless-stopped` or a Deployment.
+    """
+    from model.settings import LEXICON_BACKENDS, ModelSettings
+    from sentistream.cli import build_parser
+    from sentistream.errors import SentistreamError
+    from sentistream.settings import settings_from_args
+    from stream.cli import check_model
+
+    given = {k: str(image_files.get(v, v)) if image_files and v else v for k, v in env.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    with mock.patch.dict(os.environ):
+        for name in [k for k in os.environ if k.startswith(PREFIX)]:
+            del os.environ[name]  # the test runner's own settings are not the container's
+        os.environ.update(given)
+        try:
+            args = build_parser(argv[0]).parse_args(argv)
+            built = {
+                cls: settings_from_args(cls, args)
+                for cls, _ in map(fields_read, component_classes()["worker"])
+            }
+            model = built[ModelSettings]
+            check_model(model)
+            if model.backend in LEXICON_BACKENDS or model.model is None:
+                model.load_engine()  # what the container's first seconds do
+        except (SentistreamError, SystemExit) as exc:
+            return [f"{where}: `sentistream {' '.join(argv)}` refuses to start: {exc}"]
     return []
+
+
+def compose_quick_start_problems(doc: dict) -> list[str]:
+    """`docker compose up` with nothing set and an empty ./models: the worker starts (no crash loop)."""
+    service = doc["services"]["worker"]
+    return worker_start_problems(service_env(service), service["command"], "compose worker")
 
 
 def test_compose_quick_start_runs_without_a_bundle():
@@ -1337,7 +1369,35 @@ def test_compose_quick_start_runs_without_a_bundle():
 def test_compose_quick_start_check_catches_a_backend_that_needs_the_missing_bundle():
     doc = compose()
     doc["services"]["worker"]["environment"][setting("ModelSettings", "backend").env] = "auto"
-    assert compose_quick_start_problems(doc)
+    problems = compose_quick_start_problems(doc)
+    assert any("/models/bundle" in p and "no such directory" in p for p in problems), problems
+
+
+def test_compose_quick_start_check_catches_a_setting_the_worker_refuses():
+    """The settings are the worker's own: a value its pydantic model rejects fails here, not in Docker."""
+    doc = compose()
+    doc["services"]["worker"]["environment"][setting("WorkerSettings", "guarantee").env] = "at_most_twice"
+    problems = compose_quick_start_problems(doc)
+    assert any("SENTISTREAM_GUARANTEE" in p for p in problems), problems
+
+
+def k8s_worker_start_problems(objects: dict, image_bundle: Path) -> list[str]:
+    """The worker pod's ConfigMaps and env, with the bundle the image bakes at SENTISTREAM_MODEL."""
+    container = deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(objects, container)
+    baked = {env[setting("ModelSettings", "model").env]: image_bundle}
+    return worker_start_problems(env, container["args"], "k8s worker", baked)
+
+
+def test_k8s_worker_starts_with_the_configmaps_and_a_baked_bundle(tiny_model_dir: Path):
+    assert k8s_worker_start_problems(k8s_objects(), tiny_model_dir) == []
+
+
+def test_k8s_worker_start_check_catches_an_image_without_a_bundle(tmp_path: Path):
+    empty = tmp_path / "bundle"  # worker.Dockerfile with MODEL_SOURCE=none: an empty /models/bundle
+    empty.mkdir()
+    problems = k8s_worker_start_problems(k8s_objects(), empty)
+    assert any("k8s worker" in p and "config.json" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("name", ["worker.Dockerfile", "worker-gpu.Dockerfile"])
