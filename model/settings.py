@@ -57,7 +57,8 @@ class ModelSettings(BaseSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads of one forward pass; unset: the machine's physical cores "
+        description="CPU threads of one forward pass; unset: the machine's physical cores, capped by the "
+        "container's CPU quota (cgroup) "
         "(worker --processes N: shared among the N)",
     )
 
