@@ -20,17 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, dict]:
-    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics)."""
-    if model.model is None:
-        raise UsageError("evaluate needs a model: pass --model BUNDLE (or set SENTISTREAM_MODEL)")
-    frame = evaluation_rows(settings)
+    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics).
+
+    No --model scores with the VADER lexicon, as everywhere else (`predict`, the worker): a baseline
+    report for the data, written to ./eval-vader-<data name> unless --output says where.
+    """
+    frame = evaluation_rows(settings)  # a missing or unreadable --data fails here, before the model
     engine = model.load_engine()
     try:
         labels = shared_labels(frame["label"], engine.labels)
         scored = score(engine, frame["text"].tolist(), frame["label"].tolist(), labels)
     finally:
         engine.close()
-    out_dir = settings.output or Path(model.model) / f"eval-{_data_name(settings.data)}"
+    data_name = _data_name(settings.data)
+    out_dir = settings.output or (
+        Path(model.model) / f"eval-{data_name}" if model.model else Path(f"eval-vader-{data_name}")
+    )
     context = ReportContext(
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
         data=str(settings.data), split=settings.split,
