@@ -20,6 +20,8 @@ MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_
 # can only be a local directory.
 HUB_RESERVED = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "new", "collections"})
 
+# What `sentistream train` links to its newest bundle when --output is unset (training/train.py).
+LATEST_LINK = "models/latest"
 # Backends that score without any model files, whatever --model says.
 LEXICON_BACKENDS = frozenset({"vader", "constant"})
 
@@ -73,9 +75,9 @@ class ModelSettings(BaseSettings):
         if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
             raise PydanticCustomError(
                 "model_not_found",
-                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); train "
-                "one there with `sentistream train --output {path}`, or pass an existing model directory",
-                {"path": value},
+                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); {advice}, "
+                "or pass an existing model directory",
+                {"path": value, "advice": _train_advice(value)},
             )
         return value
 
@@ -91,6 +93,13 @@ class ModelSettings(BaseSettings):
             threads=self.threads,
             **{"int8": self.int8, **kwargs},
         )
+
+
+def _train_advice(path: str) -> str:
+    """How to get a model at `path`: `models/latest` is the link `train` makes only without --output."""
+    if path.rstrip("/") in (LATEST_LINK, f"./{LATEST_LINK}"):
+        return f"run `sentistream train --data DATA` without --output (it writes models/NAME-TIME and links {path} to it)"
+    return f"train one there with `sentistream train --output {path}`"
 
 
 def looks_like_local_path(ref: str) -> bool:

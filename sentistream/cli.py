@@ -35,7 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sink": ("stream.sink_cli", "write the scored topic to hourly Parquet files (exactly once)"),
     "monitor": ("stream.monitor_cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
-    "demo": ("infra.demo", "start broker, worker, replay and dashboard together"),
+    "demo": ("infra.demo", "start broker, worker, replay, sink, monitor and dashboard together"),
 }
 
 

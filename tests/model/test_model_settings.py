@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from model import bundle
-from model.settings import ModelSettings, looks_like_local_path
+from model.settings import LATEST_LINK, ModelSettings, looks_like_local_path
 from sentistream.cli import main
 
 LOCAL_LOOKING = [
@@ -69,3 +71,16 @@ def test_a_missing_model_path_is_ignored_by_backends_that_read_no_model(backend,
 def test_predict_with_vader_and_a_stale_model_path_scores(hub_calls, capsys):
     assert main(["predict", "--backend", "vader", "--model", "/models/sentistream-no-such", "great"]) == 0
     assert "great" in capsys.readouterr().out
+
+
+def test_a_missing_models_latest_points_at_train_without_output(hub_calls):
+    """`models/latest` is the link `train` makes only when --output is unset: advising
+    `--output models/latest` would leave the next `train` unable to relink it."""
+    from training.train import MODELS_DIR
+
+    assert Path(LATEST_LINK) == MODELS_DIR / "latest"  # the link train makes (training/train.py)
+    with pytest.raises(ValueError, match="without --output") as caught:
+        ModelSettings(model=LATEST_LINK)
+    assert "--output models/latest" not in str(caught.value)
+    with pytest.raises(ValueError, match="sentistream train --output models/other"):
+        ModelSettings(model="models/other")
