@@ -13,11 +13,10 @@ from model.cleaning import validate_text
 from model.engines.base import Prediction
 from model.explain import run_explain
 from model.predictions import with_predictions
+from model.progress import predict_in_chunks
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-
-CSV_CHUNK_ROWS = 1024  # rows per engine call: the progress bar moves and memory stays flat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,15 +135,10 @@ def _read_input(path: Path, text_col: str | None):  # -> (pandas.DataFrame, text
 
 
 def _score_rows(engine: Any, frame: Any, text_col: str, output: Path | None, as_json: bool) -> None:
-    from tqdm import tqdm
-
     texts = frame[text_col].tolist()
-    predictions: list[Prediction] = []
-    with tqdm(total=len(texts), unit="text", desc="scoring", file=sys.stderr) as bar:
-        for start in range(0, len(texts), CSV_CHUNK_ROWS):
-            chunk = texts[start : start + CSV_CHUNK_ROWS]
-            predictions.extend(predict_as_the_stream_does(engine, chunk))
-            bar.update(len(chunk))
+    predictions = predict_in_chunks(
+        engine, texts, "scoring", lambda chunk: predict_as_the_stream_does(engine, chunk)
+    )
     scored = with_predictions(frame, predictions, engine.labels, engine.name)
     target = output if output else sys.stdout
     if as_json:

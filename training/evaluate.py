@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from model.engines import load_engine
+from model.progress import predict_in_chunks
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset, parse_label_map
@@ -87,7 +88,7 @@ def shared_labels(true: pd.Series, model_labels: Sequence[str]) -> list[str]:
 def score(engine, texts: Sequence[str], true: Sequence[str], labels: Sequence[str] | None = None) -> Scored:
     """Run `engine` over `texts`; probabilities restricted to `labels` (default: the engine's)."""
     labels = list(labels or engine.labels)
-    predictions = engine.predict(list(texts))
+    predictions = predict_in_chunks(engine, list(texts), f"scoring ({engine.backend})")
     failed = [p.error for p in predictions if p.error]
     if failed:
         raise SentistreamError(f"{len(failed)} of {len(texts)} texts could not be scored, e.g.: {failed[0]}")
