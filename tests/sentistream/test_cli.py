@@ -114,3 +114,62 @@ def test_kafka_status_does_not_import_torch(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["predict", "-v", "--backend", "vader", "hi"], True),
+        (["predict", "--backend", "vader", "hi", "--verbose"], True),
+        (["-v", "predict", "--backend", "vader", "hi"], True),
+        (["predict", "--backend", "vader", "hi"], False),
+    ],
+)
+def test_verbose_works_before_and_after_the_subcommand(argv, verbose, monkeypatch, capsys) -> None:
+    import logging
+
+    import sentistream.cli
+
+    levels: list[int] = []
+    monkeypatch.setattr(sentistream.cli.logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
+    assert main(argv) == 0
+    assert levels == [logging.DEBUG if verbose else logging.INFO]
+
+
+@pytest.fixture
+def worker_args(monkeypatch) -> list[argparse.Namespace]:
+    """What `sentistream worker` would run with (the worker itself replaced by a recorder)."""
+    import stream.cli
+
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setitem(
+        stream.cli.COMMANDS, "worker", (stream.cli.add_arguments, lambda args: seen.append(args))
+    )
+    monkeypatch.delenv("SENTISTREAM_JSON_LOGS", raising=False)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "json_logs"),
+    [(None, [], False), ("1", [], True), ("true", [], True), ("0", [], False), ("0", ["--json-logs"], True)],
+)
+def test_json_logs_come_from_the_flag_or_the_environment(
+    env, argv, json_logs, worker_args, monkeypatch
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("SENTISTREAM_JSON_LOGS", env)
+    assert main(["worker", *argv]) == 0
+    assert [a.json_logs for a in worker_args] == [json_logs]
+
+
+def test_a_bad_json_logs_variable_is_one_line_and_exit_2(worker_args, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SENTISTREAM_JSON_LOGS", "maybe")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SENTISTREAM_JSON_LOGS" in err[0] and worker_args == []
+
+
+def test_the_json_logs_help_names_its_variable(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    assert "[env: SENTISTREAM_JSON_LOGS]" in " ".join(capsys.readouterr().out.split())
