@@ -86,8 +86,7 @@ Reads = type[BaseSettings] | tuple[type[BaseSettings], tuple[str, ...]]
 
 def component_classes() -> dict[str, tuple[Reads, ...]]:
     """The settings classes each deployed process reads."""
-    from dashboard.history import HistorySettings
-    from dashboard.settings import DashboardSettings
+    from dashboard.settings import DashboardSettings, HistorySettings
     from model.settings import ModelSettings
     from stream.monitor import MonitorSettings
     from stream.producer import ProducerSettings
@@ -95,12 +94,12 @@ def component_classes() -> dict[str, tuple[Reads, ...]]:
     from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
     from stream.sink import SinkSettings
 
-    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics Job
+    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics init container
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
         "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the Kubernetes Job that creates the topics
+        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the init container that creates the topics
         "sink": (KafkaSettings, SinkSettings),
         "monitor": (KafkaSettings, MonitorSettings),
     }

@@ -173,3 +173,16 @@ def test_the_json_logs_help_names_its_variable(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["worker", "--help"])
     assert "[env: SENTISTREAM_JSON_LOGS]" in " ".join(capsys.readouterr().out.split())
+
+
+def test_dashboard_history_dir_flag_reaches_the_streamlit_process(tmp_path, monkeypatch, capsys) -> None:
+    """The History tab reads SENTISTREAM_DASHBOARD_HISTORY_DIR in the Streamlit process; the flag sets it."""
+    import dashboard.cli
+
+    launched: list[dict] = []
+    monkeypatch.setattr(dashboard.cli.os, "execve", lambda path, argv, env: launched.append(env))
+    monkeypatch.delenv("SENTISTREAM_DASHBOARD_HISTORY_DIR", raising=False)
+    assert main(["dashboard", "--history-dir", str(tmp_path)]) == 0
+    assert launched[0]["SENTISTREAM_DASHBOARD_HISTORY_DIR"] == str(tmp_path)
+    assert main(["dashboard"]) == 0
+    assert "SENTISTREAM_DASHBOARD_HISTORY_DIR" not in launched[1]
