@@ -73,7 +73,11 @@ def predict_as_the_stream_does(engine: Any, texts: Sequence[object]) -> list[Pre
 
 
 def stream_rejection(text: str) -> str | None:
-    """Why the stream would dead-letter `text` at validate (stream.events.Tweet's rules), or None."""
+    """Why the stream would dead-letter `text` at validate (stream.events.Tweet's rules), or None.
+
+    Note: model/ reaching into stream/ is the wrong way round; the rule belongs in model/cleaning.py,
+    imported by both. It stays in stream/events.py until stream/ is free to change (issue #25).
+    """
     from pydantic import ValidationError
 
     from stream.events import Tweet  # the one place the input rules live (no Kafka imported)
