@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +18,33 @@ FILES = [
     "tests/dashboard/test_browser.py",
     "tests/infra/test_manifests.py",
 ]
+
+
+DUMP = """
+import json, sys, pytest
+
+class Dump:
+    def pytest_collection_finish(self, session):
+        marks = {i.nodeid.split("[")[0]: sorted({m.name for m in i.iter_markers()}) for i in session.items}
+        print("MARKS " + json.dumps(marks))
+
+pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sys.argv[1:]], plugins=[Dump()])
+"""
+
+
+@functools.cache
+def markers() -> dict[str, set[str]]:
+    """Test id -> its markers, for every test of FILES (one collection in a fresh interpreter)."""
+    out = subprocess.run(
+        [sys.executable, "-c", DUMP, *FILES], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("MARKS ")), None)
+    assert line, out.stdout + out.stderr
+    return {test: set(names) for test, names in json.loads(line.removeprefix("MARKS ")).items()}
+
+
+def marked(name: str) -> set[str]:
+    return {test for test, names in markers().items() if name in names}
 
 
 def selected(expression: str) -> set[str]:
@@ -33,7 +62,7 @@ def make_test_fast_expression() -> str:
 
 
 def test_broker_tests_are_marked_kafka_through_fixtures_and_own_brokers():
-    kafka = selected("kafka")
+    kafka = marked("kafka")
     assert (
         "tests/stream/test_replay.py::test_ctrl_c_stops_a_replay_flushes_it_and_exits_130" in kafka
     )  # broker_url
@@ -45,7 +74,7 @@ def test_broker_tests_are_marked_kafka_through_fixtures_and_own_brokers():
 
 
 def test_kill_freeze_and_restart_tests_are_marked_fault_and_static_checks_are_not():
-    fault = selected("fault")
+    fault = marked("fault")
     assert {
         "tests/stream/test_worker_faults.py::test_two_workers_share_partitions_and_survive_a_kill_9",
         "tests/stream/test_worker_faults.py::test_broker_restart_mid_stream_loses_nothing",
@@ -60,7 +89,7 @@ def test_kill_freeze_and_restart_tests_are_marked_fault_and_static_checks_are_no
 def test_make_test_fast_runs_no_broker_fault_or_browser_test():
     fast = selected(make_test_fast_expression())
     assert "tests/infra/test_manifests.py::test_compose_quick_start_runs_without_a_bundle" in fast
-    assert fast.isdisjoint(selected("kafka or fault or browser"))
-    assert "tests/dashboard/test_browser.py::test_models_tab_draws_agreement_and_accuracy_charts" in selected(
+    assert fast.isdisjoint(marked("kafka") | marked("fault") | marked("browser"))
+    assert "tests/dashboard/test_browser.py::test_models_tab_draws_agreement_and_accuracy_charts" in marked(
         "browser"
     )
