@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from model.engines import load_engine
+from model.progress import predict_in_chunks
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset, parse_label_map
@@ -20,17 +21,22 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, dict]:
-    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics)."""
-    if model.model is None:
-        raise UsageError("evaluate needs a model: pass --model BUNDLE (or set SENTISTREAM_MODEL)")
-    frame = evaluation_rows(settings)
+    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics).
+
+    No --model scores with the VADER lexicon, as everywhere else (`predict`, the worker): a baseline
+    report for the data, written to ./eval-vader-<data name> unless --output says where.
+    """
+    frame = evaluation_rows(settings)  # a missing or unreadable --data fails here, before the model
     engine = model.load_engine()
     try:
         labels = shared_labels(frame["label"], engine.labels)
         scored = score(engine, frame["text"].tolist(), frame["label"].tolist(), labels)
     finally:
         engine.close()
-    out_dir = settings.output or Path(model.model) / f"eval-{_data_name(settings.data)}"
+    data_name = _data_name(settings.data)
+    out_dir = settings.output or (
+        Path(model.model) / f"eval-{data_name}" if model.model else Path(f"eval-vader-{data_name}")
+    )
     context = ReportContext(
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
         data=str(settings.data), split=settings.split,
@@ -82,7 +88,7 @@ def shared_labels(true: pd.Series, model_labels: Sequence[str]) -> list[str]:
 def score(engine, texts: Sequence[str], true: Sequence[str], labels: Sequence[str] | None = None) -> Scored:
     """Run `engine` over `texts`; probabilities restricted to `labels` (default: the engine's)."""
     labels = list(labels or engine.labels)
-    predictions = engine.predict(list(texts))
+    predictions = predict_in_chunks(engine, list(texts), f"scoring ({engine.backend})")
     failed = [p.error for p in predictions if p.error]
     if failed:
         raise SentistreamError(f"{len(failed)} of {len(texts)} texts could not be scored, e.g.: {failed[0]}")

@@ -553,7 +553,7 @@ def test_the_monitors_own_topics_get_the_configured_replication_factor(tmp_path)
     # Clusters that require 3 replicas refuse a changelog created with 1 (the monitor's table).
     from stream.monitor import create_monitor
 
-    app, monitor = create_monitor(KafkaSettings(), MonitorSettings(replication_factor=3), 4, tmp_path)
+    app, _monitor = create_monitor(KafkaSettings(), MonitorSettings(replication_factor=3), 4, tmp_path)
     assert app.conf.topic_replication_factor == 3
     (table,) = app.tables.values()
     assert table.changelog_topic.replicas in (None, 3), "unset: Faust creates it with the app's factor"
