@@ -93,3 +93,27 @@ def test_make_test_fast_runs_no_broker_fault_or_browser_test():
     assert "tests/dashboard/test_browser.py::test_models_tab_draws_agreement_and_accuracy_charts" in marked(
         "browser"
     )
+
+
+def test_under_ci_a_skip_for_a_missing_browser_or_kubectl_fails_the_run(tmp_path) -> None:
+    import os
+
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "import pytest\n"
+        "def test_manifests():\n    pytest.skip('kubectl (with kustomize) is not installed')\n"
+        'def test_page():\n    pytest.skip("needs Debian\'s chromium and chromium-driver")\n'
+        "def test_gpu():\n    pytest.skip('no GPU here')\n"
+    )
+
+    def run(ci: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": ci} if ci else {})
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", str(probe), "-p", "tests.conftest", "-q", "-p", "no:cacheprovider",
+             "--rootdir", str(tmp_path)],
+            capture_output=True, text=True, timeout=120, check=False, env=env, cwd=Path(__file__).parent.parent,
+        )  # fmt: skip
+        return done.stdout.strip().splitlines()[-1]
+
+    assert "2 failed, 1 skipped" in run("1")
+    assert "3 skipped" in run(None)

