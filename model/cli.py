@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.cleaning import validate_text
+from model.cleaning import nothing_visible, validate_text
 from model.engines.base import Prediction
 from model.explain import run_explain
 from model.predictions import with_predictions
@@ -63,30 +63,13 @@ def run(args: argparse.Namespace) -> int:
 def predict_as_the_stream_does(engine: Any, texts: Sequence[object]) -> list[Prediction]:
     """`engine.predict`, except that a text the stream dead-letters at `validate` gets its reason.
 
-    The stream's input rules live in `stream.events.Tweet` (invisible-only or markup-only texts are
-    refused there); `predict` asks that same model, so a text scores here only if it would there.
+    The rule is `model.cleaning.nothing_visible`, the one `stream.events.Tweet` applies (invisible-only
+    or markup-only texts), so a text scores here only if it would there.
     Texts the engine itself refuses (empty, whitespace, not a string) keep the engine's message.
     """
-    reasons = [None if validate_text(t) else stream_rejection(t) for t in texts]  # type: ignore[arg-type]
+    reasons = [None if validate_text(t) else nothing_visible(t) for t in texts]  # type: ignore[arg-type]
     scored = iter(engine.predict([t for t, r in zip(texts, reasons, strict=True) if r is None]))
     return [next(scored) if r is None else Prediction(None, None, error=r) for r in reasons]
-
-
-def stream_rejection(text: str) -> str | None:
-    """Why the stream would dead-letter `text` at validate (stream.events.Tweet's rules), or None.
-
-    Note: model/ reaching into stream/ is the wrong way round; the rule belongs in model/cleaning.py,
-    imported by both. It stays in stream/events.py until stream/ is free to change (issue #25).
-    """
-    from pydantic import ValidationError
-
-    from stream.events import Tweet  # the one place the input rules live (no Kafka imported)
-
-    try:
-        Tweet(text=text)
-    except ValidationError as exc:
-        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-    return None
 
 
 def _print_predictions(
