@@ -236,6 +236,8 @@ class ServingModels:
     def describe(self) -> dict:
         """What /health says about the models."""
         d = self.deployment
+        with self._lock:
+            pending = sorted(self._ready)  # loaded and verified: switched to at the next batch
         return {
             "model_version": self.engine.model_version,
             # No deployed_by (a user name) and no credentials in the URI: /health is open to probes.
@@ -245,6 +247,7 @@ class ServingModels:
             "signatures": "required" if self.admission.trusted_key else "not checked",
             "challenger": self.shadow.engine.model_version if self.shadow else None,
             "swaps": self.swaps,
+            "pending": pending,
             "rejected": self.rejected,
         }
 
