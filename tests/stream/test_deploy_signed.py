@@ -161,6 +161,11 @@ def test_a_naive_deployment_time_no_longer_stops_a_worker(
         naive = orjson.loads(record(bundle, checksum(bundle)).model_dump_json())
         naive["deployed_at"] = "2024-01-01T00:00:00"
         write_raw(broker_url, topics.models, [(b"champion", orjson.dumps(naive))])
+        wait_until(
+            lambda: "skipping control-topic record at offset 0" in worker.log_path.read_text(),
+            60,
+            "the naive record refused (before #24 it was loaded, and the next batch raised TypeError)",
+        )
         events = score(broker_url, topics, "naive", 200, 0)
         assert worker.process.poll() is None, worker.log_tail()
     finally:
