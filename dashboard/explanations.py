@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from dashboard.names import plain_name
+from dashboard.names import shown_name
 from dashboard.scoring import WorkerUnavailableError
 from model.explain import explainer_for
 from model.settings import ModelSettings
@@ -102,4 +102,4 @@ def explain_ui(worker_url: str, text: str, local: Callable[[Sequence[str]], dict
     with st.spinner("Explaining…"):
         answer = explain_texts(worker_url, [text], local)
     explanation_ui(answer["explanations"][0])
-    st.caption(f"{plain_name(answer.get('method'))} on {plain_name(answer.get('model'))}")
+    st.caption(f"{shown_name(answer.get('method'))} on {shown_name(answer.get('model'))}")

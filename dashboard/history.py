@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dashboard import charts
 from dashboard.alerts import shared_alert_feed, with_alert_markers
-from dashboard.names import plain_name
+from dashboard.names import shown_name
 
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
 DEFAULT_RANGE = "last 24 hours"
@@ -170,7 +170,7 @@ def hashtags_ui(history: History, span: Span) -> None:
         return
     labels = sorted(tags["label"].unique())[:4]
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
-        column.caption(plain_name(label))
+        column.caption(shown_name(label))
         frame = tags.loc[tags["label"] == label, ["hashtag", "count"]]
         column.dataframe(frame, hide_index=True, use_container_width=True)
 
