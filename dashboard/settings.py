@@ -7,6 +7,8 @@ is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,10 @@ class DashboardSettings(BaseSettings):
     address: str = Field(default="127.0.0.1", description="interface to bind (0.0.0.0 in containers)")
     worker_url: str = Field(
         default="http://127.0.0.1:6066", description="worker web views (/predict, /health) for 'Try it'"
+    )
+    worker_token_file: Path | None = Field(
+        default=None,
+        description="file holding the workers' bearer token (their --api-token-file) for /predict and /explain",
     )
     buffer_size: int = Field(
         default=20_000, ge=100, le=1_000_000, description="recent scored events kept in memory"
@@ -45,3 +51,19 @@ class DashboardSettings(BaseSettings):
         default=10_000, ge=10, description="characters kept per cell of an uploaded CSV (longer is cut)"
     )
     max_text_chars: int = Field(default=1_000, ge=50, description="tweet text kept per event (longer is cut)")
+
+
+def worker_token(settings: DashboardSettings) -> str | None:
+    """The bearer token of `settings.worker_token_file` (None: none, or it cannot be read: the
+    worker then answers 401 and 'Try it' says so)."""
+    if settings.worker_token_file is None:
+        return None
+    try:
+        return settings.worker_token_file.expanduser().read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header for `token` (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

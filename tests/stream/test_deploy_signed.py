@@ -172,3 +172,27 @@ def test_a_naive_deployment_time_no_longer_stops_a_worker(
         worker.stop()
     assert {e["model_version"] for e in events} == {VADER}
     assert "deployments are unauthenticated" in worker.log_path.read_text()
+
+
+def test_rollback_and_promote_republish_only_the_recorded_bytes(
+    broker_url: str, bundle: Path, tmp_path: Path
+) -> None:
+    """Before #24 they fetched the old URI again without its checksum: whatever sat there was served."""
+    topics = Topics()
+    first = copy_with_note(bundle, tmp_path / "first", "first")
+    second = copy_with_note(bundle, tmp_path / "second", "second")
+    challenger = copy_with_note(bundle, tmp_path / "challenger", "challenger")
+    for args in ([str(first)], [str(second)], [str(challenger), "--shadow"]):
+        assert deploy(broker_url, topics, *args).returncode == 0
+    (first / "NOTES.txt").write_text("replaced after it was deployed")
+    (challenger / "NOTES.txt").write_text("replaced after it was shadowed")
+    for action in ("--rollback", "--promote"):
+        refused = deploy(broker_url, topics, action)
+        assert refused.returncode == 2 and "checksum" in refused.stderr, refused.stderr
+    assert current_champion(broker_url, topics) == version_of(second)
+
+
+def current_champion(broker_url: str, topics: Topics) -> str:
+    from tests.stream.test_deploy import current
+
+    return current(broker_url, topics)["champion"].model_version
