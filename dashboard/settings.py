@@ -8,8 +8,9 @@ is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,13 @@ class DashboardSettings(BaseSettings):
         default=None,
         description="file holding the workers' bearer token (their --api-token-file) for /predict and /explain",
     )
+
+    @field_validator("worker_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable means no token file, not the current directory."""
+        return None if value == "" else value
+
     buffer_size: int = Field(
         default=20_000, ge=100, le=1_000_000, description="recent scored events kept in memory"
     )

@@ -292,6 +292,12 @@ class WorkerSettings(ConsumerGroupSettings):
         default=30.0, gt=0, description="POST /explain answers 503 when one explanation takes longer"
     )
 
+    @field_validator("trusted_key", "api_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`SENTISTREAM_TRUSTED_KEY=` (compose's `${VAR:-}`) means no key, not the current directory."""
+        return None if value == "" else value
+
 
 def stream_batch_size(settings: WorkerSettings, device: str) -> int:
     """Texts per micro-batch: --batch-size, else the device's default."""
