@@ -184,3 +184,14 @@ def test_a_swapped_out_engine_is_released_after_each_of_5_swaps(bundle: Path, tm
     assert models.swaps == 5
     service.close()
     models.close()
+
+
+def test_export_signs_the_bundle_it_finished(bundle: Path, keys: dict, tmp_path: Path) -> None:
+    from sentistream.cli import main
+
+    copy = copy_with_note(bundle, tmp_path / "exported", "to export")
+    data = tmp_path / "parity.csv"
+    data.write_text("text,label\n" + "".join(f"text number {i} is fine,positive\n" for i in range(20)))
+    args = ["export", "--model", str(copy), "--data", str(data), "--calibration-data", str(data)]
+    assert main([*args, "--signing-key", str(keys["trusted"])]) == 0
+    verify_bundle(copy, keys["trusted_pub"])  # covers the ONNX files and the parity record export wrote
