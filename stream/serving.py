@@ -114,7 +114,11 @@ class ServingModels:
                 self.deployment = deployment  # same files: only the record (history) is newer
             return
         if self.model_settings is None:
-            log.warning("ignoring the %s deployment of %s: this worker loads no models", role, deployment.uri)
+            log.warning(
+                "ignoring the %s deployment of %s: this worker loads no models",
+                role,
+                redacted(deployment.uri),
+            )
             return
         self._loader.submit(self._load, role, deployment)
 
@@ -181,7 +185,9 @@ class ServingModels:
                 self._retry_later(role, deployment, attempt + 1)
             return
         if self._wanted.get(role) != deployment.checksum:
-            log.info("discarding %s: a newer %s deployment arrived while it loaded", deployment.uri, role)
+            log.info(
+                "discarding %s: a newer %s deployment arrived while it loaded", redacted(deployment.uri), role
+            )
             engine.close()
             return
         with self._lock:
