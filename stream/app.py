@@ -77,7 +77,7 @@ def follow_deployments(app, kafka: KafkaSettings, models: ServingModels, start: 
 
     @app.task
     async def _follow() -> None:
-        await follow(kafka, start, models.offer)
+        await follow(kafka, start, models.offer, on_skip=models.skip)
 
 
 def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:

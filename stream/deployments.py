@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -357,16 +358,28 @@ async def read_deployments(
         await consumer.stop()
 
 
-def apply(current: dict[str, Deployment], key: bytes | None, value: bytes | None, offset: int) -> str | None:
-    """Fold one control-topic record into `current`; returns its role, None when it is skipped."""
+def apply(
+    current: dict[str, Deployment],
+    key: bytes | None,
+    value: bytes | None,
+    offset: int,
+    on_skip: Callable[[int, str], None] | None = None,
+) -> str | None:
+    """Fold one control-topic record into `current`; returns its role, None when it is skipped
+    (then `on_skip(offset, reason)`, when given)."""
     role = key.decode("utf-8", "replace") if key else ""
+    reason = None
     if role not in ROLES:
-        log.warning("skipping control-topic record at offset %d: key %r is not a role", offset, role[:40])
-        return None
-    try:
-        deployment = parse(value)
-    except ValueError as exc:
-        log.warning("skipping control-topic record at offset %d: %s", offset, exc)
+        reason = f"key {role[:40]!r} is not a role"
+    else:
+        try:
+            deployment = parse(value)
+        except ValueError as exc:
+            reason = str(exc)
+    if reason is not None:
+        log.warning("skipping control-topic record at offset %d: %s", offset, reason)
+        if on_skip is not None:
+            on_skip(offset, reason)
         return None
     if deployment is None:
         current.pop(role, None)
@@ -375,9 +388,10 @@ def apply(current: dict[str, Deployment], key: bytes | None, value: bytes | None
     return role
 
 
-async def follow(kafka: KafkaSettings, start: int, on_record, retry_s: float = 5.0) -> None:
+async def follow(kafka: KafkaSettings, start: int, on_record, retry_s: float = 5.0, on_skip=None) -> None:
     """Call `on_record(role, deployment | None)` for every control-topic record from offset `start`,
-    forever; a lost broker is retried, never raised (the stream keeps its model meanwhile)."""
+    and `on_skip(offset, reason)` for every record that is not one, forever; a lost broker is
+    retried, never raised (the stream keeps its model meanwhile)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tp = TopicPartition(kafka.models_topic, 0)
@@ -396,7 +410,7 @@ async def follow(kafka: KafkaSettings, start: int, on_record, retry_s: float = 5
             async for message in consumer:
                 position = message.offset + 1
                 current: dict[str, Deployment] = {}
-                role = apply(current, message.key, message.value, message.offset)
+                role = apply(current, message.key, message.value, message.offset, on_skip)
                 if role is not None:
                     on_record(role, current.get(role))
         except asyncio.CancelledError:

@@ -86,6 +86,7 @@ class ServingModels:
         self.model_path = model_path if model_path is not None else (model_settings and model_settings.model)
         self.shadow: Shadow | None = None
         self.rejected: dict | None = None
+        self.skipped: dict | None = None
         self.swaps = 0
         self._lock = threading.Lock()
         self._ready: dict[str, Loaded] = {}
@@ -239,6 +240,11 @@ class ServingModels:
             self.engine.model_version,
         )
 
+    def skip(self, offset: int, reason: str) -> None:
+        """A control-topic record that is not a deployment (event loop): counted and shown, never raised."""
+        self.skipped = {"offset": offset, "reason": reason[:300], "at": datetime.now(UTC).isoformat()}
+        self.metrics.control_records_skipped.inc()
+
     def describe(self) -> dict:
         """What /health says about the models."""
         d = self.deployment
@@ -255,6 +261,7 @@ class ServingModels:
             "swaps": self.swaps,
             "pending": pending,
             "rejected": self.rejected,
+            "skipped_record": self.skipped,  # the last control-topic record that was not a deployment
         }
 
     def close(self) -> None:

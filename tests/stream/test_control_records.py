@@ -59,7 +59,9 @@ def test_a_well_formed_record_parses() -> None:
 def test_a_hostile_record_is_refused_as_a_value_error(value: bytes, why: str) -> None:
     with pytest.raises(ValueError):
         parse(value)
-    assert apply({}, b"champion", value, 7) is None, why  # skipped, never raised
+    skipped: list[tuple[int, str]] = []
+    assert apply({}, b"champion", value, 7, lambda *a: skipped.append(a)) is None, why  # never raised
+    assert skipped and skipped[0][0] == 7 and skipped[0][1].startswith("not a deployment record")
 
 
 def test_a_skipped_record_leaves_the_current_deployment() -> None:

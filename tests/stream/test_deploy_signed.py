@@ -119,7 +119,9 @@ def test_a_worker_with_a_trusted_key_serves_only_what_that_key_signed_and_loses_
             120,
             "the unsigned and the foreign bundle refused",
         )
+        assert metric(worker, "sentistream_control_records_skipped_total") == 5
         refused = health(worker)["models"]
+        assert "bytes, over" in refused["skipped_record"]["reason"]  # the 2 MB one came last
         assert refused["model_version"] == VADER and refused["swaps"] == 0
         assert refused["rejected"]["untrusted"] and "does not verify" in refused["rejected"]["reason"]
         between = score(broker_url, topics, "between", n, n)
