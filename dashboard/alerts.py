@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from pydantic import ValidationError
 
-from dashboard.names import plain_name
+from dashboard.names import plain_name, shown_name
 from stream.kafka_internals import topic_partitions
 from stream.monitor import MonitorSettings, SentimentAlert
 from stream.settings import KafkaSettings
@@ -122,8 +122,9 @@ def live_banner_ui(kafka: KafkaSettings) -> None:
 # ---- rendering -----------------------------------------------------------------------------------
 
 
-def banner_text(alert: SentimentAlert) -> str:
-    """One line for the banner, from the alert's numbers and plain-character names only."""
+def banner_text(alert: SentimentAlert, name=plain_name) -> str:
+    """One line for the banner, from the alert's numbers and names rendered by `name` (plain text;
+    `shown_name` where markdown renders the line)."""
     at = alert.since.astimezone(UTC).strftime("%H:%M:%S UTC")
     if alert.kind == "stalled":
         return f"No sentiment statistics since {at}: the workers stopped or no tweets arrive."
@@ -133,7 +134,7 @@ def banner_text(alert: SentimentAlert) -> str:
             parts.append(f"volume {c.value:,.0f} events per window (usually {c.baseline:,.0f})")
         else:
             parts.append(
-                f"{plain_name(c.what)} {c.value:.0%} (usually {c.baseline:.0%}, {100 * c.change:+.0f} pts)"
+                f"{name(c.what)} {c.value:.0%} (usually {c.baseline:.0%}, {100 * c.change:+.0f} pts)"
             )
     return f"Sentiment shift since {at}: " + "; ".join(parts)
 
@@ -147,7 +148,7 @@ def alert_banner_ui(alerts: Sequence[SentimentAlert], now: datetime | None = Non
     if not fresh:
         return
     alert = fresh[-1]
-    st.warning(banner_text(alert), icon="🚨")
+    st.warning(banner_text(alert, shown_name), icon="🚨")  # a label must not become a link
     if alert.examples:
         with st.expander("Example tweets"):
             st.dataframe(

@@ -19,7 +19,7 @@ import streamlit as st
 
 from dashboard import alerts, charts, explanations, history, lifecycle, scoring, summary
 from dashboard.feed import Feed, Snapshot
-from dashboard.settings import DashboardSettings
+from dashboard.settings import DashboardSettings, worker_token
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError
 from stream.events import SentimentStats
@@ -58,7 +58,7 @@ def score(settings: DashboardSettings, texts: list[str]) -> scoring.Scored:
     from pydantic import ValidationError
 
     try:
-        return scoring.score_texts(settings.worker_url, texts, local_engine)
+        return scoring.score_texts(settings.worker_url, texts, local_engine, worker_token(settings))
     except scoring.WorkerRefusedError as exc:
         raise TryItError(str(exc)) from None
     except ValidationError as exc:
@@ -448,9 +448,28 @@ def _score_frame(frame: pd.DataFrame, text_col: str, settings: DashboardSettings
     return scoring.scored_upload(frame, scoring.merge(parts))
 
 
+def sign_in_configured() -> bool:
+    """True when the app's secrets configure Streamlit's OIDC sign-in (an `[auth]` table)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets.toml at all (Streamlit raises its own not-found error)
+        return False
+
+
+def sign_in_ui() -> None:
+    """With `[auth]` in the secrets, nothing below renders until the visitor signed in through the
+    configured identity provider (`st.login`); docs/ARCHITECTURE.md, "Threat model"."""
+    if not sign_in_configured() or st.user.get("is_logged_in"):
+        return
+    st.title("Sentistream")
+    st.button("Sign in", on_click=st.login, type="primary")
+    st.stop()
+
+
 def main() -> None:
     """Render the page (Streamlit runs this script top to bottom on every interaction)."""
     st.set_page_config(page_title="Sentistream", page_icon="📈", layout="wide")
+    sign_in_ui()
     kafka, settings = KafkaSettings(), DashboardSettings()
     feed_key = kafka.model_dump_json() + settings.model_dump_json()
     feed = get_feed(feed_key, kafka, settings)
@@ -465,7 +484,7 @@ def main() -> None:
         st.fragment(models_tab_ui, run_every=models_every)(feed, filters, kafka)
     with try_it:
         try_text_ui(settings)
-        explanations.try_it_ui(settings.worker_url, local_engine)
+        explanations.try_it_ui(settings.worker_url, local_engine, worker_token(settings))
         try_csv_ui(settings)
     with past:
         history.history_tab_ui(kafka)

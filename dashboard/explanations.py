@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from dashboard.names import plain_name
+from dashboard.names import shown_name
 from dashboard.scoring import WorkerUnavailableError
 from model.explain import explainer_for
 from model.settings import ModelSettings
@@ -19,13 +19,20 @@ from model.settings import ModelSettings
 POSITIVE, NEGATIVE = (44, 160, 44), (214, 39, 40)  # the label colours of dashboard/charts.py
 
 
-def explain_with_worker(worker_url: str, texts: Sequence[str], timeout: float = 60.0) -> dict:
+def explain_with_worker(
+    worker_url: str, texts: Sequence[str], timeout: float = 60.0, token: str | None = None
+) -> dict:
     """The worker's POST /explain answer: {"model", "method", "explanations": [...]}."""
     import requests
 
+    from dashboard.settings import bearer
+
     try:
         response = requests.post(
-            f"{worker_url.rstrip('/')}/explain", json={"texts": list(texts)}, timeout=timeout
+            f"{worker_url.rstrip('/')}/explain",
+            json={"texts": list(texts)},
+            timeout=timeout,
+            headers=bearer(token),
         )
     except requests.RequestException as exc:
         raise WorkerUnavailableError(str(exc)) from None
@@ -44,10 +51,12 @@ def explain_locally(engine, model: str | None, texts: Sequence[str]) -> dict:
     return {"model": engine.name, "method": explainer.method, "explanations": explanations}
 
 
-def explain_texts(worker_url: str, texts: Sequence[str], local: Callable[[Sequence[str]], dict]) -> dict:
+def explain_texts(
+    worker_url: str, texts: Sequence[str], local: Callable[[Sequence[str]], dict], token: str | None = None
+) -> dict:
     """The worker's explanations when a worker answers, else `local(texts)`."""
     try:
-        return explain_with_worker(worker_url, texts)
+        return explain_with_worker(worker_url, texts, token=token)
     except WorkerUnavailableError:
         return local(texts)
 
@@ -83,23 +92,25 @@ def explanation_ui(explanation: dict) -> None:
     st.dataframe(styled, hide_index=True, use_container_width=True)
 
 
-def try_it_ui(worker_url: str, local_engine: Callable[[], object]) -> None:
+def try_it_ui(worker_url: str, local_engine: Callable[[], object], token: str | None = None) -> None:
     """'Explain' for the text of the 'Try it' box (`try_text`), as app.py calls it after try_text_ui."""
     import streamlit as st
 
     def local(texts: Sequence[str]) -> dict:
         return explain_locally(local_engine(), ModelSettings().model, texts)
 
-    explain_ui(worker_url, st.session_state.get("try_text") or "", local)
+    explain_ui(worker_url, st.session_state.get("try_text") or "", local, token)
 
 
-def explain_ui(worker_url: str, text: str, local: Callable[[Sequence[str]], dict]) -> None:
+def explain_ui(
+    worker_url: str, text: str, local: Callable[[Sequence[str]], dict], token: str | None = None
+) -> None:
     """An 'Explain' button under 'Try it': why the model chose its label for `text`."""
     import streamlit as st
 
     if not (st.button("Explain", key="try_explain") and text.strip()):
         return
     with st.spinner("Explaining…"):
-        answer = explain_texts(worker_url, [text], local)
+        answer = explain_texts(worker_url, [text], local, token)
     explanation_ui(answer["explanations"][0])
-    st.caption(f"{plain_name(answer.get('method'))} on {plain_name(answer.get('model'))}")
+    st.caption(f"{shown_name(answer.get('method'))} on {shown_name(answer.get('model'))}")

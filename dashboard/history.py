@@ -18,7 +18,7 @@ import pandas as pd
 
 from dashboard import charts
 from dashboard.alerts import shared_alert_feed, with_alert_markers
-from dashboard.names import plain_name
+from dashboard.names import shown_name
 from dashboard.settings import HistorySettings
 
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
@@ -159,7 +159,7 @@ def hashtags_ui(history: History, span: Span) -> None:
         return
     labels = sorted(tags["label"].unique())[:4]
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
-        column.caption(plain_name(label))
+        column.caption(shown_name(label))
         frame = tags.loc[tags["label"] == label, ["hashtag", "count"]]
         column.dataframe(frame, hide_index=True, use_container_width=True)
 

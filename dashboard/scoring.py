@@ -65,12 +65,14 @@ def chunks(
 CONNECT_TIMEOUT_S = 3.0
 
 
-def score_with_worker(worker_url: str, texts: Sequence[str], timeout: float = 30.0) -> Scored:
+def score_with_worker(
+    worker_url: str, texts: Sequence[str], timeout: float = 30.0, token: str | None = None
+) -> Scored:
     """Score through the worker's POST /predict, one request per chunk it accepts."""
     predictions: list[Prediction] = []
     model = "?"
     for chunk in chunks(texts):
-        body = _post_predict(worker_url, orjson.dumps({"texts": chunk}), timeout)
+        body = _post_predict(worker_url, orjson.dumps({"texts": chunk}), timeout, token)
         answers = body.get("predictions") if isinstance(body, dict) else None
         if not isinstance(answers, list) or len(answers) != len(chunk):
             raise WorkerRefusedError(
@@ -81,14 +83,16 @@ def score_with_worker(worker_url: str, texts: Sequence[str], timeout: float = 30
     return Scored(predictions, _labels_of(predictions), model, f"worker at {worker_url}")
 
 
-def _post_predict(worker_url: str, body: bytes, timeout: float) -> object:
+def _post_predict(worker_url: str, body: bytes, timeout: float, token: str | None = None) -> object:
     import requests
+
+    from dashboard.settings import bearer
 
     try:
         response = requests.post(
             f"{worker_url.rstrip('/')}/predict",
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **bearer(token)},
             # Connecting gets 3 s: a Service with no endpoints (workers scaled to zero) may drop the
             # connection instead of refusing it, and "Try it" should fall back to local scoring fast.
             timeout=(CONNECT_TIMEOUT_S, timeout),
@@ -134,10 +138,13 @@ def score_with_engine(engine, texts: Sequence[str]) -> Scored:
     )
 
 
-def score_texts(worker_url: str, texts: Sequence[str], local_engine: Callable[[], object]) -> Scored:
-    """The worker's verdict when a worker answers, else the local engine's (`local_engine()` loads it)."""
+def score_texts(
+    worker_url: str, texts: Sequence[str], local_engine: Callable[[], object], token: str | None = None
+) -> Scored:
+    """The worker's verdict when a worker answers, else the local engine's (`local_engine()` loads it).
+    `token`: the workers' bearer token, when they require one."""
     try:
-        return score_with_worker(worker_url, texts)
+        return score_with_worker(worker_url, texts, token=token)
     except WorkerUnavailableError:
         return score_with_engine(local_engine(), texts)
 

@@ -8,8 +8,9 @@ is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +24,17 @@ class DashboardSettings(BaseSettings):
     worker_url: str = Field(
         default="http://127.0.0.1:6066", description="worker web views (/predict, /health) for 'Try it'"
     )
+    worker_token_file: Path | None = Field(
+        default=None,
+        description="file holding the workers' bearer token (their --api-token-file) for /predict and /explain",
+    )
+
+    @field_validator("worker_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable means no token file, not the current directory."""
+        return None if value == "" else value
+
     buffer_size: int = Field(
         default=20_000, ge=100, le=1_000_000, description="recent scored events kept in memory"
     )
@@ -57,3 +69,19 @@ class HistorySettings(BaseSettings):
     history_dir: Path | None = Field(
         default=None, description="the folder `sentistream sink --output` writes"
     )
+
+
+def worker_token(settings: DashboardSettings) -> str | None:
+    """The bearer token of `settings.worker_token_file` (None: none, or it cannot be read: the
+    worker then answers 401 and 'Try it' says so)."""
+    if settings.worker_token_file is None:
+        return None
+    try:
+        return settings.worker_token_file.expanduser().read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header for `token` (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -77,7 +77,7 @@ def follow_deployments(app, kafka: KafkaSettings, models: ServingModels, start: 
 
     @app.task
     async def _follow() -> None:
-        await follow(kafka, start, models.offer)
+        await follow(kafka, start, models.offer, on_skip=models.skip)
 
 
 def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
@@ -105,6 +105,13 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_host": settings.web_host,
+        # Faust's own pages (/router, /table, /graph, stats, /performance) describe the app to anyone
+        # who asks: off. Only the views of stream/web.py are served (issue #24).
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+        "web_metrics_enabled": False,
     }
 
 

@@ -18,7 +18,14 @@ from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.app import create_app, follow_deployments
-from stream.deployments import DeploymentError, fetch, load_verified, read_deployments
+from stream.deployments import (
+    Admission,
+    UntrustedBundle,
+    admit,
+    load_verified,
+    read_deployments,
+    redacted,
+)
 from stream.explain_view import register_explain_view
 from stream.processes import run_processes
 from stream.settings import (
@@ -29,6 +36,7 @@ from stream.settings import (
     refuse_busy_web_ports,
 )
 from stream.topics import ensure_topics
+from stream.web import check_web_access
 from stream.worker import run_worker
 
 KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
@@ -53,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
     model_settings = settings_from_args(ModelSettings, args)
     check_model(model_settings)  # a broken --model fails in a second, before Kafka is touched
     refuse_busy_web_ports(settings)  # so does a taken web port
+    check_web_access(settings)  # and views bound beyond loopback with no token
+    admission = admission_of(settings)  # and a trusted key that is not an EC public key
     if settings.processes > 1:
         return run_processes(args, kafka, settings, model_settings)
     topics = asyncio.run(_ensure_topics(kafka, settings))
     if topics.created:
         log.info("created topics %s", topics.created)
     deployments, follow_from = asyncio.run(_deployments(kafka, settings))
-    engine, deployment, path, rejected = _champion(deployments.get("champion"), model_settings, settings)
+    engine, deployment, path, rejected = _champion(
+        deployments.get("champion"), model_settings, settings, admission
+    )
     shadow = _shadow(settings, model_settings)
 
     loglevel = "DEBUG" if getattr(args, "verbose", False) else "INFO"
@@ -67,9 +79,13 @@ def run(args: argparse.Namespace) -> int:
         app, scorer = create_app(
             kafka, settings, engine, Path(datadir), topics.max_message_bytes, deployment, model_settings, path
         )
+        del engine  # the scorer holds it: after a swap nothing else may keep it resident
         models = scorer.models
+        models.require(admission)
         if rejected is not None:
             models.reject("champion", *rejected)
+            if not rejected[2]:  # a signature does not start verifying; a store may come back
+                models.retry("champion", rejected[0])  # with back-off, until it serves or is replaced
         if shadow is not None:
             models.start_shadow(shadow)
         elif "challenger" in deployments:
@@ -94,24 +110,47 @@ async def _deployments(kafka, settings) -> tuple[dict, int | None]:
         ) from None
 
 
-def _champion(deployment, model_settings, settings):
-    """(engine, the deployment it serves or None, its local path, (deployment, reason) when it was
-    rejected or None).
+def admission_of(settings) -> Admission:
+    """What a deployment must pass on this worker; UsageError for an unusable trusted key. Without
+    one, say once that whoever can write to the models topic decides what this worker serves."""
+    key = settings.trusted_key
+    if key is not None:
+        from model.signing import check_public_key
+
+        check_public_key(key.expanduser())
+        key = key.expanduser()
+    elif settings.follow_deployments:
+        log.warning(
+            "deployments are unauthenticated: any bundle a record on the models topic names is served; "
+            "give --trusted-key (SENTISTREAM_TRUSTED_KEY) to serve only signed bundles"
+        )
+    prefixes = tuple(p.strip() for p in settings.model_uri_prefixes.split(",") if p.strip())
+    return Admission(key, prefixes, settings.max_bundle_bytes, settings.model_cache_keep)
+
+
+def _champion(deployment, model_settings, settings, admission: Admission):
+    """(engine, the deployment it serves or None, its local path, (deployment, reason, untrusted)
+    when it was rejected or None).
 
     A worker that starts after a deploy serves the deployed bundle from its first event; when that
-    bundle cannot be served here, --model serves and the rejection is reported.
+    bundle cannot be served here (any failure: a record is hostile input), --model serves, the
+    rejection is reported and the bundle is retried in the background.
     """
     if deployment is not None:
         try:
-            path = fetch(deployment.uri, settings.model_cache_dir.expanduser(), deployment.checksum)
+            path = admit(deployment, settings.model_cache_dir.expanduser(), admission)
             engine = load_verified(path, model_settings)
-            log.info(
-                "serving the deployed model %s (deployed by %s)", engine.model_version, deployment.deployed_by
-            )
+            log.info("serving the deployed model %s", engine.model_version)
             return engine, deployment, str(path), None
-        except DeploymentError as exc:
-            log.error("cannot serve the deployed model %s: %s; serving --model instead", deployment.uri, exc)
-            return load_engine(model_settings), None, model_settings.model, (deployment, str(exc))
+        except Exception as exc:  # DeploymentError, or an unreadable path (PermissionError) and the like
+            reason = str(exc) if isinstance(exc, SentistreamError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "cannot serve the deployed model %s: %s; serving --model instead",
+                redacted(deployment.uri),
+                reason,
+            )
+            untrusted = isinstance(exc, UntrustedBundle)
+            return load_engine(model_settings), None, model_settings.model, (deployment, reason, untrusted)
     return load_engine(model_settings), None, model_settings.model, None
 
 

@@ -1,7 +1,10 @@
 """`sentistream deploy`: ship a model bundle into the running stream, roll it back, shadow it, promote it.
 
 Every action first checks that the bundle it would serve loads and scores (the same check workers
-make), and publishes nothing when it does not (exit 2). Workers follow the control topic and switch
+make), and publishes nothing when it does not (exit 2). `--signing-key KEY.pem` signs a local
+bundle (model/signing.py) before it is checked, so workers given the public key (--trusted-key)
+serve it; --rollback and --promote re-check the recorded checksum, so what they republish is
+byte for byte what was deployed (and signed) before. Workers follow the control topic and switch
 between two batches (stream/serving.py); see docs/ARCHITECTURE.md, "Model lifecycle".
 """
 
@@ -18,6 +21,7 @@ from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.deployments import (
+    ModelRef,
     fetch,
     is_remote,
     load_verified,
@@ -47,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     action.add_argument("--clear-shadow", action="store_true", help="stop shadow scoring")
     action.add_argument("--show", action="store_true", help="print the current deployments as JSON")
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="KEY.pem",
+        help="EC P-256 private key (openssl ecparam -name prime256v1 -genkey): sign BUNDLE (writes "
+        "model.sig into it) so workers with the matching --trusted-key serve it",
+    )
     add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, "models_topic"])
     add_settings_arguments(parser, ModelSettings, ["backend"])
 
@@ -61,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "give a BUNDLE to deploy (optionally with --shadow), or one of --rollback, --promote, "
             "--clear-shadow, --show without a bundle"
+        )
+    if args.signing_key is not None and not args.bundle:
+        raise UsageError(
+            "--signing-key signs a BUNDLE; --rollback and --promote republish signed bundles as they are"
+        )
+    if args.signing_key is not None and is_remote(args.bundle):
+        raise UsageError(
+            "--signing-key signs a local bundle directory; sign it before uploading "
+            "(sentistream deploy --signing-key on the directory, or export --signing-key) and deploy the URI"
         )
     if not kafka.reachable():
         raise SentistreamError(
@@ -86,19 +106,23 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
         if champion is None or not champion.history:
             raise UsageError("nothing to roll back to: no earlier champion was deployed")
         earlier = champion.history[0]
-        deployment = _checked(earlier.uri, model_settings, champion.history[1:])
+        deployment = _pinned(earlier, model_settings, champion.history[1:])
         await publish(kafka, "champion", deployment)
         print(f"rolled back to {deployment.model_version} (was {champion.model_version})")
         return 0
     if args.promote:
         if challenger is None:
             raise UsageError("there is no shadow challenger to promote; deploy one with --shadow first")
-        deployment = _checked(challenger.uri, model_settings, _history(champion))
+        deployment = _pinned(challenger, model_settings, _history(champion))
         await publish(kafka, "champion", deployment)
         await publish(kafka, "challenger", None)
         print(f"promoted {deployment.model_version} to champion (was {_name(champion)})")
         return 0
     uri = _absolute(args.bundle)
+    if args.signing_key is not None:
+        from model.signing import sign_bundle
+
+        sign_bundle(local_path(uri), args.signing_key.expanduser())
     if args.shadow:
         deployment = _checked(uri, model_settings, [])
         await publish(kafka, "challenger", deployment)
@@ -115,11 +139,18 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
     return 0
 
 
-def _checked(uri: str, model_settings, history):  # -> Deployment
-    """The deployment record of the bundle at `uri`, once it loaded and scored the smoke batch."""
+def _pinned(ref: ModelRef, model_settings, history):  # -> Deployment
+    """The record of an earlier deployment again, once its files still match its recorded checksum
+    (whatever sits at its URI now is not trusted: it was never shadow-scored or signed)."""
+    return _checked(ref.uri, model_settings, history, expected=ref.checksum)
+
+
+def _checked(uri: str, model_settings, history, expected: str | None = None):  # -> Deployment
+    """The deployment record of the bundle at `uri`, once it loaded and scored the smoke batch (and,
+    with `expected`, once its files have that checksum)."""
 
     with tempfile.TemporaryDirectory(prefix="sentistream-deploy-") as cache:
-        path = fetch(uri, Path(cache))
+        path = fetch(uri, Path(cache), expected)
         engine = load_verified(path, model_settings)
         try:
             return new_deployment(uri, path, engine, history)

@@ -35,9 +35,13 @@ class InferenceThread:
 
     async def run(self, priority: int, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the inference thread, awaited from the event loop."""
+        return await asyncio.wrap_future(self.submit(priority, fn, *args))
+
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future:
+        """`fn(*args)` on the inference thread, from any thread; its future."""
         future: Future = Future()
         self._jobs.put((priority, next(self._order), future, fn, args))
-        return await asyncio.wrap_future(future)
+        return future
 
     def queued(self, priority: int | None = None) -> int:
         """How many jobs wait (of `priority`, or all)."""

@@ -67,6 +67,17 @@ class WorkerMetrics:
             ["role"],
             registry=r,
         )
+        self.control_records_skipped = Counter(
+            "sentistream_control_records_skipped",
+            "records on the models topic that are not deployments (malformed, oversized, unknown key)",
+            registry=r,
+        )
+        self.model_untrusted = Counter(
+            "sentistream_model_untrusted",
+            "deployments refused because their signature does not verify against --trusted-key",
+            ["role"],
+            registry=r,
+        )
         self.shadow_compared = Counter(
             "sentistream_shadow_compared", "events the shadow model scored too", registry=r
         )

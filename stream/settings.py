@@ -285,6 +285,42 @@ class WorkerSettings(ConsumerGroupSettings):
     predict_read_timeout_s: float = Field(
         default=10.0, gt=0, description="seconds to receive a POST /predict body before answering 408"
     )
+    trusted_key: Path | None = Field(
+        default=None,
+        description="EC public key (PEM): serve only model bundles signed by its private key "
+        "(deploy --signing-key); unset, whoever can write to the models topic decides what is served",
+    )
+    model_uri_prefixes: str = Field(
+        default="",
+        max_length=4096,
+        description="comma-separated prefixes a deployed bundle's URI must start with (e.g. "
+        "s3://models/,/models/); empty: any path or known store",
+    )
+    max_bundle_bytes: int = Field(
+        default=8 << 30, ge=1, description="largest model bundle a deployment may make the worker fetch"
+    )
+    model_cache_keep: int = Field(
+        default=3, ge=1, le=100, description="fetched bundles kept in model_cache_dir (the newest used)"
+    )
+    api_token_file: Path | None = Field(
+        default=None,
+        description="file holding the bearer token POST /predict and /explain require (a mounted "
+        "secret); required when web_host is not a loopback address",
+    )
+    public_web_without_token: bool = Field(
+        default=False,
+        description="serve /predict and /explain beyond loopback without a token (anyone who reaches "
+        "the port may use the model): only behind a NetworkPolicy or proxy that authenticates",
+    )
+    explain_timeout_s: float = Field(
+        default=30.0, gt=0, description="POST /explain answers 503 when one explanation takes longer"
+    )
+
+    @field_validator("trusted_key", "api_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`SENTISTREAM_TRUSTED_KEY=` (compose's `${VAR:-}`) means no key, not the current directory."""
+        return None if value == "" else value
 
 
 def stream_batch_size(settings: WorkerSettings, device: str) -> int:

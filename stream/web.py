@@ -1,5 +1,10 @@
 """Web views on Faust's own web server: GET /health, /live, /ready, /metrics, POST /predict.
 
+/predict and /explain use the model, so they require `Authorization: Bearer <token>` when a token
+is configured (--api-token-file), which it must be when the views are bound beyond loopback
+(`check_web_access`, at start). /live, /ready, /metrics and /health stay open for probes and
+Prometheus; /health shows no credentials or user names.
+
 /predict scores with the worker's loaded engine on the worker's inference thread (the engine is
 never used by two threads at once), behind any waiting stream batch. It is bounded in concurrency
 (429), body size (413), text count (413, checked before the texts are validated) and body-read
@@ -9,12 +14,16 @@ time (408). Malformed requests get a 4xx with a short JSON error, never a 500.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
+from sentistream.errors import UsageError
 from stream.agents import Scorer
 from stream.decode import describe_validation_error
 from stream.health import Limits, liveness, readiness
@@ -67,6 +76,59 @@ def health_report(scorer: Scorer, now: float | None = None) -> tuple[bool, bool,
             "lag": lag,
         },
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` (web_host) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def read_api_token(path: Path | None) -> str | None:
+    """The bearer token in `path` (None: no token); UsageError when it cannot be read or is short."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read --api-token-file {path}: {reason}") from None
+    if len(token) < 16:
+        raise UsageError(
+            f"the token in --api-token-file {path} has {len(token)} characters; use 16 or more "
+            "(openssl rand -hex 32)"
+        )
+    return token
+
+
+def check_web_access(settings) -> str | None:
+    """The token /predict and /explain require (None: none), or UsageError when the views would be
+    bound beyond loopback with no token and the operator did not say --public-web-without-token."""
+    token = read_api_token(settings.api_token_file)
+    if token is None and not is_loopback(settings.web_host) and not settings.public_web_without_token:
+        raise UsageError(
+            f"--web-host {settings.web_host} serves /predict and /explain beyond this machine: give "
+            "--api-token-file (or SENTISTREAM_API_TOKEN_FILE), or say --public-web-without-token"
+        )
+    return token
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    """True when no token is required, or `header` is `Bearer <token>` (compared in constant time)."""
+    if token is None:
+        return True
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def require_token(request, token: str | None) -> None:
+    """HttpError 401 unless `request` carries the bearer token."""
+    if not authorized(request.headers.get("Authorization"), token):
+        raise HttpError(401, "send Authorization: Bearer <token> (the worker's --api-token-file)")
 
 
 def parse_predict(body: bytes, max_texts: int) -> list[str]:
@@ -156,11 +218,13 @@ def register_views(app, scorer: Scorer) -> None:
             return self.bytes(metrics.render(), content_type=PROMETHEUS_CONTENT_TYPE)
 
     gate = PredictGate(settings.max_predict_concurrency)
+    token = read_api_token(settings.api_token_file)
 
     @app.page("/predict")
     class Predict(View):
         async def post(self, request):
             try:
+                require_token(request, token)
                 with gate:
                     body = await read_body_within(
                         request, settings.max_predict_bytes, settings.predict_read_timeout_s

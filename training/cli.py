@@ -7,6 +7,7 @@ and `sentistream tune` imports `training.tune` (transformers) when it runs.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `sentistream train` (every TrainSettings field; `--data` may repeat)."""
     add_data_argument(parser, TrainSettings)
     add_settings_arguments(parser, TrainSettings, [f for f in TrainSettings.model_fields if f != "data"])
+    add_signing_argument(parser)
+
+
+def add_signing_argument(parser: argparse.ArgumentParser) -> None:
+    """`--signing-key`: sign the bundle once written, so workers with the matching --trusted-key serve it."""
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        metavar="KEY.pem",
+        help="EC P-256 private key: sign the finished bundle (model.sig) for workers' --trusted-key",
+    )
+
+
+def sign_if_asked(args: argparse.Namespace, bundle: Path) -> None:
+    """Sign `bundle` with --signing-key, when given (model/signing.py; last, so it covers every file)."""
+    if getattr(args, "signing_key", None) is not None:
+        from model.signing import sign_bundle
+
+        print(f"signed: {sign_bundle(bundle, args.signing_key.expanduser())}", file=sys.stderr)
 
 
 def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -39,6 +60,7 @@ def add_data_argument(parser: argparse.ArgumentParser, cls: type) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Fine-tune and write the bundle; prints its directory."""
     out_dir = train(settings_from_args(TrainSettings, args))
+    sign_if_asked(args, Path(out_dir))
     print(out_dir)
     return 0
 
@@ -63,6 +85,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `sentistream export`."""
     add_settings_arguments(parser, ExportSettings)
+    add_signing_argument(parser)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -74,6 +97,7 @@ def run_export(args: argparse.Namespace) -> int:
                            calibration=calibration, calibration_source=source, gold=gold)  # fmt: skip
     print(f"{settings.model}: model.onnx label agreement {parity['onnx']['label_agreement']:.4f}, "
           f"int8 {parity['onnx_int8']['label_agreement']:.4f} on {parity['n']} texts")  # fmt: skip
+    sign_if_asked(args, Path(settings.model))
     return 0
 
 

@@ -143,6 +143,9 @@ def deployment_choices() -> set[str]:
         setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
         setting("SinkSettings", "output").env,  # the sink's volume (no default: it must be given)
         setting("HistorySettings", "history_dir").env,  # the same volume, in the dashboard
+        setting("WorkerSettings", "api_token_file").env,  # a file of the Secret sentistream-security
+        setting("WorkerSettings", "trusted_key").env,  # the same Secret
+        setting("DashboardSettings", "worker_token_file").env,  # the same Secret, in the dashboard
     }
 
 
@@ -837,7 +840,7 @@ def test_k8s_secret_keys_are_settings_and_the_ca_reaches_workers_and_keda():
             if "secretKeyRef" in i.get("valueFrom", {})
         }
         assert refs == {name: name for name in sasl}, where
-        volumes = {v["name"]: v for v in pod["volumes"] if "secret" in v}
+        volumes = {v["name"]: v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == SECRET}
         (ca_volume,) = volumes.values()
         assert (
             ca_volume["secret"]["secretName"] == SECRET and ca_volume["secret"]["items"][0]["key"] == CA_KEY
@@ -2201,3 +2204,135 @@ def test_deploy_md_probe_check_catches_the_old_shared_health_claim():
         "DEPLOY.md: the worker's readinessProbe asks /ready, the text says /health",
         "DEPLOY.md: the worker's livenessProbe asks /live, the text says /health",
     ]
+
+
+# ---- issue #24: who may reach what in the cluster ------------------------------------------------------
+
+SECURITY_SECRET = "sentistream-security"
+
+
+def selects(policy: dict, labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def pod_labels(objects: dict) -> dict[str, dict[str, str]]:
+    return {
+        f"{kind}/{name}": o["spec"]["template"]["metadata"]["labels"]
+        for (kind, name), o in objects.items()
+        if kind in WORKLOADS
+    }
+
+
+def network_problems(objects: dict) -> list[str]:
+    """Deny by default; workers reachable only from the dashboard and Prometheus on the web port;
+    every pod may resolve names and reach Kafka; workers reach the model store and nothing else."""
+    policies = [o for (kind, _), o in objects.items() if kind == "NetworkPolicy"]
+    problems = []
+    deny = [
+        p for p in policies
+        if p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress") and not p["spec"].get("egress")
+    ]  # fmt: skip
+    if not deny:
+        problems.append("no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, no rules)")
+    everyone = [p for p in policies if p["spec"]["podSelector"] == {}]
+    egress_ports = {
+        port["port"] for p in everyone for rule in p["spec"].get("egress", []) for port in rule["ports"]
+    }
+    if 53 not in egress_ports:
+        problems.append("no NetworkPolicy lets pods resolve names (egress port 53)")
+    kafka_port = int(setting("KafkaSettings", "broker").default.rsplit(":", 1)[1])
+    if kafka_port not in egress_ports:
+        problems.append(f"no NetworkPolicy lets pods reach Kafka (egress port {kafka_port})")
+    worker_port = setting("WorkerSettings", "web_port").default
+    labels = pod_labels(objects)
+    worker = labels["Deployment/sentistream-worker"]
+    own = [p for p in policies if p["spec"]["podSelector"] != {} and selects(p, worker)]
+    sources = [
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        for p in own for rule in p["spec"].get("ingress", []) for peer in rule.get("from", [None]) if peer
+    ]  # fmt: skip
+    opened = [rule for p in own for rule in p["spec"].get("ingress", [])]
+    if not own:
+        problems.append("no NetworkPolicy of the workers' own")
+    if any("from" not in rule for rule in opened):
+        problems.append("the workers' views are open to every pod (an ingress rule with no `from`)")
+    if sorted(set(sources)) != ["prometheus", "sentistream-dashboard"]:
+        problems.append(
+            f"workers reachable from {sorted(set(sources))}, not only the dashboard and Prometheus"
+        )
+    if {port["port"] for rule in opened for port in rule["ports"]} != {worker_port}:
+        problems.append(f"workers open other ports than {worker_port}")
+    for where, pod_label in labels.items():
+        if not any(selects(p, pod_label) and "Ingress" in p["spec"]["policyTypes"] for p in policies):
+            problems.append(f"{where}: no NetworkPolicy governs its ingress")
+    return problems
+
+
+def test_k8s_network_policies_deny_by_default_and_open_the_workers_to_the_dashboard_and_prometheus():
+    assert network_problems(render(K8S_BASE)) == []
+    assert network_problems(render(K8S_GPU)) == []
+
+
+@pytest.mark.parametrize("dropped", ["default-deny", "sentistream-worker", "dns-egress", "kafka-egress"])
+def test_k8s_network_policy_check_fails_when_one_is_missing(tmp_path: Path, dropped: str):
+    base = copy_of_k8s(tmp_path) / "base"
+    edit_yaml(
+        base / "networkpolicies.yaml",
+        lambda docs: docs.remove(next(d for d in docs if d["metadata"]["name"] == dropped)),
+    )
+    assert network_problems(render(base)) != []
+
+
+def test_k8s_network_policy_check_catches_workers_open_to_every_pod(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+
+    def open_up(docs):
+        policy = next(d for d in docs if d["metadata"]["name"] == "sentistream-worker")
+        policy["spec"]["ingress"] = [{"ports": [{"protocol": "TCP", "port": 6066}]}]
+
+    edit_yaml(base / "networkpolicies.yaml", open_up)
+    assert any("open to every pod" in p for p in network_problems(render(base)))
+
+
+def test_k8s_workers_have_a_disruption_budget_and_the_namespace_enforces_restricted_pods():
+    objects = render(K8S_BASE)
+    (pdb,) = [o for (kind, _), o in objects.items() if kind == "PodDisruptionBudget"]
+    worker = pod_labels(objects)["Deployment/sentistream-worker"]
+    assert all(worker.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
+    assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]  # KEDA scales to 0
+    namespace = one(objects, "Namespace")["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert namespace[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+def test_k8s_pods_meet_the_restricted_profile_with_read_only_roots_and_no_api_token():
+    for where, pod in pods(render(K8S_BASE)):
+        assert pod.get("automountServiceAccountToken") is False, where
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, f"{where}/{c['name']}"
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], where
+        assert all(
+            set(v) & {"emptyDir", "secret", "configMap", "persistentVolumeClaim"}
+            for v in pod.get("volumes", [])
+        ), where
+
+
+def test_k8s_the_token_and_the_trusted_key_come_from_a_secret_at_the_paths_the_settings_name():
+    objects = k8s_objects()
+    for name, wanted in (
+        ("sentistream-worker", {"api_token_file": "api-token", "trusted_key": "trusted-key.pem"}),
+        ("sentistream-dashboard", {"worker_token_file": "api-token"}),
+    ):
+        pod = deployment(objects, name.removeprefix("sentistream-"))["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == SECURITY_SECRET]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        files = {f"{mount['mountPath']}/{item['path']}": item["key"] for item in volume["secret"]["items"]}
+        cls = "WorkerSettings" if name.endswith("worker") else "DashboardSettings"
+        for field, key in wanted.items():
+            assert files.get(env[setting(cls, field).env]) == key, (name, field)

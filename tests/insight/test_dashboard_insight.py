@@ -40,7 +40,7 @@ def test_banner_shows_what_moved_and_examples_as_text() -> None:
     assert not at.exception, [e.value for e in at.exception]
     text = at.warning[0].value
     assert "negative" in text and "60%" in text and "usually 20%" in text and "+40 pts" in text
-    assert "negativexjavascript:1 60%" in text  # the label's markdown link syntax was stripped
+    assert "`negativexjavascript:1` 60%" in text  # link syntax stripped, the rest inline code
     assert "[" not in text and "**" not in text
     assert at.dataframe[0].value["text"].tolist() == [MARKUP]
 

@@ -32,23 +32,6 @@ from tests.stream.worker_process import (
 VADER = "vader@3.3.2"
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bundle with an fp32 ONNX file: deploy and workers serve it without importing torch."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from model.bundle import BundleMeta, save_bundle
-    from model.onnx_export import export_onnx
-
-    out = tmp_path_factory.mktemp("deployable")
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    meta = BundleMeta(name="tiny", version="1", labels=["negative", "neutral", "positive"], max_length=64)
-    save_bundle(model, tokenizer, out, meta)
-    export_onnx(model, tokenizer, out / "model.onnx")
-    return out
-
-
 def kafka_of(broker_url: str, topics: Topics) -> KafkaSettings:
     return KafkaSettings(broker=broker_url, models_topic=topics.models)
 
