@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,23 @@ DEFAULT_MAX_LENGTH = 128
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+class Calibration(BaseModel):
+    """How the engines turn logits into probabilities: softmax(logits / temperature).
+
+    Fitted by training on the validation split (`model.calibration.fit_temperature`); the ECE and NLL
+    before and after are what that split measured.
+    """
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    split: str = "validation"
+    n: int = 0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+
+
 class BundleMeta(BaseModel):
     """What `sentistream.json` records about a model: enough to serve it exactly as it was trained."""
 
@@ -45,7 +62,13 @@ class BundleMeta(BaseModel):
     data_fingerprint: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     onnx_parity: dict[str, Any] | None = None
+    calibration: Calibration | None = None  # None (bundles before it, plain HF models): T = 1
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def temperature(self) -> float:
+        """The engines divide logits by this before the softmax (1.0 without a calibration)."""
+        return self.calibration.temperature if self.calibration else 1.0
 
 
 @dataclass(frozen=True)
