@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from model.bundle import BundleMeta, save_bundle
+from model.bundle import BundleMeta, Calibration, save_bundle
+from model.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from model.cleaning import CleaningOptions, clean_batch
-from model.engines.onnx_engine import softmax
 from model.engines.select import resolve_device
 from model.hub import hub_reachable
 from sentistream.errors import UsageError
@@ -93,13 +93,15 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
     started = time.perf_counter()
     trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels, callbacks)
     resources = resource_usage(trainer.model, time.perf_counter() - started)
+    calibration = calibrate(trainer, encoded["validation"])
     metrics = write_test_report(
-        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources
-    )
+        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources,
+        calibration,
+    )  # fmt: skip
     meta = BundleMeta(
         name=model_name(settings, data), version=datetime.now(UTC).strftime("%Y%m%d-%H%M%S"), labels=labels,
         max_length=settings.max_length, cleaning=cleaning, base_model=settings.base_model,
-        data_fingerprint=data.fingerprint, metrics=metrics,
+        data_fingerprint=data.fingerprint, metrics=metrics, calibration=calibration,
     )  # fmt: skip
     save_bundle(trainer.model, tokenizer, out_dir, meta)
     texts = {name: frame["text"].tolist() for name, frame in splits.items()}
@@ -399,6 +401,30 @@ def run_phase(trainer: Any, resume: bool) -> None:
         raise KeyboardInterrupt
 
 
+def calibrate(trainer: Any, validation: EncodedTexts) -> Calibration:
+    """Temperature scaling fitted on the validation split's logits (see `model.calibration`)."""
+    trainer.args.group_by_length = False  # predictions in row order
+    logits = trainer.predict(validation).predictions
+    calibration = fit_calibration(logits, validation.label_ids, "validation")
+    log.info(
+        "calibration: T = %.3f on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
+        calibration.temperature, calibration.n, calibration.ece_before, calibration.ece_after,
+        calibration.nll_before, calibration.nll_after,
+    )  # fmt: skip
+    return calibration
+
+
+def fit_calibration(logits: Any, label_ids: Sequence[int], split: str) -> Calibration:
+    """The fitted temperature with the ECE and NLL it changed, as the bundle records them."""
+    temperature = fit_temperature(logits, label_ids)
+    return Calibration(
+        temperature=temperature, split=split, n=len(label_ids),
+        ece_before=expected_calibration_error(softmax(logits), label_ids),
+        ece_after=expected_calibration_error(softmax(logits, temperature), label_ids),
+        nll_before=nll(logits, label_ids), nll_after=nll(logits, label_ids, temperature),
+    )  # fmt: skip
+
+
 def write_test_report(
     trainer: Any,
     test: EncodedTexts,
@@ -409,17 +435,23 @@ def write_test_report(
     history: list[dict],
     out_dir: Path,
     resources: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
-    """Score the test split with the best model and write the report; returns the bundle's metrics."""
+    """Score the test split with the best model and write the report; returns the bundle's metrics.
+
+    The probabilities are calibrated with `calibration` as every engine will serve them.
+    """
     # Length grouping also reorders evaluation batches; the report needs predictions in row order.
     trainer.args.group_by_length = False
     logits = trainer.predict(test).predictions
-    probabilities = pd.DataFrame(softmax(logits), columns=labels)
+    temperature = calibration.temperature if calibration else None
+    probabilities = pd.DataFrame(softmax(logits, temperature or 1.0), columns=labels)
     scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)
     baseline = vader_baseline(scored.texts, scored.true, labels)
     context = ReportContext(
         title="Training report", model=settings.base_model, data=_data_names(settings), split="test",
-        baseline=baseline, history=history, best_metric=settings.best_metric,
+        baseline=baseline, history=history, best_metric=settings.best_metric, temperature=temperature,
+        calibration=calibration.model_dump() if calibration else None,
         extra={
             **_resource_lines(resources or {}), "data report": data.report.summary(),
             "leakage": data.report.leakage_summary(), "settings": settings.model_dump(mode="json"),
@@ -432,7 +464,7 @@ def write_test_report(
         default={},
     )
     return {
-        "test": _headline(test_metrics),
+        "test": _headline(test_metrics) | _calibration_headline(test_metrics),
         "validation": {k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
         "vader_test": _headline(baseline) if baseline else None,
         "data": data.report.as_dict(),
@@ -470,6 +502,11 @@ def _resource_lines(usage: dict) -> dict[str, str]:
     if "peak_gpu_mib" in usage:
         lines["peak GPU memory"] = f"{usage['peak_gpu_mib']:.0f} MiB"
     return lines
+
+
+def _calibration_headline(metrics: dict) -> dict:
+    keys = ("ece", "ece_uncalibrated", "estimated_accuracy", "estimated_macro_recall")
+    return {key: metrics[key] for key in keys if key in metrics}
 
 
 def _headline(metrics: dict) -> dict:
