@@ -32,20 +32,26 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class Calibration(BaseModel):
-    """How the engines turn logits into probabilities: softmax(logits / temperature).
+    """How the engines turn logits into probabilities: softmax(logits / T), T the temperature of the
+    row's predicted label (`temperatures`), `temperature` for a label without one.
 
-    Fitted by training on the validation split (`model.calibration.fit_temperature`); the ECE and NLL
-    before and after are what that split measured.
+    Fitted by training on the validation split (`model.calibration`); the ECE and NLL before and
+    after are what that split measured.
     """
 
-    method: Literal["temperature"] = "temperature"
+    method: Literal["temperature", "class_temperature"] = "temperature"
     temperature: float = Field(gt=0)
+    temperatures: dict[str, float] = Field(default_factory=dict, description="predicted label -> T")
     split: str = "validation"
     n: int = 0
     ece_before: float | None = None
     ece_after: float | None = None
     nll_before: float | None = None
     nll_after: float | None = None
+
+    def by_label(self, labels: list[str]) -> dict[str, float]:
+        """label -> the T its predictions are divided by."""
+        return {label: self.temperatures.get(label, self.temperature) for label in labels}
 
 
 class BundleMeta(BaseModel):
@@ -66,9 +72,13 @@ class BundleMeta(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
-    def temperature(self) -> float:
-        """The engines divide logits by this before the softmax (1.0 without a calibration)."""
-        return self.calibration.temperature if self.calibration else 1.0
+    def temperatures(self) -> list[float]:
+        """T per predicted label, in output order: the engines divide a row's logits by the T of its
+        arg-max before the softmax (all 1.0 without a calibration)."""
+        if self.calibration is None:
+            return [1.0] * len(self.labels)
+        c = self.calibration
+        return [c.temperatures.get(label, c.temperature) for label in self.labels]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, di
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
         data=str(settings.data), split=settings.split,
         baseline=vader_baseline(scored.texts, scored.true, labels),
-        temperature=calibration.temperature if calibration else None,
+        temperatures=calibration.by_label(engine.labels) if calibration else None,
         calibration=calibration.model_dump() if calibration else None,
     )  # fmt: skip
     metrics = write_report(out_dir, scored, context)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.calibration import estimate, reliability, softmax
+from model.calibration import estimate, reliability, uncalibrated
 from training.metrics import classification_metrics
 from training.plots import confusion_matrix_png, reliability_png, training_curves_png
 
@@ -48,9 +48,9 @@ class ReportContext:
     history: list[dict] = field(default_factory=list)
     best_metric: str = "macro_recall"
     extra: dict = field(default_factory=dict)
-    # The temperature the probabilities were calibrated with (None: none); the report then also
-    # shows them as they were before, softmax(T x log p), which undoes softmax(logits / T) exactly.
-    temperature: float | None = None
+    # label -> the temperature its predictions were calibrated with (None: no calibration); the
+    # report then also shows them as they were before (`model.calibration.uncalibrated`, exact).
+    temperatures: dict[str, float] | None = None
     calibration: dict | None = None  # the bundle's Calibration (the fit on the validation split)
 
 
@@ -59,7 +59,7 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = list(scored.probabilities.columns)
     metrics = classification_metrics(scored.true, scored.predicted, labels)
-    metrics.update(calibration_metrics(scored, context.temperature, out_dir / "reliability.png"))
+    metrics.update(calibration_metrics(scored, context.temperatures, out_dir / "reliability.png"))
     frame = _predictions_frame(scored)
     frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
     _misclassified(frame).to_csv(out_dir / MISCLASSIFIED_FILE, index=False)
@@ -80,8 +80,8 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     return metrics
 
 
-def calibration_metrics(scored: Scored, temperature: float | None, plot: Path) -> dict:
-    """ECE of the probabilities (and of the uncalibrated ones when a temperature was applied), the
+def calibration_metrics(scored: Scored, temperatures: dict[str, float] | None, plot: Path) -> dict:
+    """ECE of the probabilities (and of the uncalibrated ones when temperatures were applied), the
     reliability diagram, and accuracy and macro-recall estimated from the probabilities alone (CBPE)."""
     labels = list(scored.probabilities.columns)
     probs = scored.probabilities.to_numpy(dtype=np.float64)
@@ -97,11 +97,10 @@ def calibration_metrics(scored: Scored, temperature: float | None, plot: Path) -
         "ece": after.ece,
         "mean_confidence": float(probs.max(axis=1).mean()) if len(probs) else None,
     }
-    if temperature is not None and len(probs):
-        with np.errstate(divide="ignore"):
-            before = reliability(softmax(temperature * np.log(probs)), truth)
-        curves = {"before calibration": before, f"calibrated (T = {temperature:.3f})": after}
-        out.update({"temperature": temperature, "ece_uncalibrated": before.ece})
+    if temperatures is not None and len(probs):
+        before = reliability(uncalibrated(probs, [temperatures[label] for label in labels]), truth)
+        curves = {"before calibration": before, f"calibrated ({_temperatures(temperatures)})": after}
+        out.update({"temperatures": temperatures, "ece_uncalibrated": before.ece})
     reliability_png(curves, plot)
     return out
 
@@ -186,17 +185,22 @@ def _calibration_section(metrics: dict, context: ReportContext) -> list[str]:
     if fit and fit.get("ece_before") is not None:
         lines.append(
             f"- ECE on the {fit['split']} split the temperature was fitted on ({fit['n']} rows): "
-            f"{fit['ece_before']:.4f} before, {fit['ece_after']:.4f} after (T = {fit['temperature']:.3f}; "
+            f"{fit['ece_before']:.4f} before, {fit['ece_after']:.4f} after "
+            f"({_temperatures(fit['temperatures'] or {'all': fit['temperature']})}; "
             f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f})"
         )
     return [*lines, "", "![reliability diagram](reliability.png)", ""]
+
+
+def _temperatures(temperatures: dict[str, float]) -> str:
+    return "T " + ", ".join(f"{label} {t:.2f}" for label, t in temperatures.items())
 
 
 def _ece_line(metrics: dict) -> str:
     if "ece_uncalibrated" in metrics:
         return (
             f"{metrics['ece_uncalibrated']:.4f} before calibration, {metrics['ece']:.4f} after "
-            f"(T = {metrics['temperature']:.3f})"
+            f"({_temperatures(metrics['temperatures'])} by predicted label)"
         )
     return f"{metrics['ece']:.4f} (the bundle has no calibration)"
 

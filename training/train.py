@@ -21,7 +21,14 @@ from typing import Any
 import pandas as pd
 
 from model.bundle import BundleMeta, Calibration, save_bundle
-from model.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from model.calibration import (
+    calibrated,
+    expected_calibration_error,
+    fit_class_temperatures,
+    nll,
+    row_temperatures,
+    softmax,
+)
 from model.cleaning import CleaningOptions, clean_batch
 from model.engines.select import resolve_device
 from model.hub import hub_reachable
@@ -93,7 +100,7 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
     started = time.perf_counter()
     trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels, callbacks)
     resources = resource_usage(trainer.model, time.perf_counter() - started)
-    calibration = calibrate(trainer, encoded["validation"])
+    calibration = calibrate(trainer, encoded["validation"], labels)
     metrics = write_test_report(
         trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources,
         calibration,
@@ -401,27 +408,30 @@ def run_phase(trainer: Any, resume: bool) -> None:
         raise KeyboardInterrupt
 
 
-def calibrate(trainer: Any, validation: EncodedTexts) -> Calibration:
-    """Temperature scaling fitted on the validation split's logits (see `model.calibration`)."""
+def calibrate(trainer: Any, validation: EncodedTexts, labels: list[str]) -> Calibration:
+    """Temperature scaling by predicted label, fitted on the validation split's logits (see
+    `model.calibration`)."""
     trainer.args.group_by_length = False  # predictions in row order
     logits = trainer.predict(validation).predictions
-    calibration = fit_calibration(logits, validation.label_ids, "validation")
+    calibration = fit_calibration(logits, validation.label_ids, "validation", labels)
     log.info(
-        "calibration: T = %.3f on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
-        calibration.temperature, calibration.n, calibration.ece_before, calibration.ece_after,
-        calibration.nll_before, calibration.nll_after,
+        "calibration: T %s (all rows %.3f) on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
+        {k: round(v, 3) for k, v in calibration.temperatures.items()}, calibration.temperature, calibration.n,
+        calibration.ece_before, calibration.ece_after, calibration.nll_before, calibration.nll_after,
     )  # fmt: skip
     return calibration
 
 
-def fit_calibration(logits: Any, label_ids: Sequence[int], split: str) -> Calibration:
-    """The fitted temperature with the ECE and NLL it changed, as the bundle records them."""
-    temperature = fit_temperature(logits, label_ids)
+def fit_calibration(logits: Any, label_ids: Sequence[int], split: str, labels: Sequence[str]) -> Calibration:
+    """The fitted temperatures with the ECE and NLL they changed, as the bundle records them."""
+    overall, per_label = fit_class_temperatures(logits, label_ids)
     return Calibration(
-        temperature=temperature, split=split, n=len(label_ids),
+        method="class_temperature", temperature=overall, temperatures=dict(zip(labels, per_label, strict=True)),
+        split=split, n=len(label_ids),
         ece_before=expected_calibration_error(softmax(logits), label_ids),
-        ece_after=expected_calibration_error(softmax(logits, temperature), label_ids),
-        nll_before=nll(logits, label_ids), nll_after=nll(logits, label_ids, temperature),
+        ece_after=expected_calibration_error(calibrated(logits, per_label), label_ids),
+        nll_before=nll(logits, label_ids),
+        nll_after=nll(logits, label_ids, row_temperatures(logits, per_label)),
     )  # fmt: skip
 
 
@@ -444,13 +454,14 @@ def write_test_report(
     # Length grouping also reorders evaluation batches; the report needs predictions in row order.
     trainer.args.group_by_length = False
     logits = trainer.predict(test).predictions
-    temperature = calibration.temperature if calibration else None
-    probabilities = pd.DataFrame(softmax(logits, temperature or 1.0), columns=labels)
+    temperatures = calibration.by_label(labels) if calibration else None
+    served = calibrated(logits, list(temperatures.values())) if temperatures else softmax(logits)
+    probabilities = pd.DataFrame(served, columns=labels)
     scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)
     baseline = vader_baseline(scored.texts, scored.true, labels)
     context = ReportContext(
         title="Training report", model=settings.base_model, data=_data_names(settings), split="test",
-        baseline=baseline, history=history, best_metric=settings.best_metric, temperature=temperature,
+        baseline=baseline, history=history, best_metric=settings.best_metric, temperatures=temperatures,
         calibration=calibration.model_dump() if calibration else None,
         extra={
             **_resource_lines(resources or {}), "data report": data.report.summary(),

@@ -5,8 +5,8 @@ in chunks: tokenise without padding, sort by length, cut batches so that batch s
 stays within `max_batch_tokens`, pad each batch to its own longest text. The next chunk is prepared
 on a worker thread while the device runs the current one, and results are scattered back to input
 order. The engine's forward pass returns logits; the one softmax of every engine is here, after
-dividing by the bundle's calibrated temperature (`model.calibration`), so PyTorch and both ONNX
-graphs serve the same calibrated probabilities.
+dividing each row by the bundle's calibrated temperature of its predicted label
+(`model.calibration`), so PyTorch and both ONNX graphs serve the same calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model.calibration import softmax
+from model.calibration import calibrated
 from model.cleaning import CleaningOptions, clean_batch, validate_text
 from model.engines.base import Prediction, failed, from_probabilities
 
@@ -113,7 +113,7 @@ class TokenBatcher:
         max_batch_size: int = DEFAULT_BATCH_SIZE,
         chunk_texts: int = DEFAULT_CHUNK_TEXTS,
         collate: Callable[[np.ndarray, np.ndarray], Any] | None = None,
-        temperature: float = 1.0,
+        temperatures: float | Sequence[float] = 1.0,
     ) -> None:
         if max_batch_tokens < max_length:
             raise ValueError(
@@ -127,7 +127,7 @@ class TokenBatcher:
         self.max_batch_size = max_batch_size
         self.chunk_texts = chunk_texts
         self.collate = collate
-        self.temperature = temperature
+        self.temperatures = temperatures  # one T, or one per predicted label in `labels` order
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentistream-tokenize")
         # The Rust tokenizer is not re-entrant and forward passes share one model: one call at a time.
@@ -135,14 +135,14 @@ class TokenBatcher:
 
     def run(self, texts: Sequence[object], forward: Callable[[TokenBatch], np.ndarray]) -> list[Prediction]:
         """Predictions in input order; `forward` maps a batch to logits (rows x labels), which become
-        probabilities as softmax(logits / temperature)."""
+        probabilities as softmax(logits / T), T the temperature of each row's predicted label."""
         with self._lock:
             screened, errors = screen(texts, self.cleaning)
             results: list[Prediction | None] = [None] * len(texts)
             for i, error in errors.items():
                 results[i] = failed(error)
             for batch in self._prefetched_batches(screened):
-                probs = softmax(forward(batch), self.temperature)
+                probs = calibrated(forward(batch), self.temperatures)
                 for row, (i, truncated) in enumerate(zip(batch.indices, batch.truncated, strict=True)):
                     results[i] = from_probabilities(self.labels, probs[row].tolist(), truncated)
             return results  # type: ignore[return-value]  # every position was filled above

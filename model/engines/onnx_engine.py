@@ -48,7 +48,7 @@ class OnnxEngine:
             bundle.labels,
             bundle.meta.max_length,
             bundle.meta.cleaning,
-            temperature=bundle.meta.temperature,
+            temperatures=bundle.meta.temperatures,
             **batcher_options,
         )
 

@@ -46,7 +46,7 @@ class TorchEngine:
             bundle.meta.max_length,
             bundle.meta.cleaning,
             collate=collate,
-            temperature=bundle.meta.temperature,
+            temperatures=bundle.meta.temperatures,
             **batcher_options,
         )
 

@@ -10,11 +10,14 @@ import pytest
 
 from model.calibration import (
     ExpectedConfusion,
+    calibrated,
     estimate,
     expected_calibration_error,
+    fit_class_temperatures,
     fit_temperature,
     nll,
     softmax,
+    uncalibrated,
 )
 from tests.model.conftest import TEXTS
 
@@ -65,6 +68,24 @@ def test_the_estimate_is_wrong_on_a_miscalibrated_set_and_right_after_calibratio
     assert estimate(softmax(sharp, temperature), LABELS).accuracy == pytest.approx(measured, abs=0.015)
 
 
+def test_a_temperature_per_predicted_label_cools_only_the_overconfident_label() -> None:
+    # What class weights do: the rows predicted as one label are overconfident, the others are not.
+    logits, labels = calibrated_set(20000, seed=5)
+    sharp = logits.copy()
+    sharp[logits.argmax(axis=1) == 0] *= 3.0
+    overall, per_label = fit_class_temperatures(sharp[:5000], labels[:5000])
+    assert per_label[0] == pytest.approx(3.0, rel=0.15)
+    assert per_label[1] == pytest.approx(1.0, rel=0.15) and per_label[2] == pytest.approx(1.0, rel=0.15)
+    assert 1.1 < overall < per_label[0]  # one T is a compromise that fits no label
+    held_out, truth = sharp[5000:], labels[5000:]
+    measured = (held_out.argmax(axis=1) == truth).mean()
+    one_t = abs(estimate(softmax(held_out, overall), LABELS).accuracy - measured)
+    by_label = abs(estimate(calibrated(held_out, per_label), LABELS).accuracy - measured)
+    assert by_label < 0.015 < one_t
+    assert (calibrated(held_out, per_label).argmax(axis=1) == held_out.argmax(axis=1)).all()
+    np.testing.assert_allclose(uncalibrated(calibrated(held_out, per_label), per_label), softmax(held_out))
+
+
 def test_sums_merge_by_addition_like_one_pass() -> None:
     probs = softmax(calibrated_set(300, seed=4)[0])
     whole = estimate(probs, LABELS)
@@ -84,20 +105,29 @@ def test_an_empty_estimate_has_no_numbers() -> None:
     assert ExpectedConfusion().accuracy is None and ExpectedConfusion().macro_recall is None
 
 
-@pytest.fixture
-def calibrated_bundle(bundle_dir: Path, tmp_path: Path) -> Path:
-    """The tiny bundle with a stored temperature of 2.5."""
+# Stored: 2.5 for every label; or 1.5 for negative, 4.0 for positive and 2.5 (the default) for neutral.
+CALIBRATIONS = {
+    "one": ({}, [2.5, 2.5, 2.5]),
+    "by label": ({"negative": 1.5, "positive": 4.0}, [1.5, 2.5, 4.0]),
+}
+
+
+@pytest.fixture(params=list(CALIBRATIONS))
+def calibrated_bundle(request, bundle_dir: Path, tmp_path: Path) -> tuple[Path, list[float]]:
+    """The tiny bundle with stored temperatures, and the T per label they mean."""
     from model.bundle import Calibration, load_bundle, write_bundle_meta
 
+    by_label, expected = CALIBRATIONS[request.param]
     copy = Path(shutil.copytree(bundle_dir, tmp_path / "calibrated"))
     meta = load_bundle(copy).meta
-    write_bundle_meta(copy, meta.model_copy(update={"calibration": Calibration(temperature=2.5)}))
-    return copy
+    calibration = Calibration(temperature=2.5, temperatures=by_label)
+    write_bundle_meta(copy, meta.model_copy(update={"calibration": calibration}))
+    return copy, expected
 
 
 @pytest.mark.parametrize("backend,int8", [("torch", None), ("onnx", False), ("onnx", True)])
 def test_every_engine_applies_the_stored_temperature(
-    bundle_dir: Path, calibrated_bundle: Path, backend: str, int8: bool | None
+    bundle_dir: Path, calibrated_bundle: tuple[Path, list[float]], backend: str, int8: bool | None
 ) -> None:
     from model.engines import load_engine
 
@@ -108,19 +138,22 @@ def test_every_engine_applies_the_stored_temperature(
         finally:
             engine.close()
 
-    plain, calibrated = probabilities(bundle_dir), probabilities(calibrated_bundle)
+    bundle, temperatures = calibrated_bundle
+    plain, served = probabilities(bundle_dir), probabilities(bundle)
     # log p is the logits up to a constant per row, so softmax(log p / T) is softmax(logits / T).
-    np.testing.assert_allclose(calibrated, softmax(np.log(plain), 2.5), atol=1e-5)
-    assert (calibrated.argmax(axis=1) == plain.argmax(axis=1)).all()
-    assert calibrated.max(axis=1).mean() < plain.max(axis=1).mean() - 0.01  # softer, as T > 1 makes it
+    np.testing.assert_allclose(served, calibrated(np.log(plain), temperatures), atol=1e-5)
+    assert (served.argmax(axis=1) == plain.argmax(axis=1)).all()
+    assert served.max(axis=1).mean() < plain.max(axis=1).mean() - 0.01  # softer, as T > 1 makes it
 
 
-def test_torch_and_onnx_serve_the_same_calibrated_probabilities(calibrated_bundle: Path) -> None:
+def test_torch_and_onnx_serve_the_same_calibrated_probabilities(
+    calibrated_bundle: tuple[Path, list[float]],
+) -> None:
     from model.engines import load_engine
 
     out = {}
     for backend in ("torch", "onnx"):
-        engine = load_engine(calibrated_bundle, backend, "cpu", int8=False)
+        engine = load_engine(calibrated_bundle[0], backend, "cpu", int8=False)
         out[backend] = np.array([[p.scores[label] for label in LABELS] for p in engine.predict(TEXTS)])
         engine.close()
     np.testing.assert_allclose(out["onnx"], out["torch"], atol=1e-4)
@@ -130,4 +163,4 @@ def test_a_bundle_without_calibration_serves_plain_softmax(bundle_dir: Path) -> 
     from model.bundle import load_bundle
 
     assert load_bundle(bundle_dir).meta.calibration is None
-    assert load_bundle(bundle_dir).meta.temperature == 1.0
+    assert load_bundle(bundle_dir).meta.temperatures == [1.0, 1.0, 1.0]

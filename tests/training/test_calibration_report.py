@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.calibration import softmax
+from model.calibration import calibrated, softmax
 from training.report import ReportContext, Scored, write_report
 from training.train import fit_calibration
 
@@ -53,11 +53,12 @@ def test_overconfident_probabilities_overstate_and_the_report_says_so(tmp_path: 
 
 def test_the_report_shows_ece_before_and_after_and_a_reliability_diagram(tmp_path: Path) -> None:
     logits, true, ids = synthetic(3000, sharpen=3.0, seed=1)
-    fit = fit_calibration(logits[:1500], ids[:1500], "validation")
+    fit = fit_calibration(logits[:1500], ids[:1500], "validation", LABELS)
     assert fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before / 2
-    served = softmax(logits[1500:], fit.temperature)
+    temperatures = fit.by_label(LABELS)
+    served = calibrated(logits[1500:], list(temperatures.values()))
     metrics, markdown = report(
-        tmp_path, served, true[1500:], temperature=fit.temperature, calibration=fit.model_dump()
+        tmp_path, served, true[1500:], temperatures=temperatures, calibration=fit.model_dump()
     )
     model = metrics["model"]
     assert model["ece"] < 0.04 < 0.1 < model["ece_uncalibrated"]

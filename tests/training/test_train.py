@@ -130,7 +130,8 @@ def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
 def test_the_bundle_records_a_temperature_fitted_on_the_validation_split(bundle: Path) -> None:
     meta = json.loads((bundle / "sentistream.json").read_text())
     calibration = meta["calibration"]
-    assert calibration["method"] == "temperature" and calibration["split"] == "validation"
+    assert calibration["method"] == "class_temperature" and calibration["split"] == "validation"
+    assert set(calibration["temperatures"]) == set(LABELS)
     assert calibration["n"] >= 50 and calibration["temperature"] > 0
     assert calibration["nll_after"] <= calibration["nll_before"]  # the fit minimises it on this split
     test = meta["metrics"]["test"]
@@ -219,8 +220,8 @@ def test_evaluate_command_writes_a_report(bundle: Path, task, tmp_path: Path, ca
     assert 0 < model["estimated_macro_recall"] <= 1
     assert metrics["estimated_accuracy"] == model["estimated_accuracy"]
     assert metrics["estimated_macro_recall"] == model["estimated_macro_recall"]
-    temperature = json.loads((bundle / "sentistream.json").read_text())["calibration"]["temperature"]
-    assert model["temperature"] == pytest.approx(temperature) and "ece_uncalibrated" in model
+    temperatures = json.loads((bundle / "sentistream.json").read_text())["calibration"]["temperatures"]
+    assert model["temperatures"] == pytest.approx(temperatures) and "ece_uncalibrated" in model
     assert f"accuracy {metrics['model']['accuracy']:.4f}" in capsys.readouterr().out
 
 
