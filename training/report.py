@@ -49,7 +49,9 @@ class ReportContext:
     best_metric: str = "macro_recall"
     extra: dict = field(default_factory=dict)
     # label -> the temperature its predictions were calibrated with (None: no calibration); the
-    # report then also shows them as they were before (`model.calibration.uncalibrated`, exact).
+    # report then also shows them as they were before (`model.calibration.uncalibrated`): exact when
+    # the data has every label of the model; on a subset (a 3-class model on binary data) a row whose
+    # top label was left out is undone with the T of its top kept label, an approximation.
     temperatures: dict[str, float] | None = None
     calibration: dict | None = None  # the bundle's Calibration (the fit on the validation split)
 
