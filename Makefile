@@ -7,7 +7,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test lint fmt setup kafka-jars browser bench kafka-start kafka-stop check-gpu-pins clean
+FAST := not kafka and not fault and not browser and not slow
+
+.PHONY: help demo test test-fast lint fmt setup kafka-jars browser bench kafka-start kafka-stop check-gpu-pins clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,6 +19,10 @@ demo: setup kafka-jars ## set up, start broker + worker + replay + dashboard; Ct
 
 test: setup kafka-jars browser lint ## set up, lint, then run the whole test suite
 	$(BIN)/pytest
+
+# The inner loop: no broker, no kill/restart, no browser, nothing slow (markers from tests/conftest.py).
+test-fast: setup lint ## lint, then the tests that need no broker, browser or fault injection (~2 min)
+	$(BIN)/pytest -m "$(FAST)"
 
 lint: setup ## ruff (with the security rules) over the code
 	$(BIN)/ruff check .

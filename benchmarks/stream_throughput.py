@@ -10,6 +10,11 @@ with the CPU time each spends per event.
 
     .venv/bin/python benchmarks/stream_throughput.py [--texts CSV] [--model DIR] [--backend torch]
     .venv/bin/python benchmarks/stream_throughput.py --only-baseline   # (5) alone, ~1 minute
+    .venv/bin/python benchmarks/stream_throughput.py --only-guarantees # (6) alone, ~2 minutes
+
+(6) the cost of exactly-once: the constant null model draining the same backlog under
+at_least_once and exactly_once (a transaction per input partition and micro-batch), alternated
+`--repeat` times (results/stream_guarantees.{json,md}).
 
 Rates are taken from the broker timestamps of the first and last scored event, so worker start-up
 is not counted. Writes benchmarks/results/stream_throughput.json and stream_throughput.md.
@@ -267,6 +272,8 @@ def main() -> None:
     parser.add_argument("--baseline-n", type=int, default=30_000, help="events for (5)")
     parser.add_argument("--baseline-batch", type=int, default=64, help="micro-batch of both sides in (5)")
     parser.add_argument("--only-baseline", action="store_true", help="run (5) alone")
+    parser.add_argument("--only-guarantees", action="store_true", help="run (6) alone")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per guarantee in (6)")
     parser.add_argument(
         "--plain-loop", nargs=4, metavar=("BROKER", "PREFIX", "N", "BATCH"), help=argparse.SUPPRESS
     )
@@ -280,6 +287,9 @@ def main() -> None:
         broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=Path(tmp) / "kafka", heap="1g"))
         broker.start()
         try:
+            if args.only_guarantees:
+                write_guarantees(guarantees(broker.url, args, Path(tmp)))
+                return
             if args.only_baseline:
                 results = {"baseline": baseline(broker.url, args, Path(tmp))}
             else:
@@ -346,6 +356,49 @@ def write(results: dict) -> None:
     ]
     table = f"Machine: {results['machine']}; {results['measured_at']}\n\n" + "\n".join(rows) + "\n"
     (RESULTS / "stream_throughput.md").write_text(table)
+    print(table)
+
+
+def guarantees(url: str, args: argparse.Namespace, log_dir: Path) -> dict:
+    """(6): the null model's drain rate under each guarantee, alternated `args.repeat` times."""
+    texts = load_texts(args.texts, args.ceiling_n // 2)
+    runs: dict[str, list[float]] = {"at_least_once": [], "exactly_once": []}
+    for _ in range(args.repeat):
+        for guarantee, rates in runs.items():
+            flags = ["--backend", "constant", "--partitions", str(PARTITIONS), "--guarantee", guarantee]
+            rates.append(drain(url, texts, flags, 1, log_dir)["events_per_s"])
+            print("(6)", guarantee, rates[-1], flush=True)
+    return {
+        "events": len(texts),
+        "partitions": PARTITIONS,
+        "events_per_s": runs,
+        "machine": f"{os.cpu_count()}-core CPU, no GPU ({platform.machine()})",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_guarantees(result: dict) -> None:
+    """(6) to results/stream_guarantees.{json,md}."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "stream_guarantees.json").write_text(json.dumps(result, indent=2) + "\n")
+    best = {g: max(rates) for g, rates in result["events_per_s"].items()}
+    table = "\n".join(
+        [
+            f"Machine: {result['machine']}, load average {result['load_average'][0]} at the end; "
+            f"{result['measured_at']}; {result['events']:,} backlogged events, {result['partitions']} partitions, "
+            "constant null model, one worker, default micro-batch",
+            "",
+            "| guarantee | events/s (each run) | best |",
+            "| --- | --- | ---: |",
+            *(
+                f"| {g} | {', '.join(f'{r:,.0f}' for r in rates)} | {best[g]:,.0f} |"
+                for g, rates in result["events_per_s"].items()
+            ),
+            f"| exactly_once / at_least_once | | **{best['exactly_once'] / best['at_least_once']:.2f}x** |",
+        ]
+    )
+    (RESULTS / "stream_guarantees.md").write_text(table + "\n")
     print(table)
 
 

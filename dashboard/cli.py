@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
-from dashboard.settings import DashboardSettings
+from dashboard.settings import DashboardSettings, HistorySettings
 from sentistream.settings import add_settings_arguments, env_name, settings_from_args
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, ConsumerGroupSettings, KafkaSettings
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, DashboardSettings, DASHBOARD_FLAGS)
     add_settings_arguments(parser, KafkaSettings, KAFKA_FLAGS)
     add_settings_arguments(parser, ConsumerGroupSettings, ["group_id"])
+    add_settings_arguments(parser, HistorySettings, ["history_dir"])  # --history-dir: the History tab
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(DashboardSettings, args)
     kafka = settings_from_args(KafkaSettings, args)
     group = settings_from_args(ConsumerGroupSettings, args)
+    history = settings_from_args(HistorySettings, args)
     env = os.environ | settings_env(settings, DASHBOARD_FLAGS) | settings_env(kafka, KAFKA_FLAGS)
-    env |= settings_env(group, ["group_id"])
+    env |= settings_env(group, ["group_id"]) | settings_env(history, ["history_dir"])
     print(
         f"Sentistream dashboard: http://{settings.address}:{settings.port} (reading {kafka.broker})",
         flush=True,

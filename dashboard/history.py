@@ -15,26 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dashboard import charts
 from dashboard.alerts import shared_alert_feed, with_alert_markers
 from dashboard.names import plain_name
+from dashboard.settings import HistorySettings
 
 RANGES = {"last 24 hours": timedelta(hours=24), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30)}  # fmt: skip
 DEFAULT_RANGE = "last 24 hours"
 SEARCH_LIMIT = 200
-
-
-class HistorySettings(BaseSettings):
-    """Where the History tab finds the sink's files (env prefix SENTISTREAM_DASHBOARD_)."""
-
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DASHBOARD_", frozen=True, extra="ignore")
-
-    history_dir: Path | None = Field(
-        default=None, description="the folder `sentistream sink --output` writes"
-    )
 
 
 @dataclass(frozen=True)

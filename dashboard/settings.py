@@ -7,6 +7,8 @@ is `stream.settings.ConsumerGroupSettings` (`SENTISTREAM_GROUP_ID`), which the w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,3 +47,13 @@ class DashboardSettings(BaseSettings):
         default=10_000, ge=10, description="characters kept per cell of an uploaded CSV (longer is cut)"
     )
     max_text_chars: int = Field(default=1_000, ge=50, description="tweet text kept per event (longer is cut)")
+
+
+class HistorySettings(BaseSettings):
+    """Where the History tab finds the sink's files (env prefix SENTISTREAM_DASHBOARD_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DASHBOARD_", frozen=True, extra="ignore")
+
+    history_dir: Path | None = Field(
+        default=None, description="the folder `sentistream sink --output` writes"
+    )

@@ -33,9 +33,10 @@ from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.settings import WorkerSettings, port_open
 
 HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
+# No --output: only then does `train` link models/latest (the demo's model) to the new bundle.
 TRAIN_HINT = (
-    "Train a better one: sentistream train --data YOUR.csv --base-model distilbert-base-uncased "
-    "--output models/latest  (then run `make demo` again)"
+    "Train a better one: sentistream train --data YOUR.csv --base-model distilbert-base-uncased  "
+    "(it links models/latest to the new bundle; then run `make demo` again)"
 )
 # The demo takes settings that other components own, under names that say whose they are: one
 # field, one owner, one default and one environment variable (e.g. SENTISTREAM_KAFKA_PORT).

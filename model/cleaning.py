@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field
 
 # Tags start with a letter (or /letter), so "I <3 you > all" and "a < b" survive.
@@ -58,6 +59,30 @@ def validate_text(value: object) -> str | None:
     return None
 
 
+# Characters that draw nothing: controls, format characters (zero-width space/joiners, U+2060, the
+# BOM), every Unicode space, and the blank-looking letters spammers use to pass "non-empty" checks
+# (Hangul fillers U+115F/U+1160/U+3164/U+FFA0, braille blank U+2800, combining grapheme joiner,
+# Khmer inherent vowels, variation selectors).
+_INVISIBLE = regex.compile(
+    r"[\p{Cc}\p{Cf}\p{Z}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u2800\u3164"
+    r"\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]*+"
+)
+
+
+def nothing_visible(value: str) -> str | None:
+    """Why a non-blank `value` shows nothing a model could read (invisible characters only, or HTML
+    markup only), or None. The stream dead-letters such texts and `predict` refuses them: one rule."""
+    # Where the first visible character is (printable ASCII, most texts, skips the regex).
+    visible = 0 if "!" <= value[0] <= "~" else _INVISIBLE.match(value).end()
+    if visible == len(value):
+        return "text is only invisible characters (zero-width, format or blank-looking); send at least one visible character"
+    # Cleaning keeps every visible character outside tags and entities, so only a text whose first
+    # visible character opens one can be markup only (and pay for the cleaner).
+    if value[visible] in "<&" and _INVISIBLE.fullmatch(clean_text(value, _MARKUP_CHECK)):
+        return "text is only HTML markup, nothing is left once tags are removed; send words"
+    return None
+
+
 def clean_text(text: str, options: CleaningOptions = DEFAULT_OPTIONS) -> str:
     """The cleaned form of one text (see `clean_batch` for the truncation flag)."""
     return _clean(text, options).text
@@ -93,3 +118,7 @@ def _emoji_to_words(text: str) -> str:
 def _emoji_name(chars: str, data: dict) -> str:
     # ":face_with_tears_of_joy:" -> " face with tears of joy ": words a tokenizer already knows.
     return " " + data["en"].strip(":").replace("_", " ") + " "
+
+
+# What the model would read, with the project's one cleaner (tags and entities removed).
+_MARKUP_CHECK = CleaningOptions(strip_html=True, emoji="keep")

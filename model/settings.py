@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +20,11 @@ MODEL_FLAGS = ["model", "backend", "device", "int8", "batch_tokens", "texts_per_
 # can only be a local directory.
 HUB_RESERVED = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "new", "collections"})
 
+# What `sentistream train` links to its newest bundle when --output is unset (training/train.py).
+LATEST_LINK = "models/latest"
+# Backends that score without any model files, whatever --model says.
+LEXICON_BACKENDS = frozenset({"vader", "constant"})
+
 
 class ModelSettings(BaseSettings):
     """How to load the scoring engine (env: SENTISTREAM_MODEL, _BACKEND, _DEVICE, _BATCH_TOKENS, ...)."""
@@ -28,12 +33,13 @@ class ModelSettings(BaseSettings):
         env_prefix="SENTISTREAM_", frozen=True, protected_namespaces=(), extra="ignore"
     )
 
+    # Before `model`: the path check below reads it (pydantic validates fields in this order).
+    backend: Literal["auto", "onnx", "torch", "vader", "constant"] = Field(
+        "auto", description="inference backend: auto, onnx, torch or vader"
+    )
     model: str | None = Field(
         None,
         description="model bundle, Hugging Face model directory or Hub id; unset = VADER lexicon baseline",
-    )
-    backend: Literal["auto", "onnx", "torch", "vader", "constant"] = Field(
-        "auto", description="inference backend: auto, onnx, torch or vader"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where the model runs: auto, cpu or cuda"
@@ -53,20 +59,25 @@ class ModelSettings(BaseSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads of one forward pass; unset: the machine's physical cores "
+        description="CPU threads of one forward pass; unset: the machine's physical cores, capped by the "
+        "container's CPU quota (cgroup) "
         "(worker --processes N: shared among the N)",
     )
 
     @field_validator("model")
     @classmethod
-    def _local_path_exists(cls, value: str | None) -> str | None:
+    def _local_path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Checked here, not at load time, so a typo fails in a second instead of asking the Hub.
+        # VADER (and the null model) never read --model: a path left in the environment (compose's
+        # /models/bundle with no bundle mounted) must not stop them.
+        if info.data.get("backend") in LEXICON_BACKENDS:
+            return value
         if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
             raise PydanticCustomError(
                 "model_not_found",
-                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); train "
-                "one there with `sentistream train --output {path}`, or pass an existing model directory",
-                {"path": value},
+                "{path}: no such directory (a local path, so the Hugging Face Hub is not asked); {advice}, "
+                "or pass an existing model directory",
+                {"path": value, "advice": _train_advice(value)},
             )
         return value
 
@@ -82,6 +93,13 @@ class ModelSettings(BaseSettings):
             threads=self.threads,
             **{"int8": self.int8, **kwargs},
         )
+
+
+def _train_advice(path: str) -> str:
+    """How to get a model at `path`: `models/latest` is the link `train` makes only without --output."""
+    if path.rstrip("/") in (LATEST_LINK, f"./{LATEST_LINK}"):
+        return f"run `sentistream train --data DATA` without --output (it writes models/NAME-TIME and links {path} to it)"
+    return f"train one there with `sentistream train --output {path}`"
 
 
 def looks_like_local_path(ref: str) -> bool:

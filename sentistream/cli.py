@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sentistream import __version__
 from sentistream.errors import SentistreamError
+from sentistream.settings import LogSettings, env_name, settings_from_args
 
 # subcommand -> (module that implements it, one-line help shown by `sentistream --help`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -35,8 +36,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sink": ("stream.sink_cli", "write the scored topic to hourly Parquet files (exactly once)"),
     "monitor": ("stream.monitor_cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
+    "dlq": ("stream.dlq_cli", "replay chosen dead letters into the input topic, each at most once"),
     "tail": ("stream.tail_cli", "print a topic's records as they arrive (scored, dlq, alerts or any topic)"),
-    "demo": ("infra.demo", "start broker, worker, replay and dashboard together"),
+    "demo": ("infra.demo", "start broker, worker, replay, sink, monitor and dashboard together"),
 }
 
 
@@ -53,11 +55,29 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        # Also after the subcommand (`sentistream worker -v`); SUPPRESS keeps a `-v` given before it.
+        sp.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG level"
+        )
         if name == command:
             add_arguments, run = _load(module_name)[name]
             add_arguments(sp)
+            _note_json_logs_variable(sp)
             sp.set_defaults(run=run)
     return parser
+
+
+def _note_json_logs_variable(parser: argparse.ArgumentParser) -> None:
+    """A command's `--json-logs` flag also reads SENTISTREAM_JSON_LOGS; its help says so."""
+    for action in parser._actions:
+        if action.dest == "json_logs":
+            action.help = f"{action.help} [env: {env_name(LogSettings, 'json_logs')}]"
+
+
+def _json_logs_from_environment(args: argparse.Namespace) -> None:
+    """`--json-logs` unset on the command line: SENTISTREAM_JSON_LOGS decides (a bad value is exit 2)."""
+    if getattr(args, "json_logs", None) is False:
+        args.json_logs = settings_from_args(LogSettings, argparse.Namespace()).json_logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        _json_logs_from_environment(args)
         return int(args.run(args) or 0)
     except SentistreamError as exc:
         print(f"sentistream {args.command}: error: {exc}", file=sys.stderr)

@@ -12,13 +12,21 @@ import argparse
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import UsageError
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+class LogSettings(BaseSettings):
+    """How a long-running command logs (env: SENTISTREAM_JSON_LOGS); its flag is the command's `--json-logs`."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, extra="ignore")
+
+    json_logs: bool = Field(False, description="log one JSON object per line")
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

@@ -10,21 +10,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import regex
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
-from model.cleaning import CleaningOptions, clean_text
+from model.cleaning import nothing_visible
 
-# Characters that draw nothing: controls, format characters (zero-width space/joiners, U+2060, the
-# BOM), every Unicode space, and the blank-looking letters spammers use to pass "non-empty" checks
-# (Hangul fillers U+115F/U+1160/U+3164/U+FFA0, braille blank U+2800, combining grapheme joiner,
-# Khmer inherent vowels, variation selectors).
-_INVISIBLE = regex.compile(
-    r"[\p{Cc}\p{Cf}\p{Z}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u2800\u3164"
-    r"\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]*+"
-)
-# What the model would read, with the project's one cleaner (tags and entities removed).
-_MARKUP_CHECK = CleaningOptions(strip_html=True, emoji="keep")
 _TWITTER_KEYS = frozenset({"data", "full_text", "extended_tweet", "id_str", "user", "author_id"})
 # v1.1 (and Sentiment140) times: "Wed Oct 10 20:19:24 +0000 2018".
 TWITTER_TIME = "%a %b %d %H:%M:%S %z %Y"
@@ -63,17 +52,8 @@ class Tweet(BaseModel):
     def _usable_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is empty or whitespace only; send at least one visible character")
-        # Where the first visible character is (printable ASCII, most texts, skips the regex).
-        visible = 0 if "!" <= value[0] <= "~" else _INVISIBLE.match(value).end()
-        if visible == len(value):
-            raise ValueError(
-                "text is only invisible characters (zero-width, format or blank-looking); "
-                "send at least one visible character"
-            )
-        # Cleaning keeps every visible character outside tags and entities, so only a text whose
-        # first visible character opens one can be markup only (and pay for the cleaner).
-        if value[visible] in "<&" and _INVISIBLE.fullmatch(clean_text(value, _MARKUP_CHECK)):
-            raise ValueError("text is only HTML markup, nothing is left once tags are removed; send words")
+        if reason := nothing_visible(value):
+            raise ValueError(reason)
         return value
 
     @field_validator("id", mode="before")

@@ -86,6 +86,12 @@ class MonitorSettings(BaseSettings):
         default="sentistream-monitor", description="Faust app id (consumer group, table topics)"
     )
     alerts_topic: str = Field(default="sentiment-alerts", description="topic the alerts go to")
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="replication factor of the topics the monitor creates (stats and alerts when "
+        "missing, its table's changelog and leader topics)",
+    )
     window_s: float = Field(
         default=10.0, gt=0, description="window size; must equal the workers' stats window"
     )
@@ -732,6 +738,7 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     app = faust.App(
         settings.app_id, broker=kafka.broker, broker_credentials=faust_credentials(kafka), datadir=str(datadir),
         store="memory://", autodiscover=False, topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
         web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
     )  # fmt: skip

@@ -51,7 +51,9 @@ async def prepare_topics(kafka, settings, timeout_s: float = 10.0) -> int:
         existing = set(await admin.list_topics())
         missing = [t for t in (kafka.stats_topic, settings.alerts_topic) if t not in existing]
         if missing:
-            await admin.create_topics([NewTopic(t, DEFAULT_PARTITIONS, 1) for t in missing])
+            await admin.create_topics(
+                [NewTopic(t, DEFAULT_PARTITIONS, settings.replication_factor) for t in missing]
+            )
             log.info("created topics %s", missing)
         (described,) = await admin.describe_topics([kafka.stats_topic])
         return len(described["partitions"]) or DEFAULT_PARTITIONS

@@ -82,15 +82,22 @@ class ExactlyOnce(AtLeastOnce):
         self.assigned: set[int] | None = None  # None until the first assignment: all are owned
         self.read_committed = committed or self._committed_from_broker
         self._admin = None
+        self._closing: set[asyncio.Task] = set()  # producers of lost partitions being closed
 
     def transactional_id(self, partition: int) -> str:
         """The one transactional id of input partition `partition`, whichever worker owns it."""
         return f"{self.group_id}-{self.kafka.topic}-{partition}"
 
     def on_assigned(self, partitions: set[int]) -> None:
-        """A rebalance completed: every producer is started afresh (fencing) before its next use."""
+        """A rebalance completed: every producer is started afresh (fencing) before its next use,
+        and those of partitions this worker lost are closed (their new owner has fenced them)."""
         self.generation += 1
         self.assigned = set(partitions)
+        lost = [self.partitions.pop(p) for p in list(self.partitions) if p not in self.assigned]
+        for state in lost:
+            task = asyncio.get_running_loop().create_task(stop_quietly(state.producer))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def publish(self, records: Sequence[Record], ends: dict[int, int]) -> list[Record]:
         """Commit each input partition's outputs with its next offset `ends[p]`; the records the
@@ -222,6 +229,8 @@ class ExactlyOnce(AtLeastOnce):
         """Close every producer and the admin client."""
         for partition in list(self.partitions):
             await self._drop(partition)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._admin is not None:
             await asyncio.wait_for(self._admin.close(), 5.0)
             self._admin = None

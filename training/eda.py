@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from model.cleaning import clean_batch, clean_text
+from model.progress import steps
 from training.datasets import LoadedDataset, load_dataset, parse_label_map
 from training.plots import class_balance_png, text_length_png, word_cloud_png
 from training.settings import EdaSettings
@@ -28,18 +29,26 @@ def explore(settings: EdaSettings) -> Path:
     frame = data.frame.assign(label=_labels(data.frame))
     out_dir = settings.output or Path(f"eda-{settings.data.stem or 'data'}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "rows": data.report.as_dict(),
-        "class_balance": frame["label"].value_counts().sort_index().to_dict(),
-        "words_per_text": length_stats(frame),
-        "top_tokens": top_tokens(frame, settings.top_tokens),
-        "tokens_per_text": token_lengths(frame["text"], settings.base_model) if settings.base_model else None,
-    }
-    class_balance_png(frame["label"].value_counts().sort_index(), out_dir / "class_balance.png")
-    text_length_png(frame, out_dir / "text_length.png")
-    clouds = _clouds(frame, out_dir)
-    (out_dir / "eda.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out_dir / "report.md").write_text(eda_markdown(summary, data, clouds))
+    with steps("eda", 5 if settings.base_model else 4) as step:
+        step("words and top tokens")
+        summary = {
+            "rows": data.report.as_dict(),
+            "class_balance": frame["label"].value_counts().sort_index().to_dict(),
+            "words_per_text": length_stats(frame),
+            "top_tokens": top_tokens(frame, settings.top_tokens),
+            "tokens_per_text": None,
+        }
+        if settings.base_model:
+            step(f"token lengths ({settings.base_model})")
+            summary["tokens_per_text"] = token_lengths(frame["text"], settings.base_model)
+        step("plots")
+        class_balance_png(frame["label"].value_counts().sort_index(), out_dir / "class_balance.png")
+        text_length_png(frame, out_dir / "text_length.png")
+        step("word clouds")
+        clouds = _clouds(frame, out_dir)
+        step("report")
+        (out_dir / "eda.json").write_text(json.dumps(summary, indent=2, default=str))
+        (out_dir / "report.md").write_text(eda_markdown(summary, data, clouds))
     log.info("EDA report: %s", out_dir / "report.md")
     return out_dir
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from model.bundle import Calibration, load_bundle
 from model.engines import load_engine
+from model.progress import predict_in_chunks
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset, parse_label_map
@@ -21,17 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, dict]:
-    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics)."""
-    if model.model is None:
-        raise UsageError("evaluate needs a model: pass --model BUNDLE (or set SENTISTREAM_MODEL)")
-    frame = evaluation_rows(settings)
+    """Write the evaluation report for `model` on `settings.data`; returns (dir, metrics).
+
+    No --model scores with the VADER lexicon, as everywhere else (`predict`, the worker): a baseline
+    report for the data, written to ./eval-vader-<data name> unless --output says where.
+    """
+    frame = evaluation_rows(settings)  # a missing or unreadable --data fails here, before the model
     engine = model.load_engine()
     try:
         labels = shared_labels(frame["label"], engine.labels)
         scored = score(engine, frame["text"].tolist(), frame["label"].tolist(), labels)
     finally:
         engine.close()
-    out_dir = settings.output or Path(model.model) / f"eval-{_data_name(settings.data)}"
+    data_name = _data_name(settings.data)
+    out_dir = settings.output or (
+        Path(model.model) / f"eval-{data_name}" if model.model else Path(f"eval-vader-{data_name}")
+    )
     calibration = served_calibration(model.model, engine.backend)
     context = ReportContext(
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
@@ -50,9 +56,9 @@ def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, di
     return out_dir, metrics
 
 
-def served_calibration(model: str | Path, backend: str) -> Calibration | None:
+def served_calibration(model: str | Path | None, backend: str) -> Calibration | None:
     """The calibration the engine applied: the bundle's, none for the lexicon or a plain HF model."""
-    if backend in ("vader", "constant"):
+    if model is None or backend in ("vader", "constant"):
         return None
     return load_bundle(model).meta.calibration
 
@@ -92,7 +98,7 @@ def shared_labels(true: pd.Series, model_labels: Sequence[str]) -> list[str]:
 def score(engine, texts: Sequence[str], true: Sequence[str], labels: Sequence[str] | None = None) -> Scored:
     """Run `engine` over `texts`; probabilities restricted to `labels` (default: the engine's)."""
     labels = list(labels or engine.labels)
-    predictions = engine.predict(list(texts))
+    predictions = predict_in_chunks(engine, list(texts), f"scoring ({engine.backend})")
     failed = [p.error for p in predictions if p.error]
     if failed:
         raise SentistreamError(f"{len(failed)} of {len(texts)} texts could not be scored, e.g.: {failed[0]}")

@@ -22,6 +22,7 @@ from model.bundle import ONNX_FILE, ONNX_INT8_FILE, load_bundle, write_bundle_me
 from model.engines import load_engine
 from model.engines.select import keeps_labels
 from model.onnx_export import calibration_feeds, export_onnx, optimize_graph, quantize_int8
+from model.progress import predict_in_chunks, steps
 from sentistream.errors import SentistreamError, UsageError
 from training.datasets import load_dataset
 from training.metrics import classification_metrics
@@ -76,9 +77,12 @@ def export_bundle(
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     sample = calibration_sample(bundle_dir, calibration, calibration_source)
-    with tempfile.TemporaryDirectory(prefix="sentistream-export-") as tmp:
+    with steps("export", 3) as step, tempfile.TemporaryDirectory(prefix="sentistream-export-") as tmp:
+        step("fp32 ONNX graph")
         plain = export_onnx(bundle.load_torch_model(), bundle.load_tokenizer(), Path(tmp) / ONNX_FILE)
+        step(f"{len(INT8_RECIPES)} int8 candidates")
         candidates = write_graphs(bundle, plain, sample["texts"], bundle_dir, Path(tmp))
+        step("parity with PyTorch")
         parity = check_parity(bundle_dir, list(texts) or SAMPLE_TEXTS, candidates, gold if texts else None)
     parity["split"] = split if texts else "built-in sample"
     parity["int8_recipe"]["calibration"] = {k: v for k, v in sample.items() if k != "texts"}
@@ -227,7 +231,7 @@ class _RecallScorer:
 def _probabilities(bundle_dir: Path, backend: str, int8: bool | None, texts: Sequence[str]) -> np.ndarray:
     engine = load_engine(bundle_dir, backend=backend, device="cpu", int8=int8)
     try:
-        predictions = engine.predict(list(texts))
+        predictions = predict_in_chunks(engine, list(texts), f"parity: {engine.backend}")
     finally:
         engine.close()
     failed = [p.error for p in predictions if p.error]

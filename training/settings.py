@@ -143,7 +143,10 @@ class EvaluateSettings(DataSettings):
     `--backend`, `--int8`, ..., `SENTISTREAM_MODEL`), as for `predict` and the worker.
     """
 
-    output: Path | None = Field(None, description="report directory (default <model>/eval-<data name>)")
+    output: Path | None = Field(
+        None,
+        description="report directory (default <model>/eval-<data name>; no model: ./eval-vader-<data name>)",
+    )
     split: Literal["all", "train", "validation", "test"] = Field(
         "all", description="evaluate only this split when the data ships splits"
     )

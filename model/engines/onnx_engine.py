@@ -11,6 +11,7 @@ import numpy as np
 from model.bundle import Bundle
 from model.engines.base import Prediction
 from model.engines.batching import RustTokenizer, TokenBatch, TokenBatcher
+from model.engines.cpu_quota import physical_cores
 from sentistream.errors import UsageError
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -21,13 +22,6 @@ def cuda_provider_available() -> bool:
     import onnxruntime as ort
 
     return CUDA_PROVIDER in ort.get_available_providers()
-
-
-def physical_cores() -> int:
-    """Cores to give ONNX Runtime's intra-op pool (hyper-threads only contend for the same units)."""
-    import psutil
-
-    return psutil.cpu_count(logical=False) or 1
 
 
 class OnnxEngine:

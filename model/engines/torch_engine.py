@@ -11,6 +11,7 @@ import numpy as np
 from model.bundle import Bundle
 from model.engines.base import Prediction
 from model.engines.batching import TokenBatch, TokenBatcher
+from model.engines.cpu_quota import quota_threads
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,10 @@ class TorchEngine:
     ) -> None:
         import torch
 
-        if threads:  # process-wide in PyTorch: one engine per worker process, so this is its budget
+        # Process-wide in PyTorch: one engine per worker process, so this is its budget. Unset, PyTorch
+        # takes every core of the node, so a CPU quota (a pod's limits.cpu) caps it.
+        threads = threads or quota_threads()
+        if threads:
             torch.set_num_threads(threads)
         self.name = bundle.ref
         self.model_version = bundle.model_version

@@ -131,3 +131,22 @@ def test_settings_come_from_their_owners_environment_variables(monkeypatch):
     plan, model = settings_of(parser.parse_args(["--dashboard-port", "18600"]))
     assert (plan.broker.port, plan.worker_port, plan.dashboard_port) == (19092, 16066, 18600)
     assert model == "some/model"
+
+
+def test_the_train_hint_trains_what_the_demo_serves_next_time(tmp_path, monkeypatch):
+    """The hint's command, parsed by the real CLI, leaves --output unset: only then does `train`
+    link models/latest, the bundle the next `make demo` picks up (--output models/latest would not)."""
+    import shlex
+
+    from infra.demo import TRAIN_HINT
+    from sentistream.cli import build_parser
+    from sentistream.settings import settings_from_args
+    from training.settings import TrainSettings
+    from training.train import MODELS_DIR
+
+    command = shlex.split(TRAIN_HINT.split(": ", 1)[1].split("  (")[0])
+    assert command[0] == "sentistream"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "YOUR.csv").write_text("text,label\nok,neutral\n")
+    settings = settings_from_args(TrainSettings, build_parser("train").parse_args(command[1:]))
+    assert settings.output is None and "models/latest" in TRAIN_HINT and MODELS_DIR.name == "models"

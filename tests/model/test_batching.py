@@ -11,6 +11,7 @@ import pytest
 from model.bundle import load_bundle
 from model.cleaning import CleaningOptions
 from model.engines.batching import TokenBatch, TokenBatcher, pad_rows, plan_batches, screen
+from tests.model.conftest import HAS_GPU
 
 
 def test_plan_respects_the_token_budget_and_covers_every_text() -> None:
@@ -109,21 +110,44 @@ def test_the_rust_tokenizer_gives_the_transformers_ids_and_cuts(bundle_dir: Path
     assert any(rust.encode_rows(texts)[1]), "the long text should be cut"
 
 
-def test_an_onnx_engine_starts_without_importing_torch_or_transformers(bundle_dir: Path) -> None:
+def onnx_cold_start_imports(bundle_dir: Path, device: str) -> list[str]:
+    """Which of torch, transformers a fresh interpreter imports to load and run the ONNX engine."""
     import subprocess
     import sys
 
-    from model.engines.select import gpu_device_files
-
-    if gpu_device_files():
-        pytest.skip("this machine shows a GPU device, so auto rightly asks PyTorch")
-    # Cold start of an ONNX worker: torch and transformers take seconds to import and are not needed.
     code = (
         "import sys; from model.engines import load_engine; "
-        f"e = load_engine({str(bundle_dir)!r}, 'onnx', 'auto'); e.predict(['good day']); e.close(); "
+        f"e = load_engine({str(bundle_dir)!r}, 'onnx', {device!r}); e.predict(['good day']); e.close(); "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_an_onnx_engine_on_the_cpu_starts_without_importing_torch_or_transformers(bundle_dir: Path) -> None:
+    # Cold start of an ONNX worker: torch and transformers take seconds to import and are not needed.
+    # `--device cpu` never asks PyTorch, GPU or not, so this runs on every machine.
+    assert onnx_cold_start_imports(bundle_dir, "cpu") == "[]"
+
+
+def test_auto_on_a_machine_without_a_gpu_device_does_not_import_torch(bundle_dir: Path) -> None:
+    from model.engines.select import gpu_device_files
+
+    if gpu_device_files():
+        pytest.skip("a CPU-only machine's check: this one shows a GPU device, so auto rightly asks PyTorch")
+    assert onnx_cold_start_imports(bundle_dir, "auto") == "[]"
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_auto_on_a_gpu_machine_serves_with_pytorch_on_cuda(bundle_dir: Path) -> None:
+    """The GPU side of `auto` (model/engines/select.py): a GPU means PyTorch in half precision."""
+    from model.engines import load_engine
+
+    engine = load_engine(bundle_dir)
+    try:
+        assert (engine.device, engine.backend) == ("cuda", "torch")
+        assert all(p.ok for p in engine.predict(["good day", "awful"]))
+    finally:
+        engine.close()

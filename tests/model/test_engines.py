@@ -12,7 +12,7 @@ import pytest
 from model.engines import Engine, Prediction, load_engine
 from model.engines.vader_engine import compound_to_probabilities
 from sentistream.errors import UsageError
-from tests.model.conftest import TEXTS
+from tests.model.conftest import HAS_GPU, TEXTS
 
 BAD = [None, 7, "", "   ", "<br /><br />"]
 
@@ -176,13 +176,20 @@ def test_bad_choices_are_usage_errors(tiny_model_dir: Path, model, backend, devi
         load_engine(tiny_model_dir if model else None, backend, device)
 
 
+@pytest.mark.skipif(HAS_GPU, reason="a CPU-only machine's check: this one has a GPU (see the test below)")
 def test_cuda_request_without_a_gpu_is_a_usage_error(tiny_model_dir: Path) -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
     with pytest.raises(UsageError, match="no CUDA GPU"):
         load_engine(tiny_model_dir, "torch", "cuda")
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_cuda_request_with_a_gpu_scores_on_it(tiny_model_dir: Path) -> None:
+    engine = load_engine(tiny_model_dir, "torch", "cuda")
+    try:
+        assert engine.device == "cuda" and next(engine.model.parameters()).is_cuda
+        assert all(p.ok for p in engine.predict(["good day", "awful"]))
+    finally:
+        engine.close()
 
 
 def test_engine_reads_the_cleaning_options_from_the_bundle(bundle_copy: Path, tmp_path: Path) -> None:
@@ -204,3 +211,16 @@ def test_engine_reads_the_cleaning_options_from_the_bundle(bundle_copy: Path, tm
 
 def _probs(predictions: list[Prediction]) -> np.ndarray:
     return np.array([list(p.scores.values()) for p in predictions])
+
+
+def test_the_gpu_gate_follows_pytorch_and_the_device_files(monkeypatch) -> None:
+    """HAS_GPU (which the GPU tests skip on) is PyTorch's answer, and False without a GPU device file."""
+    import torch
+
+    from model.engines import select
+    from tests.model.conftest import _has_cuda_gpu
+
+    monkeypatch.setattr(select, "gpu_device_files", lambda: False)
+    assert _has_cuda_gpu() is False
+    monkeypatch.setattr(select, "gpu_device_files", lambda: True)
+    assert _has_cuda_gpu() == torch.cuda.is_available()

@@ -134,6 +134,8 @@ def test_export_command_takes_calibration_data_and_says_when_there_is_none(
     assert main(["export", "--model", str(bundle_copy), "--calibration-data", str(data)]) == 0
     recorded = json.loads((bundle_copy / "sentistream.json").read_text())["onnx_parity"]
     assert recorded["int8_recipe"]["calibration"] == {"source": "train.csv", "n": len(set(CALIBRATION))}
+    err = capsys.readouterr().err  # progress on stderr: the three steps, and each parity pass
+    assert "export: 100%" in err and "3/3" in err and "parity: torch" in err and "parity: onnx-int8" in err
 
 
 @pytest.mark.parametrize(

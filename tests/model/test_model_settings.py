@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from model import bundle
-from model.settings import ModelSettings, looks_like_local_path
+from model.settings import LATEST_LINK, ModelSettings, looks_like_local_path
 from sentistream.cli import main
 
 LOCAL_LOOKING = [
@@ -56,3 +58,29 @@ def test_plausible_hub_ids_and_existing_directories_are_left_to_the_loader(tmp_p
     # A first part that is a local directory makes `org/name` a path: `runs/best` is under ./runs.
     (tmp_path / "runs").mkdir()
     assert looks_like_local_path("runs/best") and not looks_like_local_path("runz/best")
+
+
+@pytest.mark.parametrize("backend", ["vader", "constant"])
+def test_a_missing_model_path_is_ignored_by_backends_that_read_no_model(backend, hub_calls):
+    """compose's worker: SENTISTREAM_MODEL=/models/bundle with nothing mounted, SENTISTREAM_BACKEND=vader."""
+    assert ModelSettings(model="/models/sentistream-no-such", backend=backend).backend == backend
+    with pytest.raises(ValueError, match="no such directory"):
+        ModelSettings(model="/models/sentistream-no-such", backend="onnx")
+
+
+def test_predict_with_vader_and_a_stale_model_path_scores(hub_calls, capsys):
+    assert main(["predict", "--backend", "vader", "--model", "/models/sentistream-no-such", "great"]) == 0
+    assert "great" in capsys.readouterr().out
+
+
+def test_a_missing_models_latest_points_at_train_without_output(hub_calls):
+    """`models/latest` is the link `train` makes only when --output is unset: advising
+    `--output models/latest` would leave the next `train` unable to relink it."""
+    from training.train import MODELS_DIR
+
+    assert Path(LATEST_LINK) == MODELS_DIR / "latest"  # the link train makes (training/train.py)
+    with pytest.raises(ValueError, match="without --output") as caught:
+        ModelSettings(model=LATEST_LINK)
+    assert "--output models/latest" not in str(caught.value)
+    with pytest.raises(ValueError, match="sentistream train --output models/other"):
+        ModelSettings(model="models/other")

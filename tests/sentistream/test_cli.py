@@ -141,3 +141,75 @@ def test_a_connection_or_output_that_cannot_work_is_one_line_and_exit_2_before_a
     err = done.stderr.strip()
     assert done.returncode == 2, err
     assert "\n" not in err and "Traceback" not in err and says in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["predict", "-v", "--backend", "vader", "hi"], True),
+        (["predict", "--backend", "vader", "hi", "--verbose"], True),
+        (["-v", "predict", "--backend", "vader", "hi"], True),
+        (["predict", "--backend", "vader", "hi"], False),
+    ],
+)
+def test_verbose_works_before_and_after_the_subcommand(argv, verbose, monkeypatch, capsys) -> None:
+    import logging
+
+    import sentistream.cli
+
+    levels: list[int] = []
+    monkeypatch.setattr(sentistream.cli.logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
+    assert main(argv) == 0
+    assert levels == [logging.DEBUG if verbose else logging.INFO]
+
+
+@pytest.fixture
+def worker_args(monkeypatch) -> list[argparse.Namespace]:
+    """What `sentistream worker` would run with (the worker itself replaced by a recorder)."""
+    import stream.cli
+
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setitem(
+        stream.cli.COMMANDS, "worker", (stream.cli.add_arguments, lambda args: seen.append(args))
+    )
+    monkeypatch.delenv("SENTISTREAM_JSON_LOGS", raising=False)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "json_logs"),
+    [(None, [], False), ("1", [], True), ("true", [], True), ("0", [], False), ("0", ["--json-logs"], True)],
+)
+def test_json_logs_come_from_the_flag_or_the_environment(
+    env, argv, json_logs, worker_args, monkeypatch
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("SENTISTREAM_JSON_LOGS", env)
+    assert main(["worker", *argv]) == 0
+    assert [a.json_logs for a in worker_args] == [json_logs]
+
+
+def test_a_bad_json_logs_variable_is_one_line_and_exit_2(worker_args, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SENTISTREAM_JSON_LOGS", "maybe")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SENTISTREAM_JSON_LOGS" in err[0] and worker_args == []
+
+
+def test_the_json_logs_help_names_its_variable(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    assert "[env: SENTISTREAM_JSON_LOGS]" in " ".join(capsys.readouterr().out.split())
+
+
+def test_dashboard_history_dir_flag_reaches_the_streamlit_process(tmp_path, monkeypatch, capsys) -> None:
+    """The History tab reads SENTISTREAM_DASHBOARD_HISTORY_DIR in the Streamlit process; the flag sets it."""
+    import dashboard.cli
+
+    launched: list[dict] = []
+    monkeypatch.setattr(dashboard.cli.os, "execve", lambda path, argv, env: launched.append(env))
+    monkeypatch.delenv("SENTISTREAM_DASHBOARD_HISTORY_DIR", raising=False)
+    assert main(["dashboard", "--history-dir", str(tmp_path)]) == 0
+    assert launched[0]["SENTISTREAM_DASHBOARD_HISTORY_DIR"] == str(tmp_path)
+    assert main(["dashboard"]) == 0
+    assert "SENTISTREAM_DASHBOARD_HISTORY_DIR" not in launched[1]

@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "sink": set(),
     "monitor": set(),
     "tail": set(),
+    "dlq": set(),
     "demo": set(),
 }
 

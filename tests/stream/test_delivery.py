@@ -421,6 +421,17 @@ async def test_exactly_once_starts_fresh_producers_after_each_rebalance() -> Non
     scorer.close()
 
 
+async def test_exactly_once_closes_the_producers_of_partitions_it_lost() -> None:
+    broker = FakeBroker()
+    scorer, exits = make_scorer(broker, guarantee="exactly_once")
+    await scorer.consume(FakeStream([batch((0, 0), (1, 0))]))
+    by_id = {p.transactional_id: p for p in broker.producers}
+    scorer.on_assigned({1})
+    await until(lambda: by_id["sentistream-worker-in-0"].stopped, "the lost partition's producer to close")
+    assert not by_id["sentistream-worker-in-1"].stopped and exits == []
+    scorer.close()
+
+
 async def test_outputs_of_revoked_partitions_are_dropped_and_not_counted() -> None:
     broker = FakeBroker()
     scorer, exits = make_scorer(broker, guarantee="exactly_once", assigned={TP("in", 0)})

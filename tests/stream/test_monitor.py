@@ -35,6 +35,7 @@ from stream.monitor import (
     WindowClock,
     WindowCounts,
 )
+from stream.settings import KafkaSettings
 from tests.kafka_reader import count_records
 from tests.ports import start_server
 from tests.stream.worker_process import create_topics, produce, read_topic, wait_until
@@ -546,3 +547,13 @@ def test_an_alert_the_broker_refused_is_sent_once_it_accepts_on_the_real_broker(
     found = [SentimentAlert.model_validate_json(r.value) for r in records]
     assert [(a.kind, a.since) for a in found] == [("share", stream[12].start)], text[-3000:]
     assert refused == 0 and "MessageSizeTooLargeError" in text and alerts_total == 1.0, text[-3000:]
+
+
+def test_the_monitors_own_topics_get_the_configured_replication_factor(tmp_path) -> None:
+    # Clusters that require 3 replicas refuse a changelog created with 1 (the monitor's table).
+    from stream.monitor import create_monitor
+
+    app, _monitor = create_monitor(KafkaSettings(), MonitorSettings(replication_factor=3), 4, tmp_path)
+    assert app.conf.topic_replication_factor == 3
+    (table,) = app.tables.values()
+    assert table.changelog_topic.replicas in (None, 3), "unset: Faust creates it with the app's factor"

@@ -26,6 +26,7 @@ def mean_bundle(task, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow  # the module's real training run (mean_bundle)
 def test_mean_pooling_bundle_learns_and_saves_its_head(mean_bundle: Path) -> None:
     config = json.loads((mean_bundle / "config.json").read_text())
     meta = json.loads((mean_bundle / "sentistream.json").read_text())
@@ -35,6 +36,7 @@ def test_mean_pooling_bundle_learns_and_saves_its_head(mean_bundle: Path) -> Non
     assert meta["metrics"]["test"]["accuracy"] >= 0.6
 
 
+@pytest.mark.slow  # the module's real training run (mean_bundle)
 def test_mean_pooling_bundle_scores_alike_in_every_engine(mean_bundle: Path) -> None:
     from model.engines import load_engine
 
@@ -50,6 +52,7 @@ def test_mean_pooling_bundle_scores_alike_in_every_engine(mean_bundle: Path) -> 
         assert agreement >= (1.0 if not int8 else 0.95), (backend, int8)
 
 
+@pytest.mark.slow  # the module's real training run (mean_bundle)
 def test_mean_pooling_averages_the_real_tokens_only(mean_bundle: Path) -> None:
     """Logits equal the head applied to the masked mean of the encoder's vectors: padding changes nothing."""
     import torch
@@ -68,6 +71,7 @@ def test_mean_pooling_averages_the_real_tokens_only(mean_bundle: Path) -> None:
         np.testing.assert_allclose(model(**padded).logits[:1], expected, atol=1e-5)
 
 
+@pytest.mark.slow  # the module's real training run (mean_bundle)
 def test_report_states_time_memory_size_and_training_accuracy(mean_bundle: Path) -> None:
     markdown = (mean_bundle / "report" / "report.md").read_text()
     resources = json.loads((mean_bundle / "sentistream.json").read_text())["metrics"]["resources"]

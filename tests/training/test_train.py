@@ -17,8 +17,9 @@ from training.settings import TrainSettings
 
 LABELS = ["negative", "neutral", "positive"]
 # The first test pays for the module's training run: minutes on a loaded 2-core machine, so the
-# default 300 s would cut it (a bound against a hang, not a speed claim).
-pytestmark = pytest.mark.timeout(900)
+# default 300 s would cut it (a bound against a hang, not a speed claim). Slow: a real training run
+# (about 90 s of setup here), so `make test-fast` leaves it to `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def quick_settings(data: Path, base: Path, output: Path, **overrides) -> TrainSettings:

@@ -11,6 +11,7 @@ import pytest
 from sentistream.cli import main
 
 
+@pytest.mark.slow  # real training trials
 def test_tune_keeps_the_best_trial_as_an_exported_bundle(task, tmp_path: Path, capsys) -> None:
     data, base = task
     out = tmp_path / "study"
