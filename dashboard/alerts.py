@@ -128,6 +128,12 @@ def banner_text(alert: SentimentAlert, name=plain_name) -> str:
     at = alert.since.astimezone(UTC).strftime("%H:%M:%S UTC")
     if alert.kind == "stalled":
         return f"No sentiment statistics since {at}: the workers stopped or no tweets arrive."
+    if alert.kind == "estimated_accuracy":
+        c = alert.changes[0]
+        return (
+            f"Estimated accuracy (from the model's confidence, no labels) fell to {c.value:.0%} since {at} "
+            f"(usually {c.baseline:.0%}, {100 * c.change:+.0f} pts)."
+        )
     parts = []
     for c in alert.changes[:3]:
         if c.what == "volume":

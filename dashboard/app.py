@@ -26,6 +26,7 @@ from stream.events import SentimentStats
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 DEFAULT_WINDOW = "last 15 minutes"
+ESTIMATED_ACCURACY = "Estimated accuracy (no labels)"  # beside the measured "Live accuracy"
 MODELS_KEY = "models"  # the model filter's widget key: the word-cloud fragment reads it too
 WORD_CLOUD_REFRESH_S = 10
 MODELS_REFRESH_S = 5.0  # the Models tab: stats windows close every 10 s, deployments are rare
@@ -183,13 +184,22 @@ def kpis_ui(kpis: summary.Kpis) -> None:
     cols[4].metric("Latency p50", _ms(kpis.latency_p50_ms))
     cols[5].metric("Latency p99", _ms(kpis.latency_p99_ms))
     shares = list(kpis.shares.items())[:4]
-    cols = st.columns(6)
+    cols = st.columns(7)
     for col, (label, share) in zip(cols, shares, strict=False):
         col.metric(f"Share {plain(label)}", f"{share:.0%}")
     cols[4].metric("Consumer lag", "n/a" if kpis.lag is None else f"{kpis.lag:,}")
     accuracy = "n/a" if kpis.accuracy is None else f"{kpis.accuracy:.0%}"
     cols[5].metric(
-        "Live accuracy", accuracy, help=f"against the true labels of {kpis.labelled:,} replayed events"
+        "Live accuracy",
+        accuracy,
+        help=f"measured: the label against the true labels of {kpis.labelled:,} replayed events",
+    )
+    estimated = "n/a" if kpis.estimated_accuracy is None else f"{kpis.estimated_accuracy:.0%}"
+    cols[6].metric(
+        ESTIMATED_ACCURACY,
+        estimated,
+        help=f"estimated without labels from the model's calibrated confidence over {kpis.estimated_events:,} "
+        "events (the workers' stats windows in view); trustworthy for a calibrated bundle, not for VADER",
     )
 
 

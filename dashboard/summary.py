@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from dashboard.feed import Snapshot
+from model.calibration import ExpectedConfusion
+from stream.events import SentimentStats
 
 # Time windows a person can pick; None keeps everything the feed still holds.
 WINDOWS: dict[str, float | None] = {
@@ -52,6 +55,9 @@ class Kpis:
     lag: int | None
     accuracy: float | None
     labelled: int
+    # Estimated from the calibrated probabilities alone (the workers' CBPE sums), no labels needed.
+    estimated_accuracy: float | None = None
+    estimated_events: int = 0
 
 
 def filter_rows(rows: pd.DataFrame, filters: Filters, now: float) -> pd.DataFrame:
@@ -79,6 +85,7 @@ def compute_kpis(snapshot: Snapshot, rows: pd.DataFrame, filters: Filters) -> Kp
     recent = rows[rows["scored_at"] >= snapshot.taken_at - RATE_WINDOW_S]
     latency = rows["latency_ms"]
     accuracy, labelled = live_accuracy(rows)
+    estimated = estimated_performance(snapshot.windows, snapshot.taken_at, filters)
     return Kpis(
         events_per_s=len(recent) / RATE_WINDOW_S,
         scored=snapshot.totals.scored,
@@ -90,6 +97,8 @@ def compute_kpis(snapshot: Snapshot, rows: pd.DataFrame, filters: Filters) -> Kp
         lag=snapshot.lag,
         accuracy=accuracy,
         labelled=labelled,
+        estimated_accuracy=estimated.accuracy,
+        estimated_events=estimated.events,
     )
 
 
@@ -107,6 +116,21 @@ def live_accuracy(rows: pd.DataFrame) -> tuple[float | None, int]:
         return None, 0
     hits = labelled["label"].str.lower() == labelled["true_label"].str.lower()
     return float(hits.mean()), len(labelled)
+
+
+def estimated_performance(
+    windows: Sequence[SentimentStats], now: float, filters: Filters
+) -> ExpectedConfusion:
+    """The estimate sums of the stats windows that ended inside the time window, for the chosen
+    models, merged over workers and windows (the keyword filter cannot apply: windows hold no texts)."""
+    merged = ExpectedConfusion()
+    for window in windows:
+        if filters.window_s is not None and window.window_end.timestamp() < now - filters.window_s:
+            continue
+        for version, sums in window.estimated.items():
+            if not filters.models or version in filters.models:
+                merged.merge(ExpectedConfusion(sums.events, sums.support, sums.correct))
+    return merged
 
 
 def share_over_time(rows: pd.DataFrame, window_s: float | None) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,29 @@ DEFAULT_MAX_LENGTH = 128
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+class Calibration(BaseModel):
+    """How the engines turn logits into probabilities: softmax(logits / T), T the temperature of the
+    row's predicted label (`temperatures`), `temperature` for a label without one.
+
+    Fitted by training on the validation split (`model.calibration`); the ECE and NLL before and
+    after are what that split measured.
+    """
+
+    method: Literal["temperature", "class_temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    temperatures: dict[str, float] = Field(default_factory=dict, description="predicted label -> T")
+    split: str = "validation"
+    n: int = 0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+
+    def by_label(self, labels: list[str]) -> dict[str, float]:
+        """label -> the T its predictions are divided by."""
+        return {label: self.temperatures.get(label, self.temperature) for label in labels}
+
+
 class BundleMeta(BaseModel):
     """What `sentistream.json` records about a model: enough to serve it exactly as it was trained."""
 
@@ -45,7 +68,17 @@ class BundleMeta(BaseModel):
     data_fingerprint: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     onnx_parity: dict[str, Any] | None = None
+    calibration: Calibration | None = None  # None (bundles before it, plain HF models): T = 1
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def temperatures(self) -> list[float]:
+        """T per predicted label, in output order: the engines divide a row's logits by the T of its
+        arg-max before the softmax (all 1.0 without a calibration)."""
+        if self.calibration is None:
+            return [1.0] * len(self.labels)
+        c = self.calibration
+        return [c.temperatures.get(label, c.temperature) for label in self.labels]
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ class Scorer:
                 m.scored_by_model.labels(out.model_version).inc()
                 m.latency_seconds.observe(out.latency_ms / 1000.0)
                 self.stats.add_scored(
-                    out.label, out.score, out.latency_ms, now, out.model_version, out.true_label
+                    out.label, out.score, out.latency_ms, now, out.model_version, out.true_label, out.scores
                 )
         m.dropped_revoked.inc(len(result.outputs) - len(delivered))
         self.stats.add_dead_letters(dead, now)

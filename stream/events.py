@@ -180,6 +180,22 @@ class ModelAccuracy(BaseModel):
     correct: int = 0
 
 
+class EstimatedPerformance(BaseModel):
+    """The sums behind a label-free accuracy estimate (CBPE, `model.calibration`): add them up over
+    workers and windows, then divide. Meaningful for a calibrated bundle; the VADER lexicon's
+    probabilities are not calibrated."""
+
+    events: int = Field(0, description="events whose probabilities were counted")
+    support: dict[str, float] = Field(
+        default_factory=dict,
+        description="label -> expected number of events truly of it (sum of its probability)",
+    )
+    correct: dict[str, float] = Field(
+        default_factory=dict,
+        description="predicted label -> expected number of its events that are right (sum of its probability)",
+    )
+
+
 class ShadowStats(BaseModel):
     """A challenger scored off the critical path on the same batches as the champion, in one window."""
 
@@ -218,4 +234,14 @@ class SentimentStats(BaseModel):
     shadow: ShadowStats | None = Field(None, description="champion vs challenger, when a shadow runs")
     model_error: str | None = Field(
         None, description="the last deployment this worker rejected, and why (it kept its model)"
+    )
+    estimated_accuracy: float | None = Field(
+        None, description="accuracy estimated from the calibrated probabilities alone, no labels (CBPE)"
+    )
+    estimated_macro_recall: float | None = Field(
+        None, description="macro-recall estimated the same way (mean over labels of expected recall)"
+    )
+    estimated: dict[str, EstimatedPerformance] = Field(
+        default_factory=dict,
+        description="model_version -> the sums behind the estimate, which merge by adding",
     )

@@ -42,6 +42,12 @@ rebuilt from the windows that follow.
 An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
 order, and is sent again with the next stats event or timer tick; its episode stays open, so
 the detector does not raise it twice.
+
+Estimated accuracy (`EstimateDetector`, additive to the shift rules): the workers publish the sums
+of a label-free accuracy estimate per window (CBPE on calibrated probabilities, `model.calibration`);
+the monitor merges them like the counts and alerts once per episode when a window's estimate falls
+below `estimate_floor`, or drops `estimate_drop` below the events-weighted mean of the last
+`baseline_windows` windows and by `z_threshold` standard errors (binomial, as for shares).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.calibration import ExpectedConfusion
 from stream.app import faust_credentials
 from stream.events import ScoredTweet, SentimentStats
 
@@ -67,6 +74,7 @@ log = logging.getLogger(__name__)
 
 MAX_LABELS = 64  # distinct labels the monitor tracks
 MAX_UNSENT = 100  # alerts kept for sending again while the alerts topic refuses them
+ESTIMATE_KEY = "\x00estimated:"  # table keys of the estimate's sums (never a label: labels are text)
 
 
 class MonitorSettings(BaseSettings):
@@ -134,6 +142,15 @@ class MonitorSettings(BaseSettings):
     from_beginning: bool = Field(
         default=False, description="on first start, read the stats topic from its beginning"
     )
+    estimate_floor: float | None = Field(
+        default=None, ge=0, le=1, description="estimated-accuracy alert: a window's estimate below this"
+    )
+    estimate_drop: float = Field(
+        default=0.05, gt=0, le=1, description="estimated-accuracy alert: or this far below its baseline"
+    )
+    min_estimate_events: int = Field(
+        default=50, ge=1, description="windows with fewer estimated events are not judged on the estimate"
+    )
 
 
 # ---- the alert event ---------------------------------------------------------------------------
@@ -161,7 +178,7 @@ class SentimentAlert(BaseModel):
     """One event on `sentiment-alerts` per shift episode: what moved, how much, since when."""
 
     alert_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    kind: Literal["share", "volume", "stalled"]
+    kind: Literal["share", "volume", "stalled", "estimated_accuracy"]
     since: datetime = Field(description="start of the first window of the shift")
     window_start: datetime
     window_end: datetime
@@ -182,6 +199,7 @@ class WindowCounts:
     start: datetime
     end: datetime
     counts: dict[str, int]
+    estimate: ExpectedConfusion | None = None  # the label-free accuracy estimate's merged sums
 
     @property
     def total(self) -> int:
@@ -287,6 +305,47 @@ class ShiftDetector:
         return []
 
 
+class EstimateDetector:
+    """Feeds complete windows in time order; alerts when the estimated accuracy falls (see the docstring)."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.history: deque[ExpectedConfusion] = deque(maxlen=settings.baseline_windows)
+        self.since: datetime | None = None  # open episode
+
+    def observe(self, window: WindowCounts) -> list[SentimentAlert]:
+        """Judge `window`'s estimate against the floor and the baseline, then add it to the baseline."""
+        s, estimate = self.settings, window.estimate
+        if estimate is None or estimate.events < s.min_estimate_events or estimate.accuracy is None:
+            return []
+        change = self._change(estimate.accuracy, estimate.events)
+        below = s.estimate_floor is not None and estimate.accuracy < s.estimate_floor
+        dropped = change.baseline - change.value >= s.estimate_drop and -change.z >= s.z_threshold
+        calm = not below and (
+            change.baseline - change.value < s.estimate_drop / 2 or -change.z < s.z_threshold / 2
+        )
+        self.history.append(estimate)
+        if self.since is None and (below or dropped):
+            self.since = window.start
+            return [_alert("estimated_accuracy", window, window.start, [change])]
+        if self.since is not None and calm:
+            log.info("estimated-accuracy episode that began %s is over", self.since.isoformat())
+            self.since = None
+        return []
+
+    def _change(self, value: float, events: int) -> Change:
+        """`value` against the baseline's events-weighted mean (the floor, or itself, without one)."""
+        baseline = value if self.settings.estimate_floor is None else self.settings.estimate_floor
+        if len(self.history) >= self.settings.min_baseline_windows:
+            merged = ExpectedConfusion()
+            for past in self.history:
+                merged.merge(past)
+            baseline = merged.accuracy if merged.accuracy is not None else baseline
+        # The mean of n top probabilities in [0, 1] has a variance of at most a (1 - a) / n.
+        z = (value - baseline) / math.sqrt(max(baseline * (1 - baseline), 1e-6) / events)
+        return Change(what="estimated_accuracy", baseline=baseline, value=value, change=value - baseline, z=z)
+
+
 @dataclass(frozen=True)
 class _Verdict:
     moved: list[Change]
@@ -312,7 +371,9 @@ def summarise(kind: str, changes: Iterable[Change], since: datetime) -> str:
         return f"no sentiment-stats since {at}: every worker stopped, or the stream is empty"
     parts = []
     for c in changes:
-        if c.what == "volume":
+        if c.what == "estimated_accuracy":
+            parts.append(f"estimated accuracy (no labels) {c.value:.0%} (baseline {c.baseline:.0%}, {100 * c.change:+.0f} pts, z={c.z:+.1f})")  # fmt: skip
+        elif c.what == "volume":
             parts.append(
                 f"volume {c.value:.0f} events/window (baseline {c.baseline:.0f}, {c.change:+.0f}, z={c.z:+.1f})"
             )
@@ -496,6 +557,7 @@ class Monitor:
     def __init__(self, app, table, kafka, settings: MonitorSettings) -> None:
         self.app, self.table, self.kafka, self.settings = app, table, kafka, settings
         self.detector = ShiftDetector(settings)
+        self.estimates = EstimateDetector(settings)
         self.clock = WindowClock(
             settings.window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
         )
@@ -551,6 +613,16 @@ class Monitor:
                 continue  # labels come from the topic: a misbehaving producer must not grow them forever
             self.labels.add(label)
             self.table[label] += count
+        self.merge_estimate(stats)
+
+    def merge_estimate(self, stats: SentimentStats) -> None:
+        """Add one worker's estimate sums (all its models) to its window in the table."""
+        for sums in stats.estimated.values():
+            self.table[f"{ESTIMATE_KEY}events"] += sums.events
+            for part, values in (("support", sums.support), ("correct", sums.correct)):
+                for label, value in values.items():
+                    if label in self.labels:
+                        self.table[f"{ESTIMATE_KEY}{part}:{label}"] += value
 
     async def evaluate_due(self, now: float) -> None:
         """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
@@ -566,11 +638,27 @@ class Monitor:
         start = self.clock.start_of(index)
         self.at = start.timestamp() + self.settings.window_s / 2
         counts = {label: int(self.table[label].value()) for label in sorted(self.labels)}
-        return WindowCounts(start, start + timedelta(seconds=self.settings.window_s), counts)
+        return WindowCounts(
+            start, start + timedelta(seconds=self.settings.window_s), counts, self._estimate()
+        )
+
+    def _estimate(self) -> ExpectedConfusion | None:
+        """The merged estimate sums of the window at `self.at`; None when no worker sent any."""
+        events = int(self.table[f"{ESTIMATE_KEY}events"].value())
+        if not events:
+            return None
+        part = {
+            name: {
+                label: float(self.table[f"{ESTIMATE_KEY}{name}:{label}"].value())
+                for label in sorted(self.labels)
+            }
+            for name in ("support", "correct")
+        }
+        return ExpectedConfusion(events, part["support"], part["correct"])
 
     async def evaluate(self, window: WindowCounts) -> None:
         """Run the detector on a complete window; publish what it raises."""
-        alerts = self.detector.observe(window)
+        alerts = self.detector.observe(window) + self.estimates.observe(window)
         self.metrics.record(self.detector.last, window)
         for alert in alerts:
             await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))

@@ -1,4 +1,5 @@
-"""Windowed aggregates per worker: count per label, mean score, throughput, latency percentiles.
+"""Windowed aggregates per worker: count per label, mean score, throughput, latency percentiles, and
+accuracy estimated without labels from the calibrated probabilities (CBPE sums, `model.calibration`).
 
 Why not a Faust windowed table: a table needs a changelog topic, Faust's own partition assignor
 and state recovery on every rebalance, which would make workers stateful (no scale-to-zero) and
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from stream.events import ModelAccuracy, SentimentStats, ShadowStats
+from model.calibration import ExpectedConfusion
+from stream.events import EstimatedPerformance, ModelAccuracy, SentimentStats, ShadowStats
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Window:
     by_model: Counter = field(default_factory=Counter)
     accuracy: dict[str, ModelAccuracy] = field(default_factory=dict)
     shadow: ShadowStats | None = None
+    estimated: dict[str, ExpectedConfusion] = field(default_factory=dict)
 
 
 class TumblingStats:
@@ -49,8 +52,10 @@ class TumblingStats:
         now: float,
         model_version: str = "",
         true_label: str | None = None,
+        scores: dict[str, float] | None = None,
     ) -> None:
-        """Count one scored event at processing time `now` (epoch seconds)."""
+        """Count one scored event at processing time `now` (epoch seconds); `scores` (label ->
+        probability) feed the label-free accuracy estimate."""
         window = self._window(now)
         window.counts[label] += 1
         window.score_sum += score
@@ -58,6 +63,8 @@ class TumblingStats:
         window.by_model[model_version] += 1
         if true_label is not None:
             _count_hit(window.accuracy.setdefault(model_version, ModelAccuracy()), label, true_label)
+        if scores:
+            window.estimated.setdefault(model_version, ExpectedConfusion()).add(scores)
 
     def add_shadow(
         self, champion: str, challenger: str, pairs: list[tuple[str, str | None, str | None]], now: float
@@ -105,6 +112,9 @@ class TumblingStats:
 
     def _summary(self, index: int, window: Window) -> SentimentStats:
         count = sum(window.counts.values())
+        overall = ExpectedConfusion()
+        for sums in window.estimated.values():
+            overall.merge(sums)
         p50, p95, p99 = np.percentile(window.latencies_ms, [50, 95, 99]) if count else (0.0, 0.0, 0.0)
         return SentimentStats(
             window_start=datetime.fromtimestamp(index * self.size_s, UTC),
@@ -122,6 +132,12 @@ class TumblingStats:
             accuracy=window.accuracy,
             shadow=window.shadow,
             model_error=self.model_error,
+            estimated_accuracy=overall.accuracy,
+            estimated_macro_recall=overall.macro_recall,
+            estimated={
+                version: EstimatedPerformance(events=sums.events, support=sums.support, correct=sums.correct)
+                for version, sums in window.estimated.items()
+            },
         )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from model.bundle import Calibration, load_bundle
 from model.engines import load_engine
 from model.progress import predict_in_chunks
 from model.settings import ModelSettings
@@ -37,20 +38,29 @@ def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, di
     out_dir = settings.output or (
         Path(model.model) / f"eval-{data_name}" if model.model else Path(f"eval-vader-{data_name}")
     )
+    calibration = served_calibration(model.model, engine.backend)
     context = ReportContext(
         title="Evaluation report", model=f"{engine.name} ({engine.backend} on {engine.device})",
         data=str(settings.data), split=settings.split,
         baseline=vader_baseline(scored.texts, scored.true, labels),
+        temperatures=calibration.by_label(engine.labels) if calibration else None,
+        calibration=calibration.model_dump() if calibration else None,
     )  # fmt: skip
     metrics = write_report(out_dir, scored, context)
     log.info(
-        "accuracy %.4f, macro recall %.4f on %d rows; report: %s",
-        metrics["accuracy"],
-        metrics["macro_recall"],
-        metrics["n"],
-        out_dir / "report.md",
-    )
+        "accuracy %.4f (estimated without labels %.4f), macro recall %.4f (estimated %.4f), ECE %.4f "
+        "on %d rows; report: %s",
+        metrics["accuracy"], metrics["estimated_accuracy"], metrics["macro_recall"],
+        metrics["estimated_macro_recall"], metrics["ece"], metrics["n"], out_dir / "report.md",
+    )  # fmt: skip
     return out_dir, metrics
+
+
+def served_calibration(model: str | Path | None, backend: str) -> Calibration | None:
+    """The calibration the engine applied: the bundle's, none for the lexicon or a plain HF model."""
+    if model is None or backend in ("vader", "constant"):
+        return None
+    return load_bundle(model).meta.calibration
 
 
 def evaluation_rows(settings: EvaluateSettings) -> pd.DataFrame:

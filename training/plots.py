@@ -72,6 +72,28 @@ def training_curves_png(history: Sequence[dict], metric: str, path: Path) -> Pat
     return save_figure(fig, path)
 
 
+def reliability_png(curves: dict, path: Path) -> Path:
+    """Reliability diagram: accuracy against mean confidence per top-probability bin, one line per
+    set of probabilities (`curves`: name -> `model.calibration.Reliability`), and the diagonal a
+    calibrated model follows."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for name, curve in curves.items():
+        points = [(c, a) for c, a in zip(curve.confidence, curve.accuracy, strict=True) if c is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-", label=f"{name}: ECE {curve.ece:.3f}")
+    ax.set(
+        xlabel="confidence (top probability)",
+        ylabel="accuracy",
+        title="reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize="small", loc="upper left")
+    return save_figure(fig, path)
+
+
 def class_balance_png(counts: pd.Series, path: Path) -> Path:
     """Bar chart of rows per label."""
     plt = pyplot()

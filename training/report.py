@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from model.calibration import estimate, reliability, uncalibrated
 from training.metrics import classification_metrics
-from training.plots import confusion_matrix_png, training_curves_png
+from training.plots import confusion_matrix_png, reliability_png, training_curves_png
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -46,6 +48,12 @@ class ReportContext:
     history: list[dict] = field(default_factory=list)
     best_metric: str = "macro_recall"
     extra: dict = field(default_factory=dict)
+    # label -> the temperature its predictions were calibrated with (None: no calibration); the
+    # report then also shows them as they were before (`model.calibration.uncalibrated`): exact when
+    # the data has every label of the model; on a subset (a 3-class model on binary data) a row whose
+    # top label was left out is undone with the T of its top kept label, an approximation.
+    temperatures: dict[str, float] | None = None
+    calibration: dict | None = None  # the bundle's Calibration (the fit on the validation split)
 
 
 def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
@@ -53,6 +61,7 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = list(scored.probabilities.columns)
     metrics = classification_metrics(scored.true, scored.predicted, labels)
+    metrics.update(calibration_metrics(scored, context.temperatures, out_dir / "reliability.png"))
     frame = _predictions_frame(scored)
     frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
     _misclassified(frame).to_csv(out_dir / MISCLASSIFIED_FILE, index=False)
@@ -60,10 +69,42 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     if context.history:
         training_curves_png(context.history, context.best_metric, out_dir / "training_curves.png")
         (out_dir / HISTORY_FILE).write_text(json.dumps(context.history, indent=2, default=str))
-    summary = {"model": metrics, "baseline_vader": context.baseline, "context": _context_dict(context)}
+    summary = {
+        "model": metrics,
+        # The label-free estimates again at the top, where a script checking them looks first.
+        "estimated_accuracy": metrics["estimated_accuracy"],
+        "estimated_macro_recall": metrics["estimated_macro_recall"],
+        "baseline_vader": context.baseline,
+        "context": _context_dict(context),
+    }
     (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str))
     (out_dir / REPORT_FILE).write_text(report_markdown(metrics, context, frame))
     return metrics
+
+
+def calibration_metrics(scored: Scored, temperatures: dict[str, float] | None, plot: Path) -> dict:
+    """ECE of the probabilities (and of the uncalibrated ones when temperatures were applied), the
+    reliability diagram, and accuracy and macro-recall estimated from the probabilities alone (CBPE)."""
+    labels = list(scored.probabilities.columns)
+    probs = scored.probabilities.to_numpy(dtype=np.float64)
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+    index = {label: i for i, label in enumerate(labels)}
+    truth = [index[label] for label in scored.true]
+    expected = estimate(probs, labels)
+    after = reliability(probs, truth)
+    curves = {"served": after}
+    out = {
+        "estimated_accuracy": expected.accuracy,
+        "estimated_macro_recall": expected.macro_recall,
+        "ece": after.ece,
+        "mean_confidence": float(probs.max(axis=1).mean()) if len(probs) else None,
+    }
+    if temperatures is not None and len(probs):
+        before = reliability(uncalibrated(probs, [temperatures[label] for label in labels]), truth)
+        curves = {"before calibration": before, f"calibrated ({_temperatures(temperatures)})": after}
+        out.update({"temperatures": temperatures, "ece_uncalibrated": before.ece})
+    reliability_png(curves, plot)
+    return out
 
 
 def _predictions_frame(scored: Scored) -> pd.DataFrame:
@@ -106,6 +147,7 @@ def report_markdown(metrics: dict, context: ReportContext, frame: pd.DataFrame) 
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",
+        *_calibration_section(metrics, context),
     ]
     if context.history:
         lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
@@ -120,6 +162,49 @@ def _headline_table(metrics: dict, baseline: dict | None) -> list[str]:
         cells = [f"{metrics[key]:.4f}"] + ([f"{baseline[key]:.4f}"] if baseline else [])
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return rows
+
+
+def _calibration_section(metrics: dict, context: ReportContext) -> list[str]:
+    lines = [
+        "## Calibration and estimated accuracy",
+        "",
+        "Expected calibration error (ECE, 15 bins of the top probability): how far confidence is from "
+        "accuracy. Estimated accuracy and macro-recall come from the probabilities alone, without the "
+        "labels (CBPE: the expected confusion matrix); next to the measured ones they show how far a "
+        "label-free estimate in the stream can be trusted on data like this.",
+        "",
+        "| | measured | estimated without labels | difference |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key in ("accuracy", "macro_recall"):
+        estimated = metrics[f"estimated_{key}"]
+        if estimated is not None:
+            lines.append(
+                f"| {key} | {metrics[key]:.4f} | {estimated:.4f} | {estimated - metrics[key]:+.4f} |"
+            )
+    lines += ["", f"- ECE on this {context.split} split: {_ece_line(metrics)}"]
+    fit = context.calibration
+    if fit and fit.get("ece_before") is not None:
+        lines.append(
+            f"- ECE on the {fit['split']} split the temperature was fitted on ({fit['n']} rows): "
+            f"{fit['ece_before']:.4f} before, {fit['ece_after']:.4f} after "
+            f"({_temperatures(fit['temperatures'] or {'all': fit['temperature']})}; "
+            f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f})"
+        )
+    return [*lines, "", "![reliability diagram](reliability.png)", ""]
+
+
+def _temperatures(temperatures: dict[str, float]) -> str:
+    return "T " + ", ".join(f"{label} {t:.2f}" for label, t in temperatures.items())
+
+
+def _ece_line(metrics: dict) -> str:
+    if "ece_uncalibrated" in metrics:
+        return (
+            f"{metrics['ece_uncalibrated']:.4f} before calibration, {metrics['ece']:.4f} after "
+            f"({_temperatures(metrics['temperatures'])} by predicted label)"
+        )
+    return f"{metrics['ece']:.4f} (the bundle has no calibration)"
 
 
 def _per_class_table(metrics: dict) -> list[str]:

@@ -20,9 +20,16 @@ from typing import Any
 
 import pandas as pd
 
-from model.bundle import BundleMeta, save_bundle
+from model.bundle import BundleMeta, Calibration, save_bundle
+from model.calibration import (
+    calibrated,
+    expected_calibration_error,
+    fit_class_temperatures,
+    nll,
+    row_temperatures,
+    softmax,
+)
 from model.cleaning import CleaningOptions, clean_batch
-from model.engines.onnx_engine import softmax
 from model.engines.select import resolve_device
 from model.hub import hub_reachable
 from sentistream.errors import UsageError
@@ -93,13 +100,15 @@ def train(settings: TrainSettings, callbacks: Sequence[Any] = ()) -> Path:
     started = time.perf_counter()
     trainer, history = fit(model, tokenizer, encoded, settings, out_dir, labels, callbacks)
     resources = resource_usage(trainer.model, time.perf_counter() - started)
+    calibration = calibrate(trainer, encoded["validation"], labels)
     metrics = write_test_report(
-        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources
-    )
+        trainer, encoded["test"], splits["test"], labels, settings, data, history, out_dir, resources,
+        calibration,
+    )  # fmt: skip
     meta = BundleMeta(
         name=model_name(settings, data), version=datetime.now(UTC).strftime("%Y%m%d-%H%M%S"), labels=labels,
         max_length=settings.max_length, cleaning=cleaning, base_model=settings.base_model,
-        data_fingerprint=data.fingerprint, metrics=metrics,
+        data_fingerprint=data.fingerprint, metrics=metrics, calibration=calibration,
     )  # fmt: skip
     save_bundle(trainer.model, tokenizer, out_dir, meta)
     texts = {name: frame["text"].tolist() for name, frame in splits.items()}
@@ -399,6 +408,33 @@ def run_phase(trainer: Any, resume: bool) -> None:
         raise KeyboardInterrupt
 
 
+def calibrate(trainer: Any, validation: EncodedTexts, labels: list[str]) -> Calibration:
+    """Temperature scaling by predicted label, fitted on the validation split's logits (see
+    `model.calibration`)."""
+    trainer.args.group_by_length = False  # predictions in row order
+    logits = trainer.predict(validation).predictions
+    calibration = fit_calibration(logits, validation.label_ids, "validation", labels)
+    log.info(
+        "calibration: T %s (all rows %.3f) on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
+        {k: round(v, 3) for k, v in calibration.temperatures.items()}, calibration.temperature, calibration.n,
+        calibration.ece_before, calibration.ece_after, calibration.nll_before, calibration.nll_after,
+    )  # fmt: skip
+    return calibration
+
+
+def fit_calibration(logits: Any, label_ids: Sequence[int], split: str, labels: Sequence[str]) -> Calibration:
+    """The fitted temperatures with the ECE and NLL they changed, as the bundle records them."""
+    overall, per_label = fit_class_temperatures(logits, label_ids)
+    return Calibration(
+        method="class_temperature", temperature=overall, temperatures=dict(zip(labels, per_label, strict=True)),
+        split=split, n=len(label_ids),
+        ece_before=expected_calibration_error(softmax(logits), label_ids),
+        ece_after=expected_calibration_error(calibrated(logits, per_label), label_ids),
+        nll_before=nll(logits, label_ids),
+        nll_after=nll(logits, label_ids, row_temperatures(logits, per_label)),
+    )  # fmt: skip
+
+
 def write_test_report(
     trainer: Any,
     test: EncodedTexts,
@@ -409,17 +445,24 @@ def write_test_report(
     history: list[dict],
     out_dir: Path,
     resources: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
-    """Score the test split with the best model and write the report; returns the bundle's metrics."""
+    """Score the test split with the best model and write the report; returns the bundle's metrics.
+
+    The probabilities are calibrated with `calibration` as every engine will serve them.
+    """
     # Length grouping also reorders evaluation batches; the report needs predictions in row order.
     trainer.args.group_by_length = False
     logits = trainer.predict(test).predictions
-    probabilities = pd.DataFrame(softmax(logits), columns=labels)
+    temperatures = calibration.by_label(labels) if calibration else None
+    served = calibrated(logits, list(temperatures.values())) if temperatures else softmax(logits)
+    probabilities = pd.DataFrame(served, columns=labels)
     scored = Scored(frame["text"].tolist(), frame["label"].tolist(), probabilities)
     baseline = vader_baseline(scored.texts, scored.true, labels)
     context = ReportContext(
         title="Training report", model=settings.base_model, data=_data_names(settings), split="test",
-        baseline=baseline, history=history, best_metric=settings.best_metric,
+        baseline=baseline, history=history, best_metric=settings.best_metric, temperatures=temperatures,
+        calibration=calibration.model_dump() if calibration else None,
         extra={
             **_resource_lines(resources or {}), "data report": data.report.summary(),
             "leakage": data.report.leakage_summary(), "settings": settings.model_dump(mode="json"),
@@ -432,7 +475,7 @@ def write_test_report(
         default={},
     )
     return {
-        "test": _headline(test_metrics),
+        "test": _headline(test_metrics) | _calibration_headline(test_metrics),
         "validation": {k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
         "vader_test": _headline(baseline) if baseline else None,
         "data": data.report.as_dict(),
@@ -470,6 +513,11 @@ def _resource_lines(usage: dict) -> dict[str, str]:
     if "peak_gpu_mib" in usage:
         lines["peak GPU memory"] = f"{usage['peak_gpu_mib']:.0f} MiB"
     return lines
+
+
+def _calibration_headline(metrics: dict) -> dict:
+    keys = ("ece", "ece_uncalibrated", "estimated_accuracy", "estimated_macro_recall")
+    return {key: metrics[key] for key in keys if key in metrics}
 
 
 def _headline(metrics: dict) -> dict:

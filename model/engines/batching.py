@@ -4,7 +4,9 @@ The flow of one `predict` call: validate and clean every text (bad ones get thei
 in chunks: tokenise without padding, sort by length, cut batches so that batch size x longest text
 stays within `max_batch_tokens`, pad each batch to its own longest text. The next chunk is prepared
 on a worker thread while the device runs the current one, and results are scattered back to input
-order.
+order. The engine's forward pass returns logits; the one softmax of every engine is here, after
+dividing each row by the bundle's calibrated temperature of its predicted label
+(`model.calibration`), so PyTorch and both ONNX graphs serve the same calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from model.calibration import calibrated
 from model.cleaning import CleaningOptions, clean_batch, validate_text
 from model.engines.base import Prediction, failed, from_probabilities
 
@@ -110,6 +113,7 @@ class TokenBatcher:
         max_batch_size: int = DEFAULT_BATCH_SIZE,
         chunk_texts: int = DEFAULT_CHUNK_TEXTS,
         collate: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+        temperatures: float | Sequence[float] = 1.0,
     ) -> None:
         if max_batch_tokens < max_length:
             raise ValueError(
@@ -123,20 +127,22 @@ class TokenBatcher:
         self.max_batch_size = max_batch_size
         self.chunk_texts = chunk_texts
         self.collate = collate
+        self.temperatures = temperatures  # one T, or one per predicted label in `labels` order
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentistream-tokenize")
         # The Rust tokenizer is not re-entrant and forward passes share one model: one call at a time.
         self._lock = threading.Lock()
 
     def run(self, texts: Sequence[object], forward: Callable[[TokenBatch], np.ndarray]) -> list[Prediction]:
-        """Predictions in input order; `forward` maps a batch to probabilities (rows x labels)."""
+        """Predictions in input order; `forward` maps a batch to logits (rows x labels), which become
+        probabilities as softmax(logits / T), T the temperature of each row's predicted label."""
         with self._lock:
             screened, errors = screen(texts, self.cleaning)
             results: list[Prediction | None] = [None] * len(texts)
             for i, error in errors.items():
                 results[i] = failed(error)
             for batch in self._prefetched_batches(screened):
-                probs = forward(batch)
+                probs = calibrated(forward(batch), self.temperatures)
                 for row, (i, truncated) in enumerate(zip(batch.indices, batch.truncated, strict=True)):
                     results[i] = from_probabilities(self.labels, probs[row].tolist(), truncated)
             return results  # type: ignore[return-value]  # every position was filled above

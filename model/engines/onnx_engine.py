@@ -42,6 +42,7 @@ class OnnxEngine:
             bundle.labels,
             bundle.meta.max_length,
             bundle.meta.cleaning,
+            temperatures=bundle.meta.temperatures,
             **batcher_options,
         )
 
@@ -58,7 +59,7 @@ class OnnxEngine:
         if "token_type_ids" in self._inputs:  # BERT-style graphs exported elsewhere may ask for it
             feed["token_type_ids"] = np.zeros_like(batch.input_ids)
         (logits,) = self.session.run(["logits"], feed)
-        return softmax(logits)
+        return logits
 
 
 def load_tokenizer(bundle: Bundle):  # -> RustTokenizer | transformers.PreTrainedTokenizerFast
@@ -85,14 +86,6 @@ def _pad_token(special_tokens_map: Path) -> str | None:
     if isinstance(pad, dict):
         pad = pad.get("content")
     return pad if isinstance(pad, str) else None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, stable for large logits."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _session(onnx_file: Path, device: str, threads: int):  # -> onnxruntime.InferenceSession

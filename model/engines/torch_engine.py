@@ -50,6 +50,7 @@ class TorchEngine:
             bundle.meta.max_length,
             bundle.meta.cleaning,
             collate=collate,
+            temperatures=bundle.meta.temperatures,
             **batcher_options,
         )
 
@@ -77,8 +78,8 @@ class TorchEngine:
             ids = ids.to(self.device, non_blocking=True)
             mask = mask.to(self.device, non_blocking=True)
             logits = self.model(input_ids=ids, attention_mask=mask).logits
-            # Softmax in fp32: half-precision probabilities would round small classes to 0.
-            return logits.float().softmax(dim=-1).cpu().numpy()
+            # Logits to fp32 before the batcher's softmax: half precision would round small classes to 0.
+            return logits.float().cpu().numpy()
 
 
 def _load_model(bundle: Bundle, dtype: Any) -> Any:

@@ -68,9 +68,9 @@ def test_results_come_back_in_input_order_across_many_batches(batcher: TokenBatc
 
     def forward(batch: TokenBatch) -> np.ndarray:
         seen.append(batch)
-        # Each row's "probabilities" encode its own token count, so a misplaced result shows.
-        lengths = batch.attention_mask.sum(axis=1)
-        return np.stack([lengths, np.zeros_like(lengths), np.zeros_like(lengths)], axis=1).astype(float)
+        # Each row's logits encode its own token count n (softmax: n / (n + 2)), so a misplaced result shows.
+        lengths = batch.attention_mask.sum(axis=1).astype(float)
+        return np.log(np.stack([lengths, np.ones_like(lengths), np.ones_like(lengths)], axis=1))
 
     results = batcher.run(texts, forward)
     tokenizer = batcher.tokenizer
@@ -82,7 +82,8 @@ def test_results_come_back_in_input_order_across_many_batches(batcher: TokenBatc
             assert results[i].error == "text is missing (null)"
         else:
             n_tokens = len(tokenizer(text)["input_ids"])
-            assert results[i].scores["negative"] == min(n_tokens, 64)
+            n = min(n_tokens, 64)
+            assert results[i].scores["negative"] == pytest.approx(n / (n + 2))
             assert results[i].truncated == (n_tokens > 64)
 
 

@@ -107,7 +107,7 @@ def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
     report = bundle / "report"
     for name in ("report.md", "metrics.json", "predictions.csv", "misclassified.csv"):
         assert (report / name).stat().st_size > 0
-    for image in ("confusion_matrix.png", "training_curves.png"):
+    for image in ("confusion_matrix.png", "training_curves.png", "reliability.png"):
         assert (report / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((report / "metrics.json").read_text())["model"]
     predictions = pd.read_csv(report / "predictions.csv")
@@ -121,6 +121,24 @@ def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
     markdown = (report / "report.md").read_text()
     assert f"{metrics['accuracy']:.4f}" in markdown and "VADER" in markdown
     assert "![confusion matrix](confusion_matrix.png)" in markdown
+    assert "![reliability diagram](reliability.png)" in markdown
+    assert f"{metrics['ece_uncalibrated']:.4f} before calibration, {metrics['ece']:.4f} after" in markdown
+    assert metrics["estimated_accuracy"] == pytest.approx(
+        predictions[[f"p_{x}" for x in LABELS]].max(axis=1).mean()
+    )
+
+
+def test_the_bundle_records_a_temperature_fitted_on_the_validation_split(bundle: Path) -> None:
+    meta = json.loads((bundle / "sentistream.json").read_text())
+    calibration = meta["calibration"]
+    assert calibration["method"] == "class_temperature" and calibration["split"] == "validation"
+    assert set(calibration["temperatures"]) == set(LABELS)
+    assert calibration["n"] >= 50 and calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"]  # the fit minimises it on this split
+    test = meta["metrics"]["test"]
+    assert {"ece", "ece_uncalibrated", "estimated_accuracy", "estimated_macro_recall"} <= set(test)
+    markdown = (bundle / "report" / "report.md").read_text()
+    assert f"{calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after" in markdown
 
 
 def test_bundle_scores_like_the_trained_model_in_every_engine(bundle: Path) -> None:
@@ -195,6 +213,16 @@ def test_evaluate_command_writes_a_report(bundle: Path, task, tmp_path: Path, ca
     assert metrics["model"]["n"] == 600 and metrics["model"]["accuracy"] >= 0.9
     assert metrics["baseline_vader"]["n"] == 600
     assert (out / "confusion_matrix.png").is_file() and not (out / "training_curves.png").exists()
+    assert (out / "reliability.png").is_file()
+    model = metrics["model"]
+    predictions = pd.read_csv(out / "predictions.csv")
+    # CBPE's accuracy is the mean top probability; the engine served the calibrated ones.
+    assert model["estimated_accuracy"] == pytest.approx(predictions["score"].mean())
+    assert 0 < model["estimated_macro_recall"] <= 1
+    assert metrics["estimated_accuracy"] == model["estimated_accuracy"]
+    assert metrics["estimated_macro_recall"] == model["estimated_macro_recall"]
+    temperatures = json.loads((bundle / "sentistream.json").read_text())["calibration"]["temperatures"]
+    assert model["temperatures"] == pytest.approx(temperatures) and "ece_uncalibrated" in model
     assert f"accuracy {metrics['model']['accuracy']:.4f}" in capsys.readouterr().out
 
 
