@@ -65,8 +65,9 @@ def corrupt_copy(bundle: Path, out: Path) -> Path:
     return out
 
 
-def labelled(prefix: str, count: int, partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value): message i goes to partition i % partitions, so offsets follow i there."""
+def labelled(prefix: str, count: int, partitions: int, start: int = 0) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of messages start..count-1: message i goes to partition i % partitions,
+    so offsets follow i there."""
     words = ["I love it", "this is awful", "it is a phone"]
     truth = ["positive", "negative", "neutral"]
     return [
@@ -75,7 +76,7 @@ def labelled(prefix: str, count: int, partitions: int) -> list[tuple[int, bytes,
             f"{prefix}-{i}".encode(),
             orjson.dumps({"id": f"{prefix}-{i}", "text": f"{words[i % 3]} {i}", "true_label": truth[i % 3]}),
         )
-        for i in range(count)
+        for i in range(start, count)
     ]
 
 
@@ -96,6 +97,39 @@ def produce_to_partitions(broker_url: str, topic: str, messages, pause_every: in
             await producer.stop()
 
     asyncio.run(send())
+
+
+def produce_until(
+    broker_url: str,
+    topic: str,
+    prefix: str,
+    partitions: int,
+    stop: threading.Event,
+    produced: list[int],
+    tail: int = 1_000,
+) -> None:
+    """A live stream of `labelled` messages, 200 every 50 ms, until `stop` is set and `tail` more
+    were sent; appends the count to `produced`."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"), linger_ms=5)
+        await producer.start()
+        n, end, futures = 0, None, []
+        try:
+            while end is None or n < end:
+                for partition, key, value in labelled(prefix, n + 200, partitions, start=n):
+                    futures.append(await producer.send(topic, value, key=key, partition=partition))
+                n += 200
+                if end is None and stop.is_set():
+                    end = n + tail
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return n
+
+    produced.append(asyncio.run(send()))
 
 
 def scored_events(broker_url: str, topics: Topics, expect: int) -> list[dict]:
@@ -170,9 +204,13 @@ def test_deploy_refuses_a_bundle_that_does_not_load_and_publishes_nothing(
 def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each_partition_once(
     broker_url: str, bundle: Path, tmp_path: Path
 ) -> None:
-    topics, partitions, count = Topics(), 4, 20_000
+    # The stream runs until both workers have swapped, then for 1,000 more messages: however slow
+    # the deploy (a loaded machine), messages are scored both before and after the switch.
+    topics, partitions = Topics(), 4
     create_topics(broker_url, [topics.tweets], partitions)
     workers = [WorkerProcess(broker_url, topics, tmp_path, name=n).start() for n in "ab"]
+    swapped = threading.Event()
+    produced: list[int] = []
     try:
         for worker in workers:
             worker.wait_ready()
@@ -184,9 +222,10 @@ def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each
             120,
             "the two workers to share the four partitions",
         )
-        messages = labelled("swap", count, partitions)
         feeder = threading.Thread(
-            target=produce_to_partitions, args=(broker_url, topics.tweets, messages, 200), daemon=True
+            target=produce_until,
+            args=(broker_url, topics.tweets, "swap", partitions, swapped, produced),
+            daemon=True,
         )
         feeder.start()
         wait_until(
@@ -196,12 +235,18 @@ def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each
         )
         done = deploy(broker_url, topics, str(bundle))
         assert done.returncode == 0, done.stderr
+        wait_until(
+            lambda: all(health(w)["models"]["swaps"] == 1 for w in workers), 180, "both workers to swap"
+        )
+        swapped.set()
         feeder.join(240)
+        (count,) = produced
         events = scored_events(broker_url, topics, count)
         for worker in workers:
             models = health(worker)["models"]
             assert models["model_version"] == version_of(bundle) and models["swaps"] == 1, models
     finally:
+        swapped.set()
         for worker in workers:
             worker.stop()
 
