@@ -82,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
             "--signing-key signs a local bundle directory; sign it before uploading "
             "(sentistream deploy --signing-key on the directory, or export --signing-key) and deploy the URI"
         )
+    if args.bundle and not is_remote(args.bundle) and not local_path(args.bundle).expanduser().is_dir():
+        raise UsageError(
+            f"bundle {args.bundle}: no such directory; give the folder `sentistream train` or `export` wrote, "
+            "or a remote URI (s3://, gs://, https://...)"
+        )
     if not kafka.reachable():
         raise SentistreamError(
             f"no Kafka broker answers at {kafka.broker}; start it (`sentistream kafka start`) or fix --broker"
