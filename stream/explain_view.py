@@ -15,6 +15,7 @@ import asyncio
 import logging
 
 from model.explain import Explainer, ExplainSettings, explainer_for
+from stream.api_schema import ExplainResponse
 from stream.inference import WEB, InferenceThread
 from stream.web import HttpError, bounded, parse_predict, read_api_token, read_body_within, require_token
 
@@ -69,11 +70,12 @@ class ExplainService:
 
     def _explain(self, texts: list[str]) -> dict:
         explainer = self._load()
-        return {
+        answer = {
             "model": self.model_name,
             "method": explainer.method,
             "explanations": [e.to_json() for e in explainer.explain(texts)],
         }
+        return ExplainResponse.model_validate(answer).model_dump(mode="json")
 
     async def answer(self, body: bytes) -> dict:
         """The JSON answer for a request body, or HttpError (429 while another runs, 503 past the cap)."""

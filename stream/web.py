@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import ValidationError
 
 from sentistream.errors import UsageError
 from stream.agents import Scorer
+from stream.api_schema import PredictRequest, PredictResponse, openapi_document
 from stream.decode import describe_validation_error
 from stream.health import Limits, liveness, readiness
 from stream.inference import WEB
@@ -33,14 +34,6 @@ from stream.scoring import predict_guarded
 PREDICT_HINT = 'send {"texts": ["a text", ...]}'
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
 MAX_ERROR_CHARS = 500
-
-
-class PredictRequest(BaseModel):
-    """The body of POST /predict."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    texts: list[StrictStr] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -171,7 +164,7 @@ async def predict_texts(scorer: Scorer, texts: list[str]) -> dict:
     """Score `texts` on the inference thread, after any waiting stream batch; per-text failures
     are reported, not raised."""
     predictions = await scorer.inference.run(WEB, predict_guarded, scorer.engine, texts)
-    return {
+    answer = {
         "model": scorer.engine.name,
         "predictions": [
             {"label": p.label, "score": p.score, "scores": p.scores, "truncated": p.truncated}
@@ -180,6 +173,7 @@ async def predict_texts(scorer: Scorer, texts: list[str]) -> dict:
             for p in predictions
         ],
     }
+    return PredictResponse.model_validate(answer).model_dump(mode="json", exclude_unset=True)
 
 
 def register_views(app, scorer: Scorer) -> None:
@@ -211,6 +205,13 @@ def register_views(app, scorer: Scorer) -> None:
         async def get(self, request):
             _, ready, details = health_report(scorer)
             return self.json(details, status=200 if ready else 503)
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        """The API's description (open, like the probes): generated from the request/response models."""
+
+        async def get(self, request):
+            return self.json(openapi_document())
 
     @app.page("/metrics")
     class Metrics(View):

@@ -150,3 +150,30 @@ def test_a_slow_body_holds_the_only_slot_then_gets_408_and_others_get_429(worker
         slow.close()
     assert answer.startswith("HTTP/1.1 408") and "did not arrive" in answer
     assert requests.post(process.url + "/predict", json={"texts": ["hi"]}, timeout=10).status_code == 200
+
+
+def test_the_api_describes_itself_and_its_answers_follow_the_description(worker) -> None:
+    import jsonschema
+
+    process, _ = worker
+    spec = requests.get(process.url + "/openapi.json", timeout=10).json()
+    assert spec["openapi"] == "3.1.0"
+    assert {"/predict", "/explain", "/live", "/ready", "/health", "/metrics"} <= set(spec["paths"])
+
+    def check(instance, name: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        jsonschema.Draft202012Validator(schema).validate(instance)
+
+    check({"texts": ["hi"]}, "PredictRequest")
+    with pytest.raises(jsonschema.ValidationError):
+        check({"texts": ["hi"], "lang": "en"}, "PredictRequest")
+    refused = requests.post(process.url + "/predict", json={"texts": ["hi"], "lang": "en"}, timeout=10)
+    assert refused.status_code == 422 and "422" in spec["paths"]["/predict"]["post"]["responses"]
+    check(refused.json(), "ErrorResponse")
+    answer = requests.post(process.url + "/predict", json={"texts": ["what a great day", "  "]}, timeout=10)
+    assert answer.status_code == 200
+    check(answer.json(), "PredictResponse")
+    assert [set(p) for p in answer.json()["predictions"]] == [
+        {"label", "score", "scores", "truncated"},
+        {"error"},
+    ]
