@@ -41,7 +41,7 @@ from stream.worker import run_worker
 
 KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
 
-log = logging.getLogger("stream.worker")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

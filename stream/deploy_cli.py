@@ -32,7 +32,7 @@ from stream.deployments import (
 )
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
-log = logging.getLogger("stream.deploy")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from stream.settings import CONNECTION_FLAGS, KafkaSettings
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic"]
 DEFAULT_PARTITIONS = 4  # of topics the monitor has to create (the worker's default)
 
-log = logging.getLogger("stream.monitor")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

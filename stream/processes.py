@@ -39,7 +39,7 @@ from sentistream.settings import flag_name
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
 from stream.topics import ensure_topics
 
-log = logging.getLogger("stream.worker")
+log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 60.0  # a child finishing its batch and committing; then it is killed
 POLL_S = 0.2

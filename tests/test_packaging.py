@@ -54,3 +54,55 @@ def test_a_wheel_from_a_tree_with_trained_models_ships_none_of_them(tmp_path: Pa
     assert shipped == set(PACKAGES) - {"stream.data", "infra.kafka"}  # those two hold data only
     tops = {n.split("/")[0] for n in names if not n.startswith("sentistream-")}
     assert tops == {"sentistream", "model", "training", "stream", "dashboard", "infra"}
+
+
+def imported_distributions() -> dict[str, set[str]]:
+    """Distribution -> the shipped modules that import it (third-party imports only)."""
+    import ast
+    import importlib.metadata
+
+    by_module = importlib.metadata.packages_distributions()
+    ours = {name.split(".")[0] for name in PACKAGES}
+    found: dict[str, set[str]] = {}
+    for top in ours:
+        for path in (ROOT / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    root = name.split(".")[0]
+                    if root in ours or root in sys.stdlib_module_names:
+                        continue
+                    for dist in by_module.get(root, [root]):
+                        found.setdefault(dist.lower().replace("_", "-"), set()).add(
+                            str(path.relative_to(ROOT))
+                        )
+    return found
+
+
+def declared(requirements: list[str]) -> set[str]:
+    import re
+
+    return {
+        re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower().replace("_", "-") for r in requirements
+    }
+
+
+def test_every_library_the_shipped_code_imports_is_a_declared_dependency() -> None:
+    # Dev extras do not count: a user's `pip install sentistream` does not get them.
+    main = declared(PYPROJECT["project"]["dependencies"]) | declared(
+        PYPROJECT["project"]["optional-dependencies"]["gpu"]
+    )
+    missing = {
+        dist: sorted(files)[:3] for dist, files in imported_distributions().items() if dist not in main
+    }
+    assert missing == {}, f"declare these in pyproject.toml [project] dependencies: {missing}"
+
+
+def test_no_dependency_is_declared_twice() -> None:
+    names = [n for n in (declared([r]) for r in PYPROJECT["project"]["dependencies"]) for n in n]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

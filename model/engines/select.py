@@ -22,7 +22,7 @@ from model.engines.torch_engine import TorchEngine
 from model.engines.vader_engine import VaderEngine
 from sentistream.errors import UsageError
 
-logger = logging.getLogger("model.engines")
+logger = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ("auto", "onnx", "torch", "vader")  # what the CLI advertises
 ALL_BACKENDS = (*BACKEND_CHOICES, "constant")  # "constant": the null model for stream benchmarks
