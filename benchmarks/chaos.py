@@ -154,6 +154,15 @@ def produce_paced(
     asyncio.run(send())
 
 
+def stop_all(workers, collector: Collector | None, broker: LocalBroker) -> None:
+    """SIGTERM the workers, then stop the reader and the broker (the end of every chaos run)."""
+    for w in workers:
+        w.stop()
+    if collector:
+        collector.stop()
+    broker.stop()
+
+
 def run_chaos(plan: Plan, work_dir: Path, log=print) -> Outcome:
     """Run one chaos round on a broker of its own; returns what was delivered and what was not."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # reconnect noise while the broker restarts
@@ -215,11 +224,7 @@ def run_chaos(plan: Plan, work_dir: Path, log=print) -> Outcome:
         time.sleep(3.0)  # late duplicates, if any, arrive now
         producer.join(60)
     finally:
-        for w in workers:
-            w.stop()
-        if collector:
-            collector.stop()
-        broker.stop()
+        stop_all(workers, collector, broker)
     expected = {f"m{j}".encode() for j in range(plan.messages)}
     seen = collector.keys if collector else Counter()
     outcome.scored = collector.per_topic[topics.scored] if collector else 0
@@ -267,9 +272,9 @@ class Fleet:
                     exits[str(code)] = exits.get(str(code), 0) + 1
                 w.start()
 
-    def stop(self) -> None:
-        for w in [*self.workers, self.extra]:
-            w.stop()
+    @property
+    def everyone(self) -> list[WorkerProcess]:
+        return [*self.workers, self.extra]
 
 
 def run_rounds(
@@ -299,10 +304,7 @@ def run_rounds(
             log(f"  round {n}: {asdict(result)}")
             results.append(result)
     finally:
-        fleet.stop()
-        if collector:
-            collector.stop()
-        broker.stop()
+        stop_all(fleet.everyone, collector, broker)
     return results
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.chaos import Collector, produce_paced
+from benchmarks.chaos import Collector, produce_paced, stop_all
 from infra.broker import BrokerSettings, LocalBroker, free_port
 from tests.stream.worker_process import Topics, WorkerProcess, create_topics
 
@@ -86,11 +86,7 @@ def measure(
             "recovery_s": round(readable_at - killed_at, 2) if readable_at != float("inf") else None,
         }
     finally:
-        for w in workers:
-            w.stop()
-        if collector:
-            collector.stop()
-        broker.stop()
+        stop_all(workers, collector, broker)
 
 
 def main(argv: list[str] | None = None) -> int:
