@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.bundle and not is_remote(args.bundle) and not local_path(args.bundle).expanduser().is_dir():
         raise UsageError(
-            f"bundle {args.bundle}: no such directory; give the folder `sentistream train` or `export` wrote, "
+            f"no such bundle directory: {args.bundle}; give the folder `sentistream train` or `export` wrote, "
             "or a remote URI (s3://, gs://, https://...)"
         )
     if not kafka.reachable():

@@ -133,7 +133,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
         ),
         (["sink", "--output", "/etc/hostname"], "is a file, not a folder"),
         (["sink", "--output", "/etc/hostname/history"], "is a file, not a folder"),
-        (["deploy", "/nonexistent/bundle"], "bundle /nonexistent/bundle: no such directory"),
+        (["deploy", "/nonexistent/bundle"], "no such bundle directory: /nonexistent/bundle"),
     ],
 )
 def test_a_connection_or_output_that_cannot_work_is_one_line_and_exit_2_before_any_work(argv, says) -> None:
