@@ -367,6 +367,18 @@ def healthy(port: int) -> bool:
         return False
 
 
+def monitor_command(broker_url: str, topic_name: str, stats: str, alerts: str, *extra: str):
+    """`sentistream monitor` on the test's own topics and app id, for `start_server(command(port))`."""
+
+    def command(port: int) -> list[str]:
+        return [
+            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--alerts-topic", alerts,
+            "--app-id", f"{topic_name}-monitor", "--web-port", str(port), "--window-s", str(WINDOW_S), *extra,
+        ]  # fmt: skip
+
+    return command
+
+
 @pytest.mark.slow
 def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
     broker_url, topic_name, tmp_path
@@ -378,12 +390,7 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
     create_topics(broker_url, [scored], partitions=2)
     log = tmp_path / "monitor.log"
 
-    def command(port: int) -> list[str]:
-        return [
-            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
-            "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
-            "--window-s", str(WINDOW_S),
-        ]  # fmt: skip
+    command = monitor_command(broker_url, topic_name, stats, alerts, "--scored-topic", scored)
 
     process, port = start_server(command, log, healthy, timeout=120)
     try:
@@ -456,12 +463,7 @@ def test_monitor_waits_for_a_worker_whose_partition_is_read_behind_on_the_real_b
     create_topics(broker_url, [stats, scored], partitions=2)
     log = tmp_path / "monitor.log"
 
-    def command(port: int) -> list[str]:
-        return [
-            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--scored-topic", scored,
-            "--alerts-topic", alerts, "--app-id", f"{topic_name}-monitor", "--web-port", str(port),
-            "--window-s", str(WINDOW_S),
-        ]  # fmt: skip
+    command = monitor_command(broker_url, topic_name, stats, alerts, "--scored-topic", scored)
 
     # B may be silent for longer than the default while the test waits: it must still hold windows open.
     env = {**os.environ, "SENTISTREAM_MONITOR_PARTITION_IDLE_S": "120"}
@@ -517,12 +519,7 @@ def test_an_alert_the_broker_refused_is_sent_once_it_accepts_on_the_real_broker(
     topic_config(broker_url, alerts, create=True, **{"max.message.bytes": "200"})
     log = tmp_path / "monitor.log"
 
-    def command(port: int) -> list[str]:
-        return [
-            SENTISTREAM, "monitor", "--broker", broker_url, "--stats-topic", stats, "--alerts-topic", alerts,
-            "--app-id", f"{topic_name}-monitor", "--web-port", str(port), "--window-s", str(WINDOW_S),
-            "--examples", "0",
-        ]  # fmt: skip
+    command = monitor_command(broker_url, topic_name, stats, alerts, "--examples", "0")
 
     process, port = start_server(command, log, healthy, timeout=120)
     try:
