@@ -12,8 +12,6 @@ import asyncio
 import logging
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from stream.monitor import (
 )
 from stream.settings import KafkaSettings
 from tests.kafka_reader import count_records
-from tests.ports import start_server
+from tests.ports import start_server, stop
 from tests.stream.worker_process import create_topics, produce, read_topic, wait_until
 
 SENTISTREAM = str(Path(sys.executable).parent / "sentistream")
@@ -416,11 +414,7 @@ def test_monitor_merges_two_workers_and_alerts_once_on_the_real_broker(
         records = read_topic(broker_url, alerts, expected=1, timeout=60, idle_s=0)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=30)
     found = [SentimentAlert.model_validate_json(r.value) for r in records]
     assert len(found) == 1, (found, log.read_text()[-3000:])
     alert = found[0]
@@ -479,11 +473,7 @@ def test_monitor_waits_for_a_worker_whose_partition_is_read_behind_on_the_real_b
         wait_until(lambda: last_window_end(port) >= evaluated, 60, "the monitor to evaluate window 10")
         events = metric(port, "sentistream_monitor_window_events")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=30)
     text = log.read_text()
     assert events == stream[-2].total, text[-3000:]  # both halves of the last window evaluated
     assert "came after it was evaluated" not in text and "ALERT" not in text, text[-3000:]
@@ -535,11 +525,7 @@ def test_an_alert_the_broker_refused_is_sent_once_it_accepts_on_the_real_broker(
         records = read_topic(broker_url, alerts, expected=1, timeout=30, idle_s=6)  # a tick is every 5 s
         alerts_total = metric(port, 'sentistream_monitor_alerts_total{kind="share"}')
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=30)
     text = log.read_text()
     found = [SentimentAlert.model_validate_json(r.value) for r in records]
     assert [(a.kind, a.since) for a in found] == [("share", stream[12].start)], text[-3000:]
