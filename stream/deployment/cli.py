@@ -1,0 +1,171 @@
+"""`sentistream deploy`: ship a model bundle into the running stream, roll it back, shadow it, promote it.
+
+Every action first checks that the bundle it would serve loads and scores (the same check workers
+make), and publishes nothing when it does not (exit 2). `--signing-key KEY.pem` signs a local
+bundle (model/signing.py) before it is checked, so workers given the public key (--trusted-key)
+serve it; --rollback and --promote re-check the recorded checksum, so what they republish is
+byte for byte what was deployed (and signed) before. Workers follow the control topic and switch
+between two batches (stream/worker/serving.py); see docs/ARCHITECTURE.md, "Model lifecycle".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from model.settings import ModelSettings
+from sentistream.errors import SentistreamError, UsageError
+from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.bundles import fetch, is_remote, load_verified, local_path, new_deployment
+from stream.control import publish, read_deployments
+from stream.events import ModelRef
+from stream.settings import CONNECTION_FLAGS, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `deploy` flags."""
+
+    parser.add_argument(
+        "bundle", nargs="?", help="model bundle: a directory, or any URI fsspec reads (s3://...)"
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--rollback", action="store_true", help="serve the champion before the current one again"
+    )
+    action.add_argument("--promote", action="store_true", help="make the shadow challenger the champion")
+    action.add_argument(
+        "--shadow", action="store_true", help="deploy BUNDLE as a challenger scored beside the champion"
+    )
+    action.add_argument("--clear-shadow", action="store_true", help="stop shadow scoring")
+    action.add_argument("--show", action="store_true", help="print the current deployments as JSON")
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="KEY.pem",
+        help="EC P-256 private key (openssl ecparam -name prime256v1 -genkey): sign BUNDLE (writes "
+        "model.sig into it) so workers with the matching --trusted-key serve it",
+    )
+    add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, "models_topic"])
+    add_settings_arguments(parser, ModelSettings, ["backend"])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check, then publish; prints one line saying what the workers will serve."""
+
+    kafka = settings_from_args(KafkaSettings, args)
+    model_settings = settings_from_args(ModelSettings, args, device="cpu")
+    wants_bundle = not (args.rollback or args.promote or args.clear_shadow or args.show)
+    if wants_bundle != bool(args.bundle):
+        raise UsageError(
+            "give a BUNDLE to deploy (optionally with --shadow), or one of --rollback, --promote, "
+            "--clear-shadow, --show without a bundle"
+        )
+    if args.signing_key is not None and not args.bundle:
+        raise UsageError(
+            "--signing-key signs a BUNDLE; --rollback and --promote republish signed bundles as they are"
+        )
+    if args.signing_key is not None and is_remote(args.bundle):
+        raise UsageError(
+            "--signing-key signs a local bundle directory; sign it before uploading "
+            "(sentistream deploy --signing-key on the directory, or export --signing-key) and deploy the URI"
+        )
+    if args.bundle and not is_remote(args.bundle) and not local_path(args.bundle).expanduser().is_dir():
+        raise UsageError(
+            f"no such bundle directory: {args.bundle}; give the folder `sentistream train` or `export` wrote, "
+            "or a remote URI (s3://, gs://, https://...)"
+        )
+    if not kafka.reachable():
+        raise SentistreamError(kafka.unreachable())
+    return asyncio.run(_run(args, kafka, model_settings))
+
+
+async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
+
+    current, _ = await read_deployments(kafka)
+    champion, challenger = current.get("champion"), current.get("challenger")
+    if args.show:
+        print(json.dumps({role: d.model_dump(mode="json") for role, d in current.items()}, indent=2))
+        return 0
+    if args.clear_shadow:
+        if challenger is None:
+            raise UsageError("there is no shadow challenger to clear")
+        await publish(kafka, "challenger", None)
+        print(f"cleared the shadow challenger {challenger.model_version}")
+        return 0
+    if args.rollback:
+        if champion is None or not champion.history:
+            raise UsageError("nothing to roll back to: no earlier champion was deployed")
+        earlier = champion.history[0]
+        deployment = _pinned(earlier, model_settings, champion.history[1:])
+        await publish(kafka, "champion", deployment)
+        print(f"rolled back to {deployment.model_version} (was {champion.model_version})")
+        return 0
+    if args.promote:
+        if challenger is None:
+            raise UsageError("there is no shadow challenger to promote; deploy one with --shadow first")
+        deployment = _pinned(challenger, model_settings, _history(champion))
+        await publish(kafka, "champion", deployment)
+        await publish(kafka, "challenger", None)
+        print(f"promoted {deployment.model_version} to champion (was {_name(champion)})")
+        return 0
+    uri = _absolute(args.bundle)
+    if args.signing_key is not None:
+        from model.signing import sign_bundle
+
+        sign_bundle(local_path(uri), args.signing_key.expanduser())
+    if args.shadow:
+        deployment = _checked(uri, model_settings, [])
+        await publish(kafka, "challenger", deployment)
+        print(f"shadow-scoring {deployment.model_version} beside {_name(champion)}")
+        return 0
+    deployment = _checked(uri, model_settings, _history(champion))
+    if champion is not None and champion.checksum == deployment.checksum:
+        print(f"{deployment.model_version} is already the champion; nothing published")
+        return 0
+    await publish(kafka, "champion", deployment)
+    print(
+        f"deployed {deployment.model_version} as champion (was {_name(champion)}); workers switch between batches"
+    )
+    return 0
+
+
+def _pinned(ref: ModelRef, model_settings, history):  # -> Deployment
+    """The record of an earlier deployment again, once its files still match its recorded checksum
+    (whatever sits at its URI now is not trusted: it was never shadow-scored or signed)."""
+    return _checked(ref.uri, model_settings, history, expected=ref.checksum)
+
+
+def _checked(uri: str, model_settings, history, expected: str | None = None):  # -> Deployment
+    """The deployment record of the bundle at `uri`, once it loaded and scored the smoke batch (and,
+    with `expected`, once its files have that checksum)."""
+
+    with tempfile.TemporaryDirectory(prefix="sentistream-deploy-") as cache:
+        path = fetch(uri, Path(cache), expected)
+        engine = load_verified(path, model_settings)
+        try:
+            return new_deployment(uri, path, engine, history)
+        finally:
+            engine.close()
+
+
+def _history(champion) -> list:
+    return [champion.ref(), *champion.history] if champion is not None else []
+
+
+def _name(deployment) -> str:
+    return deployment.model_version if deployment is not None else "each worker's --model"
+
+
+def _absolute(bundle: str) -> str:
+    """A local bundle as an absolute path (workers do not share the deployer's working directory)."""
+
+    return bundle if is_remote(bundle) else str(local_path(bundle).resolve())
+
+
+COMMANDS = {"deploy": (add_arguments, run)}
