@@ -144,7 +144,7 @@ class ChannelBatches:
     to fill a batch once its first event arrived."""
 
     def __init__(self, stream, size: int, within: float) -> None:
-        self.app = stream.worker.app
+        self.app = stream.app
         # Iterating the topic registers this channel with the conductor, as the stream's own
         # iterator would; the conductor then queues every message of the agent's topic here.
         self.channel = aiter(stream.channel)
