@@ -2,7 +2,7 @@
 
 `Backoff` is the policy (frozen, a module constant or built from settings); `start()` gives one
 run of it, `Attempts`, which each loop drives in its own words: try, look at `expired()`, log,
-`await wait()` (or `wait_sync()` on a thread). Every waiting loop of the project uses it: the
+`await wait()` (or `wait_sync()` on a thread). Every loop that retries or polls uses it: the
 worker's sends and transactions, its control-topic follower and model reloads, the dashboard's
 reconnects, the demo's and the broker's start-up waits, the supervisors' polls.
 """
