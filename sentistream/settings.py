@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,8 +30,26 @@ class LogSettings(BaseSettings):
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
-    """The environment variable that sets `field` of `cls`."""
-    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+    """The environment variable that sets `field` of `cls` (the first of `env_names`)."""
+    return env_names(cls, field)[0]
+
+
+def env_names(cls: type[BaseSettings], field: str) -> list[str]:
+    """Every environment variable that sets `field` of `cls`, the current name first, then the older
+    names kept for deployments written before the setting found its one owner (`shared_env`)."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice).upper() for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias.upper()]
+    return [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+
+
+def shared_env(name: str, *older: str) -> AliasChoices:
+    """The variable(s) of a setting that several components read: one name whatever the reading class's
+    prefix, then older names still honoured (the current one wins when both are set). A class with such
+    a field needs `populate_by_name=True` so that code and flags still set it by its field name."""
+    return AliasChoices(name, *older)
 
 
 def add_settings_arguments(
@@ -39,23 +57,28 @@ def add_settings_arguments(
     cls: type[BaseSettings],
     fields: Iterable[str] | None = None,
     flags: Mapping[str, str] | None = None,
+    old_flags: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
     """Add one `--flag` per settings field; defaults stay None so unset flags defer to the env.
 
     `flags` renames some fields' flags (`{"port": "--kafka-port"}`), for a command that takes the
     same field of two owners (the demo's ports); pass the same mapping to `settings_from_args`.
+    `old_flags` keeps older spellings working (`{"stats_window_s": ["--window-s"]}`).
     """
     for name in fields or cls.model_fields:
         info = cls.model_fields[name]
         flag = flag_name(name, flags)
-        help_text = f"{info.description or name} ({_default_text(info)}) [env: {env_name(cls, name)}]"
+        spellings = [flag, *(old_flags or {}).get(name, ())]
+        older_env = env_names(cls, name)[1:]
+        also = f"; also {', '.join(older_env)}, the older name" if older_env else ""
+        help_text = f"{info.description or name} ({_default_text(info)}{also}) [env: {env_name(cls, name)}]"
         dest = _dest(flag)
         if _plain_type(info.annotation) is bool:
             parser.add_argument(
-                flag, dest=dest, default=None, help=help_text, action=argparse.BooleanOptionalAction
+                *spellings, dest=dest, default=None, help=help_text, action=argparse.BooleanOptionalAction
             )
         else:
-            parser.add_argument(flag, dest=dest, default=None, help=help_text, metavar=name.upper())
+            parser.add_argument(*spellings, dest=dest, default=None, help=help_text, metavar=name.upper())
 
 
 def settings_from_args(

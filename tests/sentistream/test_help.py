@@ -45,9 +45,9 @@ def settings_backed_flags(command: str, monkeypatch: pytest.MonkeyPatch) -> list
     original = sentistream.settings.add_settings_arguments
     seen: list[Backed] = []
 
-    def spy(parser, cls, fields=None, flags=None):
+    def spy(parser, cls, fields=None, flags=None, **more):
         seen.extend(Backed(cls, f, flag_name(f, flags)) for f in (fields or cls.model_fields))
-        return original(parser, cls, fields, flags)
+        return original(parser, cls, fields, flags, **more)
 
     monkeypatch.setattr(module, "add_settings_arguments", spy)
     subparser(command)
