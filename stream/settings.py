@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sentistream.settings import shared_env
+
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 # The connection flags of every command that talks to Kafka (worker, produce, replay, dashboard).
 # The SASL password is deliberately not among them: a flag shows in `ps` to every user of the
@@ -33,7 +35,7 @@ TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic", "models_topi
 class KafkaSettings(BaseSettings):
     """Connection to Kafka and the names of the topics (docs/ARCHITECTURE.md, "Topics")."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, populate_by_name=True)
 
     broker: str = Field(default=DEFAULT_BROKER, description="kafka://HOST:PORT (comma-separate several)")
     topic: str = Field(default="tweets", description="raw input topic")
@@ -42,6 +44,12 @@ class KafkaSettings(BaseSettings):
     stats_topic: str = Field(default="sentiment-stats", description="windowed aggregates topic")
     models_topic: str = Field(
         default="sentistream-models", description="compacted control topic of model deployments"
+    )
+    alerts_topic: str = Field(
+        default="sentiment-alerts",
+        # The monitor owned this setting before it joined the other topic names: its variable still works.
+        validation_alias=shared_env("SENTISTREAM_ALERTS_TOPIC", "SENTISTREAM_MONITOR_ALERTS_TOPIC"),
+        description="shift alerts: the monitor publishes them, the dashboard and `tail alerts` read them",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol"

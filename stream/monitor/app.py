@@ -236,12 +236,12 @@ class Monitor:
                 alert = self.unsent[0]
                 try:
                     await self.app.producer.send_and_wait(
-                        self.settings.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
+                        self.kafka.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
                         None, None, None,
                     )  # fmt: skip
                 except Exception as exc:  # any failure: the alert stays queued, nothing is counted
                     log.warning("alert %s not sent to %s (%s: %s); %d unsent, tried again soon", alert.alert_id,
-                                self.settings.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
+                                self.kafka.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
                     break
                 self.unsent.popleft()
                 self.published += 1

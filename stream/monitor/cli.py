@@ -16,7 +16,7 @@ from stream.monitor.app import create_monitor
 from stream.monitor.settings import MonitorSettings
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
-KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic"]
+KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic", "alerts_topic"]
 DEFAULT_PARTITIONS = 4  # of topics the monitor has to create (the worker's default)
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ async def prepare_topics(kafka, settings, timeout_s: float = 10.0) -> int:
 
     replication = settings.replication_factor
     specs = [
-        TopicSpec(name, DEFAULT_PARTITIONS, replication)
-        for name in (kafka.stats_topic, settings.alerts_topic)
+        TopicSpec(name, DEFAULT_PARTITIONS, replication) for name in (kafka.stats_topic, kafka.alerts_topic)
     ]
     try:
         async with admin_client(kafka, timeout_s) as admin:

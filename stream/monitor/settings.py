@@ -14,7 +14,6 @@ class MonitorSettings(BaseSettings):
     app_id: str = Field(
         default="sentistream-monitor", description="Faust app id (consumer group, table topics)"
     )
-    alerts_topic: str = Field(default="sentiment-alerts", description="topic the alerts go to")
     replication_factor: int = Field(
         default=1,
         ge=1,

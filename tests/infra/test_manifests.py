@@ -95,12 +95,11 @@ def component_classes() -> dict[str, tuple[Reads, ...]]:
     from stream.sink.writer import SinkSettings
     from stream.worker.settings import WorkerSettings
 
-    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics init container
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
-        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
+        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the init container that creates the topics
+        "topics": (KafkaSettings, WorkerSettings),  # the init container that creates the topics
         "sink": (KafkaSettings, SinkSettings),
         "monitor": (KafkaSettings, MonitorSettings),
     }
@@ -594,8 +593,8 @@ def test_compose_shell_overrides_default_to_the_codes_defaults():
 
 def app_topics() -> list[Setting]:
     """The topics the initialisers create: the worker's four and the monitor's alerts topic."""
-    four = [setting("KafkaSettings", f) for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")]
-    return [*four, setting("MonitorSettings", "alerts_topic")]
+    names = ("topic", "scored_topic", "dlq_topic", "stats_topic", "alerts_topic")
+    return [setting("KafkaSettings", f) for f in names]
 
 
 def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_partitions():
@@ -1902,7 +1901,9 @@ def sink_shutdown_seconds(env: dict[str, str | None], partitions: int) -> float:
     (consume, parse and write, on a loaded machine), slower than writing alone.
     """
     poll = int(
-        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink" / "writer.py").read_text()).group(1)
+        re.search(
+            r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink" / "writer.py").read_text()
+        ).group(1)
     )
     rate = json.loads((ROOT / "benchmarks" / "results" / "sink_throughput.json").read_text())[
         "sink_events_per_s"
@@ -2119,7 +2120,7 @@ def test_k8s_topics_init_container_gets_the_settings_it_needs():
     env = container_env(objects, topics_container(objects))
     assert missing_required(env, "topics", "topics init") == []
     assert setting("WorkerSettings", "replication_factor").env in env
-    assert setting("MonitorSettings", "alerts_topic").env in env
+    assert setting("KafkaSettings", "alerts_topic").env in env
 
 
 def scrape_problems(rules_overlay: dict, base: dict, alerts_text: str) -> list[str]:

@@ -222,7 +222,7 @@ class Producer:
 def monitor_app(producer: Producer | None = None) -> Monitor:
     table = WindowedTable()
     app = SimpleNamespace(producer=producer or Producer())
-    monitor = Monitor(app, table, kafka=None, settings=MonitorSettings(window_s=WINDOW_S))
+    monitor = Monitor(app, table, kafka=KafkaSettings(), settings=MonitorSettings(window_s=WINDOW_S))
     table.monitor = monitor
     return monitor
 
