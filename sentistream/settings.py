@@ -9,10 +9,11 @@ flags given on the command line win over `SENTISTREAM_*` variables, which win ov
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,21 +36,42 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
 
 
 def env_names(cls: type[BaseSettings], field: str) -> list[str]:
-    """Every environment variable that sets `field` of `cls`, the current name first, then the older
-    names kept for deployments written before the setting found its one owner (`shared_env`)."""
+    """Every environment variable that sets `field` of `cls`: the current name first, then the older
+    one `Renamed.older_env` still honours for deployments written before the setting moved.
+
+    A setting that classes of several prefixes share (the contract's, `stream.settings`) names its
+    variable itself (`validation_alias="SENTISTREAM_..."`, with `populate_by_name=True` so that code
+    and flags still set it by field name)."""
     alias = cls.model_fields[field].validation_alias
     if isinstance(alias, AliasChoices):
-        return [str(choice).upper() for choice in alias.choices]
-    if isinstance(alias, str):
-        return [alias.upper()]
-    return [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+        current = [str(choice).upper() for choice in alias.choices]
+    elif isinstance(alias, str):
+        current = [alias.upper()]
+    else:
+        current = [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+    older = getattr(cls, "older_env", {}).get(field)
+    return [*current, older] if older else current
 
 
-def shared_env(name: str, *older: str) -> AliasChoices:
-    """The variable(s) of a setting that several components read: one name whatever the reading class's
-    prefix, then older names still honoured (the current one wins when both are set). A class with such
-    a field needs `populate_by_name=True` so that code and flags still set it by its field name."""
-    return AliasChoices(name, *older)
+class Renamed(BaseSettings):
+    """Base of a settings class some of whose variables were renamed when the setting moved to its one
+    owner: `older_env` maps such a field to its older variable, which still sets it when neither a flag
+    nor the current variable does (`--help` names both)."""
+
+    older_env: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_variables(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.older_env:
+            return data
+        given = {str(key).upper() for key in data}
+        older = {
+            field: os.environ[variable]
+            for field, variable in cls.older_env.items()
+            if variable in os.environ and not given & {field.upper(), env_name(cls, field)}
+        }
+        return {**data, **older}
 
 
 def add_settings_arguments(
@@ -70,7 +92,7 @@ def add_settings_arguments(
         flag = flag_name(name, flags)
         spellings = [flag, *(old_flags or {}).get(name, ())]
         older_env = env_names(cls, name)[1:]
-        also = f"; also {', '.join(older_env)}, the older name" if older_env else ""
+        also = f"; also {', '.join(older_env)}, its older name" if older_env else ""
         help_text = f"{info.description or name} ({_default_text(info)}{also}) [env: {env_name(cls, name)}]"
         dest = _dest(flag)
         if _plain_type(info.annotation) is bool:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The broker and topic flags, and every detection threshold."""
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
-    add_settings_arguments(parser, MonitorSettings)
+    # --window-s: the flag's name before the window became the contract's (the workers' --stats-window-s)
+    add_settings_arguments(parser, MonitorSettings, old_flags={"stats_window_s": ["--window-s"]})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1951,8 +1951,12 @@ def test_stop_grace_check_catches_a_short_sink_grace_and_a_compose_mismatch(tmp_
 
 
 def monitor_problems(objects: dict, compose_doc: dict) -> list[str]:
-    """The monitor's windows are the workers' windows; probes, scrape annotations and healthcheck ask its port and /health."""
-    window, stats_window = setting("MonitorSettings", "window_s"), setting("WorkerSettings", "stats_window_s")
+    """The monitor's windows are the workers' windows (one variable, which an override in one of them
+    would split); probes, scrape annotations and healthcheck ask its port and /health."""
+    window, stats_window = (
+        setting("MonitorSettings", "stats_window_s"),
+        setting("WorkerSettings", "stats_window_s"),
+    )
     port, path = setting("MonitorSettings", "web_port"), monitor_health_path()
     problems = []
     dep = workload(objects, "monitor")
@@ -1989,13 +1993,13 @@ def test_monitor_check_catches_a_window_mismatch_and_a_wrong_port(tmp_path: Path
     edit_env_file(
         base / "config" / "monitor.env",
         lambda data: data.update(
-            {"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"}
+            {"SENTISTREAM_STATS_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"}
         ),
     )
     doc = compose()
     doc["services"]["monitor"]["healthcheck"]["test"][-1] = "http://127.0.0.1:6066/health"
     problems = monitor_problems(k8s_objects(base), doc)
-    assert any("k8s monitor: SENTISTREAM_MONITOR_WINDOW_S differs" in p for p in problems), problems
+    assert any("k8s monitor: SENTISTREAM_STATS_WINDOW_S differs" in p for p in problems), problems
     assert any("readinessProbe asks http/health, the app serves 6068/health" in p for p in problems), problems
     assert any("Prometheus does not scrape port 6068" in p for p in problems), problems
     assert any("compose monitor: the healthcheck does not ask :6067/health" in p for p in problems), problems
