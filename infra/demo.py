@@ -29,8 +29,8 @@ from infra.broker import BrokerSettings, LocalBroker, answers_metadata
 from model.hub import hub_reachable
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
-from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.settings import port_open
+from sentistream.settings import add_settings_arguments, env_name, settings_from_args
+from stream.settings import HistorySettings, port_open
 from stream.worker.settings import WorkerSettings
 
 HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
@@ -176,12 +176,10 @@ class Demo:
         self._spawn("replay", replay)
         # History and shift alerts: the sink writes the scored topic to Parquet (flushed every 10 s so a
         # newcomer sees history within seconds), the monitor watches sentiment-stats.
-        history = self.log_dir.parent / "history"
-        self._spawn(
-            "sink", ["sink", "--output", str(history), "--broker", broker_url, "--flush-interval-s", "10"]
-        )
+        # One setting for both: the sink and the dashboard children inherit SENTISTREAM_HISTORY_DIR.
+        os.environ[env_name(HistorySettings, "history_dir")] = str(self.log_dir.parent / "history")
+        self._spawn("sink", ["sink", "--broker", broker_url, "--flush-interval-s", "10"])
         self._spawn("monitor", ["monitor", "--broker", broker_url, "--from-beginning"])
-        os.environ["SENTISTREAM_DASHBOARD_HISTORY_DIR"] = str(history)  # the dashboard child inherits it
         port = str(self.plan.dashboard_port)
         self._spawn(
             "dashboard", ["dashboard", "--port", port, "--broker", broker_url, "--worker-url", worker_url]

@@ -223,3 +223,20 @@ class StatsWindowSettings(BaseSettings):
         validation_alias="SENTISTREAM_STATS_WINDOW_S",  # whatever the prefix of the class extending this
         description="tumbling window of sentiment-stats, seconds (the workers' and the monitor's)",
     )
+
+
+class HistorySettings(Renamed):
+    """Where the history's Parquet files are: `sentistream sink` writes them, the dashboard's History
+    tab reads them, so both read this one setting (`SinkSettings` extends it)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTISTREAM_", frozen=True, extra="ignore", populate_by_name=True
+    )
+    # The dashboard's own copy of this setting, before it had one owner: still honoured.
+    older_env: ClassVar[dict[str, str]] = {"history_dir": "SENTISTREAM_DASHBOARD_HISTORY_DIR"}
+
+    history_dir: Path | None = Field(
+        default=None,
+        validation_alias="SENTISTREAM_HISTORY_DIR",  # whatever the prefix of the class extending this
+        description="folder of the history's Parquet files: the sink writes it, the dashboard's History tab reads it",
+    )

@@ -141,8 +141,7 @@ def deployment_choices() -> set[str]:
         setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
         setting("WorkerSettings", "worker_name").env,  # the pod's name
         setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
-        setting("SinkSettings", "output").env,  # the sink's volume (no default: it must be given)
-        setting("HistorySettings", "history_dir").env,  # the same volume, in the dashboard
+        setting("HistorySettings", "history_dir").env,  # the sink's volume, which the dashboard reads
         setting("WorkerSettings", "api_token_file").env,  # a file of the Secret sentistream-security
         setting("WorkerSettings", "trusted_key").env,  # the same Secret
         setting("DashboardSettings", "worker_token_file").env,  # the same Secret, in the dashboard
@@ -166,7 +165,7 @@ def required(component: str) -> set[str]:
         ],
         "replay": [],
         "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
-        "sink": [("SinkSettings", "output")],
+        "sink": [("SinkSettings", "history_dir")],
         "monitor": [("MonitorSettings", "web_port")],  # probes, scrape annotations, compose healthcheck
     }[component]
     loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
@@ -1791,7 +1790,7 @@ def compose_mounts(service: dict) -> dict[str, tuple[str, bool]]:
 
 def history_problems(objects: dict, compose_doc: dict) -> list[str]:
     """The dashboard's history dir is the sink's output, on the same volume, mounted read-only."""
-    output, history = setting("SinkSettings", "output"), setting("HistorySettings", "history_dir")
+    output, history = setting("SinkSettings", "history_dir"), setting("HistorySettings", "history_dir")
     problems = []
     services = compose_doc["services"]
     sink_dir = service_env(services["sink"]).get(output.env)
@@ -2012,7 +2011,7 @@ def test_compose_sink_turns_off_the_images_healthcheck():
 
 def test_worker_image_prepares_the_sinks_folder_for_its_user():
     """A new named volume copies the image folder's owner: without it the sink (uid 10001) cannot write."""
-    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "output").env]
+    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "history_dir").env]
     df = Dockerfile.read(DOCKER_DIR / "worker.Dockerfile")
     user = df.last("USER")
     assert any(f"-o {user}" in args and output in args for n, args in df.final_stage() if n == "RUN")
