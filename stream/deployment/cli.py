@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args, kafka, model_settings, replication))
 
 
-async def _run(args: argparse.Namespace, kafka, model_settings, replication: int = 1) -> int:
+async def _run(args: argparse.Namespace, kafka, model_settings, replication: int) -> int:
 
     async def publish(role, deployment) -> int:
         return await control.publish(kafka, role, deployment, replication=replication)
