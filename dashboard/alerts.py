@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from dashboard.names import plain_name, shown_name
 from stream.events import SentimentAlert
 from stream.kafka_internals import topic_partitions
-from stream.monitor.settings import MonitorSettings
 from stream.retry import Backoff
 from stream.settings import KafkaSettings
 
@@ -114,8 +113,7 @@ def shared_alert_feed(kafka: KafkaSettings) -> AlertFeed:
     def _feed(key: str, _kafka: KafkaSettings, topic: str) -> AlertFeed:
         return AlertFeed(_kafka, topic).start()
 
-    topic = MonitorSettings().alerts_topic  # SENTISTREAM_MONITOR_ALERTS_TOPIC, the monitor's own setting
-    return _feed(kafka.model_dump_json() + topic, kafka, topic)
+    return _feed(kafka.model_dump_json(), kafka, kafka.alerts_topic)
 
 
 def live_banner_ui(kafka: KafkaSettings) -> None:

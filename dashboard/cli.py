@@ -18,7 +18,7 @@ from sentistream.settings import add_settings_arguments, env_name, settings_from
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, ConsumerGroupSettings, KafkaSettings
 
 DASHBOARD_FLAGS = ["port", "address", "worker_url", "buffer_size", "refresh_s", "upload_limit_mb"]
-KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
+KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS, "alerts_topic"]
 APP = Path(__file__).with_name("app.py")
 
 

@@ -128,7 +128,7 @@ def history_ui(output: Path | None, alerts: Sequence = ()) -> None:
         where = output or "DIR"
         st.info(
             f"No history yet in {where}. Start the sink: `sentistream sink --output {where}` "
-            "(and set SENTISTREAM_DASHBOARD_HISTORY_DIR to the same folder).",
+            "(or set SENTISTREAM_HISTORY_DIR once for both, the sink and the dashboard).",
             icon="🗄️",
         )
         return

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.settings import HistorySettings  # the History tab's folder: the sink's, one setting for both
+
 
 class DashboardSettings(BaseSettings):
     """How the dashboard serves and how much it keeps (env prefix SENTISTREAM_DASHBOARD_)."""
@@ -61,14 +63,7 @@ class DashboardSettings(BaseSettings):
     max_text_chars: int = Field(default=1_000, ge=50, description="tweet text kept per event (longer is cut)")
 
 
-class HistorySettings(BaseSettings):
-    """Where the History tab finds the sink's files (env prefix SENTISTREAM_DASHBOARD_)."""
-
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DASHBOARD_", frozen=True, extra="ignore")
-
-    history_dir: Path | None = Field(
-        default=None, description="the folder `sentistream sink --output` writes"
-    )
+__all__ = ["DashboardSettings", "HistorySettings", "bearer", "worker_token"]
 
 
 def worker_token(settings: DashboardSettings) -> str | None:

@@ -26,9 +26,9 @@ from infra.broker import BrokerSettings, LocalBroker, answers_metadata
 from model.hub import hub_reachable
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
-from sentistream.settings import add_settings_arguments, settings_from_args
+from sentistream.settings import add_settings_arguments, env_name, settings_from_args
 from stream.retry import Backoff
-from stream.settings import port_open
+from stream.settings import HistorySettings, port_open
 from stream.supervisor import spawn, stop
 from stream.worker.settings import WorkerSettings
 
@@ -176,15 +176,13 @@ class Demo:
         self._spawn("replay", replay)
         # History and shift alerts: the sink writes the scored topic to Parquet (flushed every 10 s so a
         # newcomer sees history within seconds), the monitor watches sentiment-stats.
-        history = self.log_dir.parent / "history"
-        self._spawn(
-            "sink", ["sink", "--output", str(history), "--broker", broker_url, "--flush-interval-s", "10"]
-        )
+        # One setting for both: the sink and the dashboard children inherit SENTISTREAM_HISTORY_DIR.
+        os.environ[env_name(HistorySettings, "history_dir")] = str(self.log_dir.parent / "history")
+        self._spawn("sink", ["sink", "--broker", broker_url, "--flush-interval-s", "10"])
         # The monitor asks the worker's /explain which words drove a shift (loopback: no token needed).
         self._spawn(
             "monitor", ["monitor", "--broker", broker_url, "--from-beginning", "--worker-url", worker_url]
         )
-        os.environ["SENTISTREAM_DASHBOARD_HISTORY_DIR"] = str(history)  # the dashboard child inherits it
         port = str(self.plan.dashboard_port)
         self._spawn(
             "dashboard", ["dashboard", "--port", port, "--broker", broker_url, "--worker-url", worker_url]

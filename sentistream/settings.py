@@ -9,10 +9,11 @@ flags given on the command line win over `SENTISTREAM_*` variables, which win ov
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,8 +31,47 @@ class LogSettings(BaseSettings):
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
-    """The environment variable that sets `field` of `cls`."""
-    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+    """The environment variable that sets `field` of `cls` (the first of `env_names`)."""
+    return env_names(cls, field)[0]
+
+
+def env_names(cls: type[BaseSettings], field: str) -> list[str]:
+    """Every environment variable that sets `field` of `cls`: the current name first, then the older
+    one `Renamed.older_env` still honours for deployments written before the setting moved.
+
+    A setting that classes of several prefixes share (the contract's, `stream.settings`) names its
+    variable itself (`validation_alias="SENTISTREAM_..."`, with `populate_by_name=True` so that code
+    and flags still set it by field name)."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        current = [str(choice).upper() for choice in alias.choices]
+    elif isinstance(alias, str):
+        current = [alias.upper()]
+    else:
+        current = [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+    older = getattr(cls, "older_env", {}).get(field)
+    return [*current, older] if older else current
+
+
+class Renamed(BaseSettings):
+    """Base of a settings class some of whose variables were renamed when the setting moved to its one
+    owner: `older_env` maps such a field to its older variable, which still sets it when neither a flag
+    nor the current variable does (`--help` names both)."""
+
+    older_env: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_variables(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.older_env:
+            return data
+        given = {str(key).upper() for key in data}
+        older = {
+            field: os.environ[variable]
+            for field, variable in cls.older_env.items()
+            if variable in os.environ and not given & {field.upper(), env_name(cls, field)}
+        }
+        return {**data, **older}
 
 
 def add_settings_arguments(
@@ -39,23 +79,28 @@ def add_settings_arguments(
     cls: type[BaseSettings],
     fields: Iterable[str] | None = None,
     flags: Mapping[str, str] | None = None,
+    old_flags: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
     """Add one `--flag` per settings field; defaults stay None so unset flags defer to the env.
 
     `flags` renames some fields' flags (`{"port": "--kafka-port"}`), for a command that takes the
     same field of two owners (the demo's ports); pass the same mapping to `settings_from_args`.
+    `old_flags` keeps older spellings working (`{"stats_window_s": ["--window-s"]}`).
     """
     for name in fields or cls.model_fields:
         info = cls.model_fields[name]
         flag = flag_name(name, flags)
-        help_text = f"{info.description or name} ({_default_text(info)}) [env: {env_name(cls, name)}]"
+        spellings = [flag, *(old_flags or {}).get(name, ())]
+        older_env = env_names(cls, name)[1:]
+        also = f"; also {', '.join(older_env)}, its older name" if older_env else ""
+        help_text = f"{info.description or name} ({_default_text(info)}{also}) [env: {env_name(cls, name)}]"
         dest = _dest(flag)
         if _plain_type(info.annotation) is bool:
             parser.add_argument(
-                flag, dest=dest, default=None, help=help_text, action=argparse.BooleanOptionalAction
+                *spellings, dest=dest, default=None, help=help_text, action=argparse.BooleanOptionalAction
             )
         else:
-            parser.add_argument(flag, dest=dest, default=None, help=help_text, metavar=name.upper())
+            parser.add_argument(*spellings, dest=dest, default=None, help=help_text, metavar=name.upper())
 
 
 def settings_from_args(

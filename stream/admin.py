@@ -2,7 +2,10 @@
 
 Every process that creates topics goes through here: the worker (its input and outputs), `deploy`
 and the worker (the control topic), the monitor (stats and alerts) and `dlq replay` (its ledger).
-A topic another process created first is not an error.
+A topic another process created first is not an error; one the broker refuses to create (more
+replicas than brokers, a policy, no permission) is, with the broker's reason: the broker answers such
+a request without raising, and the first producer would then auto-create the topic with the broker's
+defaults (one replica, not compacted).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from sentistream.errors import SentistreamError
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,7 @@ async def admin_client(kafka: KafkaSettings, timeout_s: float) -> AsyncIterator:
 async def create_missing(admin, specs: Sequence[TopicSpec]) -> list[str]:
     """Create the topics of `specs` that do not exist; returns the names this call created."""
     from aiokafka.admin import NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     existing = set(await admin.list_topics())
     created = []
@@ -59,13 +63,23 @@ async def create_missing(admin, specs: Sequence[TopicSpec]) -> list[str]:
             continue
         topic = NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=dict(spec.config))
         try:
-            await admin.create_topics([topic])
+            response = await admin.create_topics([topic])
         except TopicAlreadyExistsError:  # another process created it first
             continue
+        _, code, *message = response.topic_errors[0]
+        if for_code(code) is TopicAlreadyExistsError:
+            continue
+        if code:
+            raise SentistreamError(_refused(spec, for_code(code).__name__, (message or [None])[0]))
         created.append(spec.name)
     if created:
         log.info("created topics %s", created)
     return created
+
+
+def _refused(spec: TopicSpec, error: str, reason: str | None) -> str:
+    hint = " (lower --replication-factor / SENTISTREAM_REPLICATION_FACTOR)" if "Replication" in error else ""
+    return f"the broker refused to create topic {spec.name} with {spec.replication} replica(s): {error}: {reason or 'no reason given'}{hint}"
 
 
 async def partition_counts(admin, names: Sequence[str]) -> dict[str, int]:

@@ -28,6 +28,12 @@ from model.cleaning import nothing_visible
 _TWITTER_KEYS = frozenset({"data", "full_text", "extended_tweet", "id_str", "user", "author_id"})
 # v1.1 (and Sentiment140) times: "Wed Oct 10 20:19:24 +0000 2018".
 TWITTER_TIME = "%a %b %d %H:%M:%S %z %Y"
+# What Kafka adds to one record's key + value in a record batch, bounded from above: the batch header
+# (61 bytes) and the record's own varints (length, offset and timestamp deltas, key and value lengths:
+# about 25). No producer here adds record headers. The margin is kept generous on purpose: a message is
+# refused when key + value + this exceeds a size limit, so every producer of the project (`produce`,
+# `replay`, the worker's outputs) refuses or cuts a message before the broker would, never after.
+RECORD_OVERHEAD_BYTES = 512
 
 
 def utcnow() -> datetime:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sentistream.settings import Renamed
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 # The connection flags of every command that talks to Kafka (worker, produce, replay, dashboard).
@@ -30,10 +32,12 @@ CONNECTION_FLAGS = [
 TOPIC_FLAGS = ["topic", "scored_topic", "dlq_topic", "stats_topic", "models_topic"]
 
 
-class KafkaSettings(BaseSettings):
+class KafkaSettings(Renamed):
     """Connection to Kafka and the names of the topics (docs/ARCHITECTURE.md, "Topics")."""
 
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
+    # The monitor owned the alerts topic's name before it joined the other topic names.
+    older_env: ClassVar[dict[str, str]] = {"alerts_topic": "SENTISTREAM_MONITOR_ALERTS_TOPIC"}
 
     broker: str = Field(default=DEFAULT_BROKER, description="kafka://HOST:PORT (comma-separate several)")
     topic: str = Field(default="tweets", description="raw input topic")
@@ -42,6 +46,10 @@ class KafkaSettings(BaseSettings):
     stats_topic: str = Field(default="sentiment-stats", description="windowed aggregates topic")
     models_topic: str = Field(
         default="sentistream-models", description="compacted control topic of model deployments"
+    )
+    alerts_topic: str = Field(
+        default="sentiment-alerts",
+        description="shift alerts: the monitor publishes them, the dashboard and `tail alerts` read them",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol"
@@ -184,3 +192,51 @@ class ConsumerGroupSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
 
     group_id: str = Field(default="sentistream-worker", description="Kafka consumer group of the workers")
+
+
+class ReplicationSettings(BaseSettings):
+    """How many replicas a topic the project creates gets: a property of the cluster, so one setting
+    for every command that creates topics (the worker, the monitor, `deploy`'s control topic, `dlq
+    replay`'s ledger), which extend or read this class."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, populate_by_name=True)
+
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        validation_alias="SENTISTREAM_REPLICATION_FACTOR",  # whatever the prefix of the class extending this
+        description="replication factor of the topics this command creates when missing (3 on a "
+        "production cluster, 1 on a single broker)",
+    )
+
+
+class StatsWindowSettings(BaseSettings):
+    """The tumbling window of `sentiment-stats`: a property of the topic's messages, which the workers
+    cut and the monitor merges, so both extend this one class (each message also carries its window,
+    and the monitor refuses stats cut to another length: stream/monitor/app.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, populate_by_name=True)
+
+    stats_window_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="SENTISTREAM_STATS_WINDOW_S",  # whatever the prefix of the class extending this
+        description="tumbling window of sentiment-stats, seconds (the workers' and the monitor's)",
+    )
+
+
+class HistorySettings(Renamed):
+    """Where the history's Parquet files are: `sentistream sink` writes them, the dashboard's History
+    tab reads them, so both read this one setting (`SinkSettings` extends it)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTISTREAM_", frozen=True, extra="ignore", populate_by_name=True
+    )
+    # The dashboard's own copy of this setting, before it had one owner: still honoured.
+    older_env: ClassVar[dict[str, str]] = {"history_dir": "SENTISTREAM_DASHBOARD_HISTORY_DIR"}
+
+    history_dir: Path | None = Field(
+        default=None,
+        validation_alias="SENTISTREAM_HISTORY_DIR",  # whatever the prefix of the class extending this
+        description="folder of the history's Parquet files: the sink writes it, the dashboard's History tab reads it",
+    )

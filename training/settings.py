@@ -63,8 +63,10 @@ def _paths(value: Any) -> Any:
     return [value] if isinstance(value, Path) else value
 
 
-class TrainSettings(DataSettings):
-    """`sentistream train`: fine-tune an encoder with the Hugging Face Trainer, then export a bundle."""
+class RunSettings(DataSettings):
+    """What one training run and a search over runs share: the data and its splits, the text length,
+    the metric, the seed, the device, the export. `train` and `tune` both extend this one class, so a
+    shared flag has one owner (and `tune` hands these fields to each trial's `TrainSettings` as is)."""
 
     data: Annotated[list[Path], NoDecode] = Field(
         min_length=1,
@@ -73,6 +75,32 @@ class TrainSettings(DataSettings):
     )
     validation_data: Path | None = Field(None, description="a given validation split (file), used as is")
     test_data: Path | None = Field(None, description="a given test split (file), used as is")
+    max_length: int = Field(128, gt=1, le=4096, description="tokens per text; longer texts are truncated")
+    best_metric: Literal["macro_recall", "macro_f1", "accuracy"] = Field(
+        "macro_recall",
+        description="validation metric that picks the best epoch and drives early stopping (tune: the one "
+        "the search maximises and prunes on)",
+    )
+    seed: int = Field(42, description="random seed for splits, sampling and initialisation")
+    max_rows: int | None = Field(
+        None,
+        gt=1,
+        description="use at most this many rows of the data (stratified sample; given validation and test "
+        "splits are kept whole)",
+    )
+    validation_size: float = Field(
+        0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
+    )
+    test_size: float = Field(0.1, gt=0, lt=0.5, description="test fraction when the data has no split")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    export: bool = Field(True, description="write model.onnx and model.int8.onnx and check parity")
+
+    _split_data = field_validator("data", mode="before")(_paths)
+
+
+class TrainSettings(RunSettings):
+    """`sentistream train`: fine-tune an encoder with the Hugging Face Trainer, then export a bundle."""
+
     preset: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
         None, description=f"a tested recipe ({', '.join(PRESETS)}); explicit flags override its values"
     )
@@ -89,29 +117,14 @@ class TrainSettings(DataSettings):
     epochs: float = Field(3.0, gt=0, description="training epochs")
     batch_size: int = Field(16, gt=0, description="examples per training step")
     lr: float = Field(2e-5, gt=0, description="peak learning rate (linear warmup, linear decay)")
-    max_length: int = Field(128, gt=1, le=4096, description="tokens per text; longer texts are truncated")
     warmup_ratio: float = Field(
         0.1, ge=0, lt=1, description="fraction of steps spent warming up the learning rate"
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping early")
-    best_metric: Literal["macro_recall", "macro_f1", "accuracy"] = Field(
-        "macro_recall", description="validation metric that picks the best epoch and drives early stopping"
-    )
-    seed: int = Field(42, description="random seed for splits, sampling and initialisation")
     output: Path | None = Field(None, description="bundle directory (default models/<name>-<timestamp>)")
     name: str | None = Field(None, description="model name recorded in the bundle (default: from the data)")
     balance: bool = Field(False, description="downsample the training split to equal class sizes")
-    max_rows: int | None = Field(
-        None,
-        gt=1,
-        description="use at most this many rows of the data (stratified sample; given validation and test "
-        "splits are kept whole)",
-    )
-    validation_size: float = Field(
-        0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
-    )
-    test_size: float = Field(0.1, gt=0, lt=0.5, description="test fraction when the data has no split")
     freeze_base_epochs: float = Field(0, ge=0, description="first train only the head this many epochs")
     unfreeze_last: int | None = Field(
         None, ge=0, description="after the frozen phase, train only the top K layers"
@@ -121,10 +134,6 @@ class TrainSettings(DataSettings):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on CPU"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
-    export: bool = Field(True, description="write model.onnx and model.int8.onnx and check parity")
-
-    _split_data = field_validator("data", mode="before")(_paths)
 
     @model_validator(mode="before")
     @classmethod
@@ -184,14 +193,12 @@ class EdaSettings(DataSettings):
     )
 
 
-class TuneSettings(DataSettings):
-    """`sentistream tune`: Optuna search over the training recipe; the best run is kept as a bundle."""
+class TuneSettings(RunSettings):
+    """`sentistream tune`: Optuna search over the training recipe; the best run is kept as a bundle.
 
-    data: Annotated[list[Path], NoDecode] = Field(
-        min_length=1, description="dataset file or folder, as for train; repeat --data to merge datasets"
-    )
-    validation_data: Path | None = Field(None, description="a given validation split (file), used as is")
-    test_data: Path | None = Field(None, description="a given test split (file), used as is")
+    The data, split and budget fields are `RunSettings`'s, as for `train`; only what differs is here.
+    """
+
     base_model: str = Field(description="local directory or Hub id of the encoder")
     output: Path = Field(description="study directory: best/ (the bundle), trials.csv, trials.md, trials.png")
     trials: int = Field(20, gt=0, description="trials to run at most")
@@ -199,17 +206,3 @@ class TuneSettings(DataSettings):
         None, gt=0, description="start no new trial after this many minutes (the running one finishes)"
     )
     epochs: float = Field(2.0, gt=0, description="training epochs per trial (pruning looks after each)")
-    max_length: int = Field(128, gt=1, le=4096, description="tokens per text; longer texts are truncated")
-    max_rows: int | None = Field(None, gt=1, description="use at most this many rows (as train --max-rows)")
-    best_metric: Literal["macro_recall", "macro_f1", "accuracy"] = Field(
-        "macro_recall", description="validation metric the search maximises (and prunes on)"
-    )
-    validation_size: float = Field(
-        0.1, gt=0, lt=0.5, description="validation fraction when the data has no split"
-    )
-    test_size: float = Field(0.1, gt=0, lt=0.5, description="test fraction when the data has no split")
-    seed: int = Field(42, description="seed of the sampler, the splits and every trial")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
-    export: bool = Field(True, description="export the best bundle to ONNX (fp32 + int8) with a parity check")
-
-    _split_data = field_validator("data", mode="before")(_paths)

@@ -20,10 +20,11 @@ from pathlib import Path
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream import control
 from stream.bundles import fetch, is_remote, load_verified, local_path, new_deployment
-from stream.control import publish, read_deployments
+from stream.control import read_deployments
 from stream.events import ModelRef
-from stream.settings import CONNECTION_FLAGS, KafkaSettings
+from stream.settings import CONNECTION_FLAGS, KafkaSettings, ReplicationSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model.sig into it) so workers with the matching --trusted-key serve it",
     )
     add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, "models_topic"])
+    # The control topic is created by whoever first needs it, deploy or a worker: the same replicas.
+    add_settings_arguments(parser, ReplicationSettings)
     add_settings_arguments(parser, ModelSettings, ["backend"])
 
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Check, then publish; prints one line saying what the workers will serve."""
 
     kafka = settings_from_args(KafkaSettings, args)
+    replication = settings_from_args(ReplicationSettings, args).replication_factor
     model_settings = settings_from_args(ModelSettings, args, device="cpu")
     wants_bundle = not (args.rollback or args.promote or args.clear_shadow or args.show)
     if wants_bundle != bool(args.bundle):
@@ -82,10 +86,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if not kafka.reachable():
         raise SentistreamError(kafka.unreachable())
-    return asyncio.run(_run(args, kafka, model_settings))
+    return asyncio.run(_run(args, kafka, model_settings, replication))
 
 
-async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
+async def _run(args: argparse.Namespace, kafka, model_settings, replication: int) -> int:
+
+    async def publish(role, deployment) -> int:
+        return await control.publish(kafka, role, deployment, replication=replication)
 
     current, _ = await read_deployments(kafka)
     champion, challenger = current.get("champion"), current.get("challenger")
@@ -95,7 +102,7 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
     if args.clear_shadow:
         if challenger is None:
             raise UsageError("there is no shadow challenger to clear")
-        await publish(kafka, "challenger", None)
+        await publish("challenger", None)
         print(f"cleared the shadow challenger {challenger.model_version}")
         return 0
     if args.rollback:
@@ -103,15 +110,15 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
             raise UsageError("nothing to roll back to: no earlier champion was deployed")
         earlier = champion.history[0]
         deployment = _pinned(earlier, model_settings, champion.history[1:])
-        await publish(kafka, "champion", deployment)
+        await publish("champion", deployment)
         print(f"rolled back to {deployment.model_version} (was {champion.model_version})")
         return 0
     if args.promote:
         if challenger is None:
             raise UsageError("there is no shadow challenger to promote; deploy one with --shadow first")
         deployment = _pinned(challenger, model_settings, _history(champion))
-        await publish(kafka, "champion", deployment)
-        await publish(kafka, "challenger", None)
+        await publish("champion", deployment)
+        await publish("challenger", None)
         print(f"promoted {deployment.model_version} to champion (was {_name(champion)})")
         return 0
     uri = _absolute(args.bundle)
@@ -121,14 +128,14 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
         sign_bundle(local_path(uri), args.signing_key.expanduser())
     if args.shadow:
         deployment = _checked(uri, model_settings, [])
-        await publish(kafka, "challenger", deployment)
+        await publish("challenger", deployment)
         print(f"shadow-scoring {deployment.model_version} beside {_name(champion)}")
         return 0
     deployment = _checked(uri, model_settings, _history(champion))
     if champion is not None and champion.checksum == deployment.checksum:
         print(f"{deployment.model_version} is already the champion; nothing published")
         return 0
-    await publish(kafka, "champion", deployment)
+    await publish("champion", deployment)
     print(
         f"deployed {deployment.model_version} as champion (was {_name(champion)}); workers switch between batches"
     )

@@ -24,15 +24,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import orjson
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sentistream.errors import UsageError
+from sentistream.settings import Renamed
 from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing, partition_ids
 from stream.events import DeadLetter
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, ReplicationSettings
 
 CUT = "(original cut to its first"
 CHUNK = 500  # dead letters per transaction
@@ -54,10 +56,13 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-class DlqReplaySettings(BaseSettings):
+class DlqReplaySettings(ReplicationSettings, Renamed):
     """Which dead letters `sentistream dlq replay` sends back (env prefix SENTISTREAM_DLQ_)."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DLQ_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_DLQ_", frozen=True, populate_by_name=True)
+    older_env: ClassVar[dict[str, str]] = {
+        "replication_factor": "SENTISTREAM_DLQ_REPLICATION_FACTOR"
+    }  # its own, before the contract's
 
     reason: str | None = Field(default=None, description="only dead letters whose error contains this text")
     stage: str | None = Field(default=None, description="only this stage: decode, validate or inference")
@@ -66,9 +71,6 @@ class DlqReplaySettings(BaseSettings):
         description="only dead letters that failed at or after this time (ISO-8601, or 30m, 2h, 7d)",
     )
     dry_run: bool = Field(default=False, description="count and show what would be replayed; send nothing")
-    replication_factor: int = Field(
-        default=1, ge=1, description="replication factor of the ledger topic if created"
-    )
     timeout_s: float = Field(default=30.0, gt=0, description="seconds to wait for the broker")
 
     @field_validator("since", mode="before")

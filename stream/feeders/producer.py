@@ -21,16 +21,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import SentistreamError, UsageError
 from stream.decode import describe_validation_error
-from stream.events import Tweet, new_id
+from stream.events import RECORD_OVERHEAD_BYTES, Tweet, new_id
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 TweetLike = Tweet | str | Mapping[str, Any]
 # One message may be at most 1 MiB: aiokafka's max_request_size and, within a few bytes, the broker's
-# default message.max.bytes. A record's headers (batch header, varints) take well under the margin.
+# default message.max.bytes; a record's framing on top of key + value is RECORD_OVERHEAD_BYTES.
 MAX_MESSAGE_BYTES = 1_048_576
-RECORD_OVERHEAD_BYTES = 128
 DeliveryCallback = Callable[[str, BaseException | None], None]
 
 

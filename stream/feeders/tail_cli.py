@@ -23,7 +23,13 @@ from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.admin import admin_client, partition_ids
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
 
-ALIASES = {"scored": "scored_topic", "dlq": "dlq_topic", "stats": "stats_topic", "models": "models_topic"}
+ALIASES = {
+    "scored": "scored_topic",
+    "dlq": "dlq_topic",
+    "stats": "stats_topic",
+    "models": "models_topic",
+    "alerts": "alerts_topic",
+}
 
 
 class TailSettings(BaseSettings):
@@ -45,7 +51,7 @@ class TailSettings(BaseSettings):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("which", metavar="TOPIC", help="scored, dlq, alerts, stats, models or a topic name")
-    add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, *TOPIC_FLAGS])
+    add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, *TOPIC_FLAGS, "alerts_topic"])
     add_settings_arguments(parser, TailSettings)
     parser.add_argument(
         "--json", action="store_true", help="print each record's value as it is (one JSON line)"
@@ -56,10 +62,6 @@ def topic_name(alias: str, kafka: KafkaSettings) -> str:
     """The topic `alias` names (an alias of a configured topic, else the name itself)."""
     if alias in ALIASES:
         return getattr(kafka, ALIASES[alias])
-    if alias == "alerts":
-        from stream.monitor.settings import MonitorSettings
-
-        return MonitorSettings().alerts_topic
     return alias
 
 

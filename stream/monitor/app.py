@@ -20,7 +20,11 @@ wrong clock must not complete, at once, every window before it. Empty windows be
 ones count as zero events. If no stats arrive for `stall_after_s`, a `stalled` alert says the
 stream (or every worker) stopped. One replica: the app holds all partitions of the stats topic.
 After a restart the table's open windows come back from its changelog, but the baseline is
-rebuilt from the windows that follow.
+rebuilt from the windows that follow. Every stats event carries its window: one cut to another
+length than the monitor's `stats_window_s` (a worker run with another SENTISTREAM_STATS_WINDOW_S)
+would add a longer or shorter window's counts to ours, so it is refused, counted
+(`sentistream_monitor_stats_wrong_window`) and logged as an error once per worker and length; with
+every worker refused, no stats count as arriving and the `stalled` alert follows.
 
 An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
 order, and is sent again with the next stats event or timer tick; its episode stays open, so
@@ -84,6 +88,7 @@ class MonitorMetrics:
         self.bad_stats = Counter(
             "sentistream_monitor_bad_stats", "stats events that could not be read", registry=r
         )
+        self.wrong_window = Counter("sentistream_monitor_stats_wrong_window", "stats events refused: cut to another window than the monitor's", registry=r)  # fmt: skip
         self.unsent = Gauge("sentistream_monitor_alerts_unsent", "alerts raised but not acknowledged yet", registry=r)  # fmt: skip
 
     def record(self, scores: Scores | None, window: WindowCounts) -> None:
@@ -116,7 +121,7 @@ class ShiftMonitor:
         self.detector = ShiftDetector(settings)
         self.estimates = EstimateDetector(settings)
         self.clock = WindowClock(
-            settings.window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
+            settings.stats_window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
         )
         self.drivers = (
             DriverSource(settings.worker_url, settings.api_token_file, settings.explain_texts,
@@ -126,6 +131,7 @@ class ShiftMonitor:
         self.examples = Examples(settings.examples, settings.explain_texts if self.drivers else 0)
         self.metrics = MonitorMetrics()
         self.labels: set[str] = set()
+        self.wrong_windows: set[tuple[str, float]] = set()  # (worker, window length) already logged
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
         self.last_stats_at = time.time()
         self.stalled = False
@@ -153,6 +159,8 @@ class ShiftMonitor:
             log.warning("%s[%d]@%d: not a SentimentStats event (%s); skipped", message.topic,
                         message.partition, message.offset, exc.errors()[0]["msg"])  # fmt: skip
             return
+        if self.wrong_window(stats, message):
+            return
         now = time.time()
         self.last_stats_at, self.stalled = now, False
         self.metrics.last_stats.set(self.last_stats_at)
@@ -168,9 +176,23 @@ class ShiftMonitor:
         self.merge(stats)
         await self.evaluate_due(now)
 
+    def wrong_window(self, stats: SentimentStats, message) -> bool:
+        """True, said loudly, when `stats` was cut to another window length than the monitor's."""
+        length = (stats.window_end - stats.window_start).total_seconds()
+        if math.isclose(length, self.settings.stats_window_s, abs_tol=1e-3):
+            return False
+        self.metrics.wrong_window.inc()
+        if (stats.worker, length) not in self.wrong_windows:
+            self.wrong_windows.add((stats.worker, length))
+            log.error("%s[%d]@%d: stats of %s cover %g s windows, the monitor's are %g s; refused: run the "
+                      "workers and the monitor with the same SENTISTREAM_STATS_WINDOW_S (--stats-window-s)",
+                      message.topic, message.partition, message.offset, stats.worker, length,
+                      self.settings.stats_window_s)  # fmt: skip
+        return True
+
     def merge(self, stats: SentimentStats) -> None:
         """Add one worker's counts to its window in the table."""
-        self.at = stats.window_start.timestamp() + self.settings.window_s / 2
+        self.at = stats.window_start.timestamp() + self.settings.stats_window_s / 2
         for label, count in stats.counts.items():
             if label not in self.labels and len(self.labels) >= MAX_LABELS:
                 continue  # labels come from the topic: a misbehaving producer must not grow them forever
@@ -190,7 +212,7 @@ class ShiftMonitor:
     async def evaluate_due(self, now: float) -> None:
         """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
         # A silence long enough to raise `stalled` is not replayed as empty windows (see the docstring).
-        max_gap = max(1, math.ceil(self.settings.stall_after_s / self.settings.window_s))
+        max_gap = max(1, math.ceil(self.settings.stall_after_s / self.settings.stats_window_s))
         async with self.evaluating:
             for index in self.clock.complete(max_gap, now):
                 await self.evaluate(self.window(index))
@@ -199,10 +221,10 @@ class ShiftMonitor:
     def window(self, index: int) -> WindowCounts:
         """The merged counts of window `index`, read from the windowed table."""
         start = self.clock.start_of(index)
-        self.at = start.timestamp() + self.settings.window_s / 2
+        self.at = start.timestamp() + self.settings.stats_window_s / 2
         counts = {label: int(self.table[label].value()) for label in sorted(self.labels)}
         return WindowCounts(
-            start, start + timedelta(seconds=self.settings.window_s), counts, self._estimate()
+            start, start + timedelta(seconds=self.settings.stats_window_s), counts, self._estimate()
         )
 
     def _estimate(self) -> ExpectedConfusion | None:
@@ -250,12 +272,12 @@ class ShiftMonitor:
                 alert = self.unsent[0]
                 try:
                     await self.app.producer.send_and_wait(
-                        self.settings.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
+                        self.kafka.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
                         None, None, None,
                     )  # fmt: skip
                 except Exception as exc:  # any failure: the alert stays queued, nothing is counted
                     log.warning("alert %s not sent to %s (%s: %s); %d unsent, tried again soon", alert.alert_id,
-                                self.settings.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
+                                self.kafka.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
                     break
                 self.unsent.popleft()
                 self.published += 1
@@ -310,10 +332,12 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     )  # fmt: skip
     monitor_ref: list[ShiftMonitor] = []
     # Faust expires windows on the wall clock: keep one as long as a silent partition may hold it open.
-    expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3) + settings.partition_idle_s)
+    expires = timedelta(
+        seconds=settings.stats_window_s * (settings.grace_windows + 3) + settings.partition_idle_s
+    )
     table = (
         app.Table("sentiment-window-counts", default=int, partitions=partitions)
-        .tumbling(settings.window_s, expires=expires)
+        .tumbling(settings.stats_window_s, expires=expires)
         .relative_to(lambda event=None: monitor_ref[0].at)  # the window being merged or read
     )
     monitor = ShiftMonitor(app, table, kafka, settings)
@@ -323,7 +347,7 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     if settings.examples or settings.worker_url:
         scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
         app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
-    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.tick)
+    app.timer(min(settings.stats_window_s, 5.0), name="check-stats-stall")(monitor.tick)
 
     @app.on_partitions_assigned.connect
     async def _stats_partitions(sender, assigned, **kwargs) -> None:

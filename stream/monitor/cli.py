@@ -16,7 +16,7 @@ from stream.monitor.app import create_monitor
 from stream.monitor.settings import MonitorSettings
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
-KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic"]
+KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic", "alerts_topic"]
 DEFAULT_PARTITIONS = 4  # of topics the monitor has to create (the worker's default)
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The broker and topic flags, and every detection threshold."""
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
-    add_settings_arguments(parser, MonitorSettings)
+    # --window-s: the flag's name before the window became the contract's (the workers' --stats-window-s)
+    add_settings_arguments(parser, MonitorSettings, old_flags={"stats_window_s": ["--window-s"]})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +49,7 @@ async def prepare_topics(kafka, settings, timeout_s: float = 10.0) -> int:
 
     replication = settings.replication_factor
     specs = [
-        TopicSpec(name, DEFAULT_PARTITIONS, replication)
-        for name in (kafka.stats_topic, settings.alerts_topic)
+        TopicSpec(name, DEFAULT_PARTITIONS, replication) for name in (kafka.stats_topic, kafka.alerts_topic)
     ]
     try:
         async with admin_client(kafka, timeout_s) as admin:

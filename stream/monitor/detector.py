@@ -110,7 +110,7 @@ class ShiftDetector:
 
     def _follows(self, window: WindowCounts) -> bool:
         """Whether `window` starts where the last one ended (the clock leaves long silences out)."""
-        return (window.start - self.history[-1].end).total_seconds() <= self.settings.window_s / 2
+        return (window.start - self.history[-1].end).total_seconds() <= self.settings.stats_window_s / 2
 
     def _baseline_ready(self) -> bool:
         return sum(1 for w in self.history if w.total) >= self.settings.min_baseline_windows

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from sentistream.settings import Renamed
+from stream.settings import ReplicationSettings, StatsWindowSettings
 
 
-class MonitorSettings(BaseSettings):
-    """How the monitor windows and when it alerts (`sentistream monitor`; env prefix SENTISTREAM_MONITOR_)."""
+class MonitorSettings(ReplicationSettings, StatsWindowSettings, Renamed):
+    """How the monitor windows and when it alerts (`sentistream monitor`; env prefix SENTISTREAM_MONITOR_).
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_MONITOR_", frozen=True)
+    Its window (`stats_window_s`, SENTISTREAM_STATS_WINDOW_S) and the replicas of the topics it creates
+    (`replication_factor`, SENTISTREAM_REPLICATION_FACTOR) are the contract's settings, the workers'
+    own: one variable each, whatever the prefix here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_MONITOR_", frozen=True, populate_by_name=True)
+    # The monitor's own copies of these two before they became the contract's: still honoured.
+    older_env: ClassVar[dict[str, str]] = {
+        "stats_window_s": "SENTISTREAM_MONITOR_WINDOW_S",
+        "replication_factor": "SENTISTREAM_MONITOR_REPLICATION_FACTOR",
+    }
 
     app_id: str = Field(
         default="sentistream-monitor", description="Faust app id (consumer group, table topics)"
-    )
-    alerts_topic: str = Field(default="sentiment-alerts", description="topic the alerts go to")
-    replication_factor: int = Field(
-        default=1,
-        ge=1,
-        description="replication factor of the topics the monitor creates (stats and alerts when "
-        "missing, its table's changelog and leader topics)",
-    )
-    window_s: float = Field(
-        default=10.0, gt=0, description="window size; must equal the workers' stats window"
     )
     baseline_windows: int = Field(default=30, ge=3, description="windows in the rolling baseline")
     min_baseline_windows: int = Field(

@@ -1,4 +1,4 @@
-"""`sentistream sink --output DIR`: write `tweets-scored` to hourly Parquet files, exactly once."""
+"""`sentistream sink --history-dir DIR`: write `tweets-scored` to hourly Parquet files, exactly once."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ KAFKA_FIELDS = [*CONNECTION_FLAGS, "scored_topic"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--output DIR`, the broker and topic flags, and how often to write."""
+    """`--history-dir DIR` (or its older name `--output`), the broker and topic flags, and how often to write."""
     add_settings_arguments(parser, KafkaSettings, KAFKA_FIELDS)
-    add_settings_arguments(parser, SinkSettings)
+    add_settings_arguments(parser, SinkSettings, old_flags={"history_dir": ["--output"]})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,16 +44,17 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sentistream.errors import SentistreamError
 from stream.events import ScoredTweet
-from stream.settings import KafkaSettings
+from stream.settings import HistorySettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ KNOWN_FIELDS = set(ScoredTweet.model_fields)
 _NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # the folder of rows without a usable time
 
 
-class SinkSettings(BaseSettings):
-    """Where and how often the sink writes (`sentistream sink`; env prefix SENTISTREAM_SINK_)."""
+class SinkSettings(HistorySettings):
+    """Where and how often the sink writes (`sentistream sink`; env prefix SENTISTREAM_SINK_). The folder
+    is the contract's `history_dir` (SENTISTREAM_HISTORY_DIR), the one the dashboard reads; here it is
+    required."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_SINK_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_SINK_", frozen=True, extra="forbid")
+    # The sink's own copy of the folder, before it had one owner: still honoured.
+    older_env: ClassVar[dict[str, str]] = {"history_dir": "SENTISTREAM_SINK_OUTPUT"}
 
-    output: Path = Field(description="directory of the Parquet files")
     group_id: str = Field(
         default="sentistream-sink",
         description="consumer group (for lag monitoring only; offsets come from the files)",
@@ -85,18 +89,22 @@ class SinkSettings(BaseSettings):
         default=10.0, gt=0, description="seconds to wait for the broker at start"
     )
 
-    @field_validator("output")
+    @field_validator("history_dir")
     @classmethod
-    def _a_folder(cls, value: Path) -> Path:
+    def _a_folder(cls, value: Path | None) -> Path:
         """A folder, or a path where one can be made: never a file (refused before any work)."""
+        if value is None:
+            raise ValueError("the sink needs the folder to write: give --history-dir (or --output)")
         path = value.expanduser()
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is not None and not existing.is_dir():
             raise ValueError(
-                f"{value}: {existing} is a file, not a folder; give --output a folder for the Parquet files"
+                f"{value}: {existing} is a file, not a folder; give --history-dir a folder for the Parquet files"
             )
         if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"{value}: {existing} is not writable; give --output a folder you can write")
+            raise ValueError(
+                f"{value}: {existing} is not writable; give --history-dir a folder you can write"
+            )
         return value
 
 
@@ -345,7 +353,7 @@ class ParquetSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and write until `stop` is set, then write what is buffered."""
-        self.settings.output.mkdir(parents=True, exist_ok=True)
+        self.settings.history_dir.mkdir(parents=True, exist_ok=True)
         self.consumer = await self._start_consumer()
         try:
             while not stop.is_set():
@@ -403,7 +411,7 @@ class ParquetSink:
             if due_only and not (full or old):
                 continue
             rows, buffer.rows = buffer.rows, []
-            await asyncio.to_thread(write_batch, self.settings.output, self.topic, partition, rows)
+            await asyncio.to_thread(write_batch, self.settings.history_dir, self.topic, partition, rows)
             self.rows_written += len(rows)
             first, last = rows[0]["kafka_offset"], rows[-1]["kafka_offset"]
             log.info("%s[%d]: wrote offsets %d..%d (%d rows)", self.topic, partition, first, last, len(rows))
@@ -423,7 +431,9 @@ class ParquetSink:
         """Seek each partition to the offset after its last complete batch in the files."""
         partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
         async with self._turn:
-            resume = await asyncio.to_thread(resume_offsets, self.settings.output, self.topic, partitions)
+            resume = await asyncio.to_thread(
+                resume_offsets, self.settings.history_dir, self.topic, partitions
+            )
             for partition in partitions:
                 # Offset 0 where no file is: before the log start, the consumer resets to it.
                 offset = resume.get(partition, 0)
@@ -474,5 +484,5 @@ async def run_sink(kafka: KafkaSettings, settings: SinkSettings) -> int:
             loop.add_signal_handler(sig, stop.set)
     sink = ParquetSink(kafka, settings)
     await sink.run(stop)
-    log.info("sink stopped after writing %d rows to %s", sink.rows_written, settings.output)
+    log.info("sink stopped after writing %d rows to %s", sink.rows_written, settings.history_dir)
     return 0

@@ -16,13 +16,12 @@ from datetime import datetime
 
 from model.engines.base import Engine, Prediction, failed
 from stream.decode import Source, dead_letter
-from stream.events import DeadLetter, ScoredTweet, Tweet, new_id, utcnow
+from stream.events import RECORD_OVERHEAD_BYTES, DeadLetter, ScoredTweet, Tweet, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_ID_CHARS = 512  # an id is a key: longer ones are refused, not cut (a cut id would collide)
 MAX_FIELD_CHARS = 1_000  # optional string fields (user, lang, source, ...) when an output is too big
-RECORD_OVERHEAD_BYTES = 512  # Kafka's per-record framing on top of key + value, with headroom
 
 
 @dataclass(frozen=True)

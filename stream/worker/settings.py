@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from sentistream.errors import UsageError
-from stream.settings import ConsumerGroupSettings, bind_error
+from stream.settings import ConsumerGroupSettings, ReplicationSettings, StatsWindowSettings, bind_error
 from stream.worker_api import MAX_PREDICT_BYTES, MAX_PREDICT_TEXTS
 
 # Texts per stream micro-batch when --batch-size is unset. A CPU scores best in small passes; a GPU
@@ -23,10 +23,11 @@ CPU_STREAM_BATCH = 64
 GPU_STREAM_BATCH = 16_384 // 32
 
 
-class WorkerSettings(ConsumerGroupSettings):
-    """How the stream worker consumes, batches, scores and serves (`sentistream worker`)."""
+class WorkerSettings(ConsumerGroupSettings, ReplicationSettings, StatsWindowSettings):
+    """How the stream worker consumes, batches, scores and serves (`sentistream worker`); the topics'
+    replication and the stats window are the contract's (`stream.settings`), shared with the monitor."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SENTISTREAM_", frozen=True, populate_by_name=True)
     partitions: int = Field(default=4, ge=1, description="partition count of the topics the worker creates")
     processes: int = Field(
         default=1,
@@ -34,9 +35,6 @@ class WorkerSettings(ConsumerGroupSettings):
         le=64,
         description="worker processes this command runs, one consumer-group member each, sharing the "
         "machine's GPU or cores; process i serves its web views on web_port+i",
-    )
-    replication_factor: int = Field(
-        default=1, ge=1, description="replication factor of topics the worker creates"
     )
     batch_size: int | None = Field(
         default=None,
@@ -52,9 +50,6 @@ class WorkerSettings(ConsumerGroupSettings):
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /health, /metrics, /predict")
     web_host: str = Field(
         default="127.0.0.1", description="interface the web views bind (0.0.0.0 in containers)"
-    )
-    stats_window_s: float = Field(
-        default=10.0, gt=0, description="tumbling window of sentiment-stats, seconds"
     )
     max_predict_texts: int = Field(
         default=MAX_PREDICT_TEXTS, ge=1, description="max texts in one POST /predict request"

@@ -95,12 +95,11 @@ def component_classes() -> dict[str, tuple[Reads, ...]]:
     from stream.sink.writer import SinkSettings
     from stream.worker.settings import WorkerSettings
 
-    alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics init container
     return {
         "worker": (KafkaSettings, WorkerSettings, ModelSettings),
-        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings, alerts_topic),
+        "dashboard": (KafkaSettings, DashboardSettings, ConsumerGroupSettings, HistorySettings),
         "replay": (KafkaSettings, ProducerSettings, ReplaySettings),
-        "topics": (KafkaSettings, WorkerSettings, alerts_topic),  # the init container that creates the topics
+        "topics": (KafkaSettings, WorkerSettings),  # the init container that creates the topics
         "sink": (KafkaSettings, SinkSettings),
         "monitor": (KafkaSettings, MonitorSettings),
     }
@@ -142,8 +141,7 @@ def deployment_choices() -> set[str]:
         setting("WorkerSettings", "replication_factor").env,  # a cluster has more than one broker
         setting("WorkerSettings", "worker_name").env,  # the pod's name
         setting("ModelSettings", "backend").env,  # compose's quick start: VADER until a bundle is given
-        setting("SinkSettings", "output").env,  # the sink's volume (no default: it must be given)
-        setting("HistorySettings", "history_dir").env,  # the same volume, in the dashboard
+        setting("HistorySettings", "history_dir").env,  # the sink's volume, which the dashboard reads
         setting("WorkerSettings", "api_token_file").env,  # a file of the Secret sentistream-security
         setting("WorkerSettings", "trusted_key").env,  # the same Secret
         setting("DashboardSettings", "worker_token_file").env,  # the same Secret, in the dashboard
@@ -167,7 +165,7 @@ def required(component: str) -> set[str]:
         ],
         "replay": [],
         "topics": [("KafkaSettings", "topic"), ("WorkerSettings", "partitions")],
-        "sink": [("SinkSettings", "output")],
+        "sink": [("SinkSettings", "history_dir")],
         "monitor": [("MonitorSettings", "web_port")],  # probes, scrape annotations, compose healthcheck
     }[component]
     loopback = {name for name, s in settings_of(component).items() if points_at_this_machine(s)}
@@ -594,8 +592,8 @@ def test_compose_shell_overrides_default_to_the_codes_defaults():
 
 def app_topics() -> list[Setting]:
     """The topics the initialisers create: the worker's four and the monitor's alerts topic."""
-    four = [setting("KafkaSettings", f) for f in ("topic", "scored_topic", "dlq_topic", "stats_topic")]
-    return [*four, setting("MonitorSettings", "alerts_topic")]
+    names = ("topic", "scored_topic", "dlq_topic", "stats_topic", "alerts_topic")
+    return [setting("KafkaSettings", f) for f in names]
 
 
 def test_compose_topic_initialiser_creates_the_apps_topics_with_the_workers_partitions():
@@ -1792,7 +1790,7 @@ def compose_mounts(service: dict) -> dict[str, tuple[str, bool]]:
 
 def history_problems(objects: dict, compose_doc: dict) -> list[str]:
     """The dashboard's history dir is the sink's output, on the same volume, mounted read-only."""
-    output, history = setting("SinkSettings", "output"), setting("HistorySettings", "history_dir")
+    output, history = setting("SinkSettings", "history_dir"), setting("HistorySettings", "history_dir")
     problems = []
     services = compose_doc["services"]
     sink_dir = service_env(services["sink"]).get(output.env)
@@ -1952,8 +1950,12 @@ def test_stop_grace_check_catches_a_short_sink_grace_and_a_compose_mismatch(tmp_
 
 
 def monitor_problems(objects: dict, compose_doc: dict) -> list[str]:
-    """The monitor's windows are the workers' windows; probes, scrape annotations and healthcheck ask its port and /health."""
-    window, stats_window = setting("MonitorSettings", "window_s"), setting("WorkerSettings", "stats_window_s")
+    """The monitor's windows are the workers' windows (one variable, which an override in one of them
+    would split); probes, scrape annotations and healthcheck ask its port and /health."""
+    window, stats_window = (
+        setting("MonitorSettings", "stats_window_s"),
+        setting("WorkerSettings", "stats_window_s"),
+    )
     port, path = setting("MonitorSettings", "web_port"), monitor_health_path()
     problems = []
     dep = workload(objects, "monitor")
@@ -1990,13 +1992,13 @@ def test_monitor_check_catches_a_window_mismatch_and_a_wrong_port(tmp_path: Path
     edit_env_file(
         base / "config" / "monitor.env",
         lambda data: data.update(
-            {"SENTISTREAM_MONITOR_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"}
+            {"SENTISTREAM_STATS_WINDOW_S": "30.0", "SENTISTREAM_MONITOR_WEB_PORT": "6068"}
         ),
     )
     doc = compose()
     doc["services"]["monitor"]["healthcheck"]["test"][-1] = "http://127.0.0.1:6066/health"
     problems = monitor_problems(k8s_objects(base), doc)
-    assert any("k8s monitor: SENTISTREAM_MONITOR_WINDOW_S differs" in p for p in problems), problems
+    assert any("k8s monitor: SENTISTREAM_STATS_WINDOW_S differs" in p for p in problems), problems
     assert any("readinessProbe asks http/health, the app serves 6068/health" in p for p in problems), problems
     assert any("Prometheus does not scrape port 6068" in p for p in problems), problems
     assert any("compose monitor: the healthcheck does not ask :6067/health" in p for p in problems), problems
@@ -2009,7 +2011,7 @@ def test_compose_sink_turns_off_the_images_healthcheck():
 
 def test_worker_image_prepares_the_sinks_folder_for_its_user():
     """A new named volume copies the image folder's owner: without it the sink (uid 10001) cannot write."""
-    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "output").env]
+    output = service_env(compose()["services"]["sink"])[setting("SinkSettings", "history_dir").env]
     df = Dockerfile.read(DOCKER_DIR / "worker.Dockerfile")
     user = df.last("USER")
     assert any(f"-o {user}" in args and output in args for n, args in df.final_stage() if n == "RUN")
@@ -2121,7 +2123,7 @@ def test_k8s_topics_init_container_gets_the_settings_it_needs():
     env = container_env(objects, topics_container(objects))
     assert missing_required(env, "topics", "topics init") == []
     assert setting("WorkerSettings", "replication_factor").env in env
-    assert setting("MonitorSettings", "alerts_topic").env in env
+    assert setting("KafkaSettings", "alerts_topic").env in env
 
 
 def scrape_problems(rules_overlay: dict, base: dict, alerts_text: str) -> list[str]:

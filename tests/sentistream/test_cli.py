@@ -206,13 +206,36 @@ def test_the_json_logs_help_names_its_variable(capsys) -> None:
 
 
 def test_dashboard_history_dir_flag_reaches_the_streamlit_process(tmp_path, monkeypatch, capsys) -> None:
-    """The History tab reads SENTISTREAM_DASHBOARD_HISTORY_DIR in the Streamlit process; the flag sets it."""
+    """The History tab reads SENTISTREAM_HISTORY_DIR (the sink's folder too) in the Streamlit process;
+    the flag sets it."""
     import dashboard.cli
 
     launched: list[dict] = []
     monkeypatch.setattr(dashboard.cli.os, "execve", lambda path, argv, env: launched.append(env))
+    monkeypatch.delenv("SENTISTREAM_HISTORY_DIR", raising=False)
     monkeypatch.delenv("SENTISTREAM_DASHBOARD_HISTORY_DIR", raising=False)
     assert main(["dashboard", "--history-dir", str(tmp_path)]) == 0
-    assert launched[0]["SENTISTREAM_DASHBOARD_HISTORY_DIR"] == str(tmp_path)
+    assert launched[0]["SENTISTREAM_HISTORY_DIR"] == str(tmp_path)
     assert main(["dashboard"]) == 0
-    assert "SENTISTREAM_DASHBOARD_HISTORY_DIR" not in launched[1]
+    assert "SENTISTREAM_HISTORY_DIR" not in launched[1]
+
+
+def test_the_sink_and_the_dashboard_read_one_history_dir(tmp_path, monkeypatch) -> None:
+    """One setting, SENTISTREAM_HISTORY_DIR, is the folder the sink writes and the History tab reads;
+    the sink's --output and both older variables still work."""
+    from dashboard.settings import HistorySettings
+    from sentistream.cli import build_parser
+    from sentistream.settings import settings_from_args
+    from stream.sink.writer import SinkSettings
+
+    for name in ("SENTISTREAM_HISTORY_DIR", "SENTISTREAM_SINK_OUTPUT", "SENTISTREAM_DASHBOARD_HISTORY_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SENTISTREAM_HISTORY_DIR", str(tmp_path))
+    assert SinkSettings().history_dir == HistorySettings().history_dir == tmp_path
+    monkeypatch.delenv("SENTISTREAM_HISTORY_DIR")
+    monkeypatch.setenv("SENTISTREAM_SINK_OUTPUT", str(tmp_path / "sink"))
+    monkeypatch.setenv("SENTISTREAM_DASHBOARD_HISTORY_DIR", str(tmp_path / "dashboard"))
+    assert SinkSettings().history_dir == tmp_path / "sink"
+    assert HistorySettings().history_dir == tmp_path / "dashboard"
+    args = build_parser("sink").parse_args(["sink", "--output", str(tmp_path / "flag")])
+    assert settings_from_args(SinkSettings, args).history_dir == tmp_path / "flag"

@@ -202,6 +202,24 @@ def test_deploy_refuses_a_bundle_that_does_not_load_and_publishes_nothing(
 # ---- workers following deployments ----------------------------------------------------------------------
 
 
+def test_deploy_creates_the_control_topic_with_the_replicas_asked_for(broker_url: str, bundle: Path) -> None:
+    """--replication-factor (SENTISTREAM_REPLICATION_FACTOR, the workers' own) reaches the control
+    topic deploy creates: the one-broker test cluster refuses two replicas, and deploy says so and
+    publishes nothing, where a producer would otherwise auto-create it with one, uncompacted."""
+    topics = Topics()
+    refused = deploy(broker_url, topics, str(bundle), "--replication-factor", "2")
+    assert refused.returncode == 1, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert f"refused to create topic {topics.models} with 2 replica(s): InvalidReplicationFactor" in line, (
+        line
+    )
+    assert current(broker_url, topics) == {}
+
+    done = deploy(broker_url, topics, str(bundle), "--replication-factor", "1")
+    assert done.returncode == 0, done.stderr
+    assert current(broker_url, topics)["champion"].checksum == checksum(bundle)
+
+
 def test_a_swap_during_a_replay_with_two_workers_loses_nothing_and_switches_each_partition_once(
     broker_url: str, bundle: Path, tmp_path: Path
 ) -> None:

@@ -60,7 +60,7 @@ def windows(shares: list[float], seed: int = 0, events: int = 100) -> list[Windo
 
 
 def run_detector(stream: list[WindowCounts]) -> list[tuple[int, SentimentAlert]]:
-    detector = ShiftDetector(MonitorSettings(window_s=WINDOW_S))
+    detector = ShiftDetector(MonitorSettings(stats_window_s=WINDOW_S))
     return [(i, alert) for i, w in enumerate(stream) for alert in detector.observe(w)]
 
 
@@ -222,7 +222,9 @@ class Producer:
 def monitor_app(producer: Producer | None = None) -> ShiftMonitor:
     table = WindowedTable()
     app = SimpleNamespace(producer=producer or Producer())
-    monitor = ShiftMonitor(app, table, kafka=None, settings=MonitorSettings(window_s=WINDOW_S))
+    monitor = ShiftMonitor(
+        app, table, kafka=KafkaSettings(), settings=MonitorSettings(stats_window_s=WINDOW_S)
+    )
     table.monitor = monitor
     return monitor
 
@@ -329,6 +331,40 @@ def test_a_restarted_monitor_does_not_compare_the_new_run_with_the_silence_befor
     feed(monitor, one_worker([last_old, *stream]))
     assert sent_kinds(monitor) == []
     assert len(monitor.detector.history) == len(stream) - 1  # every window of the new run was judged
+
+
+def test_stats_cut_to_another_window_are_refused_and_said_loudly(caplog) -> None:
+    """A worker run with another stats window (SENTISTREAM_STATS_WINDOW_S) would pour a longer window's
+    counts into the monitor's: its stats are refused, counted and logged as an error once."""
+    monitor = monitor_app()
+    long_window = SentimentStats.model_validate_json(stats_event("B", START, {"positive": 50}))
+    long_window = long_window.model_copy(update={"window_end": START + timedelta(seconds=6 * WINDOW_S)})
+    wrong = long_window.model_dump_json().encode()
+    with caplog.at_level(logging.ERROR, logger="stream.monitor.app"):
+        feed(monitor, [(0, stats_event("A", START, {"positive": 5})), (0, wrong), (0, wrong)])
+    monitor.at = START.timestamp() + WINDOW_S / 2
+    assert monitor.table["positive"].value() == 5  # A's window only
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "60 s windows, the monitor's are 10 s" in errors[0], errors
+    assert "SENTISTREAM_STATS_WINDOW_S" in errors[0]
+    assert "sentistream_monitor_stats_wrong_window_total 2.0" in monitor.metrics.render().decode()
+
+
+def test_the_monitor_and_the_workers_read_one_stats_window(monkeypatch) -> None:
+    """One variable sets both windows; the monitor's older variable and flag still work."""
+    from sentistream.cli import build_parser
+    from sentistream.settings import settings_from_args
+    from stream.worker.settings import WorkerSettings
+
+    monkeypatch.setenv("SENTISTREAM_STATS_WINDOW_S", "30")
+    assert MonitorSettings().stats_window_s == WorkerSettings().stats_window_s == 30
+    monkeypatch.delenv("SENTISTREAM_STATS_WINDOW_S")
+    monkeypatch.setenv("SENTISTREAM_MONITOR_WINDOW_S", "20")
+    assert MonitorSettings().stats_window_s == 20
+    args = build_parser("monitor").parse_args(["monitor", "--window-s", "5"])
+    assert settings_from_args(MonitorSettings, args).stats_window_s == 5
+    args = build_parser("monitor").parse_args(["monitor", "--stats-window-s", "7"])
+    assert settings_from_args(MonitorSettings, args).stats_window_s == 7
 
 
 # ---- the app on the real broker ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from stream.events import Change, ScoredTweet, SentimentAlert
 from stream.monitor.app import ShiftMonitor
 from stream.monitor.drivers import DriverSource, drivers_for, risen_label, top_drivers
 from stream.monitor.settings import MonitorSettings
+from stream.settings import KafkaSettings
 from stream.worker_api import Explained, ExplainResponse, TokenWeight
 from tests.stream.test_monitor import START, WINDOW_S, Producer, WindowedTable, feed, one_worker, windows
 
@@ -99,7 +100,9 @@ def scored(i: int, label: str, text: str) -> bytes:
 
 def monitor_with(settings: MonitorSettings) -> ShiftMonitor:
     table = WindowedTable()
-    monitor = ShiftMonitor(SimpleNamespace(producer=Producer()), table, kafka=None, settings=settings)
+    monitor = ShiftMonitor(
+        SimpleNamespace(producer=Producer()), table, kafka=KafkaSettings(), settings=settings
+    )
     table.monitor = monitor
     return monitor
 
@@ -115,7 +118,9 @@ def read_scored(monitor: ShiftMonitor, values: list[bytes]) -> None:
 def test_a_share_alert_carries_the_words_that_drove_the_risen_label(worker, tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    settings = MonitorSettings(window_s=WINDOW_S, worker_url=worker, api_token_file=token, explain_texts=4)
+    settings = MonitorSettings(
+        stats_window_s=WINDOW_S, worker_url=worker, api_token_file=token, explain_texts=4
+    )
     monitor = monitor_with(settings)
     read_scored(monitor, [scored(i, "negative", f"flight delayed {i}") for i in range(6)] + [scored(9, "positive", "great")])  # fmt: skip
     feed(monitor, one_worker(windows([0.2] * 12 + [0.6] * 3, events=200)))
@@ -132,7 +137,7 @@ def test_a_share_alert_carries_the_words_that_drove_the_risen_label(worker, tmp_
 
 def test_a_slow_worker_costs_the_alert_its_drivers_not_its_delivery(worker):
     Worker.delay_s = 3.0
-    settings = MonitorSettings(window_s=WINDOW_S, worker_url=worker, explain_timeout_s=0.5)
+    settings = MonitorSettings(stats_window_s=WINDOW_S, worker_url=worker, explain_timeout_s=0.5)
     monitor = monitor_with(settings)
     read_scored(monitor, [scored(i, "negative", f"awful {i}") for i in range(3)])
     began = time.monotonic()
@@ -151,7 +156,7 @@ def test_a_refusing_worker_is_named_in_the_note():
 
 
 def test_without_a_worker_url_alerts_are_as_before(worker):
-    monitor = monitor_with(MonitorSettings(window_s=WINDOW_S))
+    monitor = monitor_with(MonitorSettings(stats_window_s=WINDOW_S))
     read_scored(monitor, [scored(i, "negative", f"awful {i}") for i in range(3)])
     feed(monitor, one_worker(windows([0.2] * 12 + [0.6] * 3, events=200)))
     (alert,) = monitor.app.producer.sent

@@ -31,7 +31,7 @@ def window(i: int, accuracy: float | None, events: int = 200) -> WindowCounts:
 
 
 def alerts_of(accuracies: list[float | None], events: int = 200, **settings) -> list[tuple[int, object]]:
-    detector = EstimateDetector(MonitorSettings(window_s=WINDOW_S, **settings))
+    detector = EstimateDetector(MonitorSettings(stats_window_s=WINDOW_S, **settings))
     return [(i, a) for i, acc in enumerate(accuracies) for a in detector.observe(window(i, acc, events))]
 
 

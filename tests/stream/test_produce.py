@@ -253,3 +253,14 @@ def test_a_broker_lost_mid_send_reports_only_what_it_acknowledged(own_broker, to
     assert out == ""  # nothing after the loss may be reported as sent
     assert err.count("\n") == 1, err  # one line, no traceback
     assert err.startswith("sentistream produce: error: 2 messages were not delivered")
+
+
+def test_the_producers_and_the_worker_reserve_one_record_overhead() -> None:
+    """The framing Kafka adds to key + value has one owner in the contract: `produce` refuses and the
+    worker cuts against the same number."""
+    from stream import events
+    from stream.feeders import producer
+    from stream.worker import scoring
+
+    assert producer.RECORD_OVERHEAD_BYTES == scoring.RECORD_OVERHEAD_BYTES == events.RECORD_OVERHEAD_BYTES
+    assert RECORD_OVERHEAD_BYTES is events.RECORD_OVERHEAD_BYTES

@@ -311,7 +311,7 @@ def test_a_start_writes_each_record_once_though_the_seek_comes_late(
     monkeypatch.setattr(stream.sink.writer, "resume_offsets", slow_scan)
     kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
     output = tmp_path / "history"
-    settings = SinkSettings(output=output, group_id=f"{topic_name}-sink", flush_interval_s=2)
+    settings = SinkSettings(history_dir=output, group_id=f"{topic_name}-sink", flush_interval_s=2)
     asyncio.run(drain(kafka, settings, total))
     rows = read_rows(output)
     assert_each_offset_once(rows)
@@ -327,7 +327,7 @@ def test_a_second_sink_joining_and_leaving_writes_each_record_once(broker_url, t
     feeder = threading.Thread(target=produce, args=(broker_url, topic_name, messages, 0.15))  # about 12 s
     kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
     output = tmp_path / "history"
-    settings = SinkSettings(output=output, group_id=f"{topic_name}-sink", flush_interval_s=0.5)
+    settings = SinkSettings(history_dir=output, group_id=f"{topic_name}-sink", flush_interval_s=0.5)
     everything = {f"e-{i}" for i in range(total)}
 
     async def two_replicas() -> None:
@@ -385,7 +385,7 @@ class FakeConsumer:
 
 
 def offline_sink(output: Path) -> ParquetSink:
-    sink = ParquetSink(KafkaSettings(scored_topic="t"), SinkSettings(output=output, flush_interval_s=60))
+    sink = ParquetSink(KafkaSettings(scored_topic="t"), SinkSettings(history_dir=output, flush_interval_s=60))
     sink.consumer = FakeConsumer()
     return sink
 
@@ -492,7 +492,7 @@ def test_hostile_records_on_the_topic_do_not_stop_the_sink(broker_url, topic_nam
     messages += [(b"e-5", scored_value(5), 1_700_000_000_000)]
     produce_with_times(broker_url, topic_name, messages)
     kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
-    settings = SinkSettings(output=tmp_path, group_id=f"{topic_name}-sink", flush_interval_s=0.3)
+    settings = SinkSettings(history_dir=tmp_path, group_id=f"{topic_name}-sink", flush_interval_s=0.3)
     asyncio.run(drain(kafka, settings, len(messages), settle_s=0.5))
     rows = sorted(read_rows(tmp_path), key=lambda r: r["kafka_offset"])
     assert [r["kafka_offset"] for r in rows] == list(range(len(messages)))

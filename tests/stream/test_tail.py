@@ -66,3 +66,20 @@ def test_tail_of_a_missing_topic_is_one_line_and_exit_2(broker_url) -> None:
     assert done.returncode == 2
     err = done.stderr.strip()
     assert "\n" not in err and "does not exist" in err, err
+
+
+def test_the_alerts_topic_is_a_topic_name_like_the_others(monkeypatch) -> None:
+    """`alerts_topic` lives with the other topic names (KafkaSettings): `tail alerts` honours
+    --alerts-topic, and the monitor's older variable still names it."""
+    from sentistream.cli import build_parser
+    from sentistream.settings import settings_from_args
+    from stream.feeders.tail_cli import topic_name
+    from stream.settings import KafkaSettings
+
+    monkeypatch.delenv("SENTISTREAM_ALERTS_TOPIC", raising=False)
+    monkeypatch.setenv("SENTISTREAM_MONITOR_ALERTS_TOPIC", "old-alerts")
+    assert topic_name("alerts", KafkaSettings()) == "old-alerts"
+    monkeypatch.setenv("SENTISTREAM_ALERTS_TOPIC", "new-alerts")  # the current name wins
+    assert KafkaSettings().alerts_topic == "new-alerts"
+    args = build_parser("tail").parse_args(["tail", "alerts", "--alerts-topic", "flagged"])
+    assert topic_name("alerts", settings_from_args(KafkaSettings, args)) == "flagged"

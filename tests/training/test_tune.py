@@ -62,3 +62,21 @@ def test_pruning_reports_each_epoch_and_stops_a_pruned_trial() -> None:
     with pytest.raises(optuna.TrialPruned):
         callback.on_evaluate(None, State(), None, metrics={"eval_macro_recall": 0.61})
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.61}
+
+
+def test_tune_declares_only_what_differs_from_train() -> None:
+    """One owner per flag: the data, split, length, metric, seed, device and export fields that
+    `train` and `tune` share are declared once (`RunSettings`); tune declares only its own budget and
+    the fields whose default differs (a required model and study folder, fewer epochs per trial)."""
+    from training.settings import RunSettings, TrainSettings, TuneSettings
+
+    assert issubclass(TrainSettings, RunSettings) and issubclass(TuneSettings, RunSettings)
+    assert set(TuneSettings.__annotations__) == {
+        "base_model",
+        "output",
+        "trials",
+        "timeout_minutes",
+        "epochs",
+    }
+    shared = set(TrainSettings.model_fields) & set(TuneSettings.model_fields)
+    assert shared - {"base_model", "output", "epochs"} == set(RunSettings.model_fields)
