@@ -245,3 +245,13 @@ class SentimentStats(BaseModel):
         default_factory=dict,
         description="model_version -> the sums behind the estimate, which merge by adding",
     )
+    latency_p99_by_model: dict[str, float] = Field(
+        default_factory=dict,
+        description="model_version -> p99 latency of the events it scored in this window (a canary's "
+        "latency gate; the window's own percentiles mix every model)",
+    )
+    dead_lettered_by_model: dict[str, int] = Field(
+        default_factory=dict,
+        description="model_version -> inputs dead-lettered at the `inference` stage of batches it "
+        "scored (the model's own failures; decode and validate failures are the input's)",
+    )
