@@ -26,9 +26,10 @@ def window(
     champion_accuracy: float = 0.8,
     p99: float = 200.0,
     dead: int = 0,
+    since: datetime = STARTED,
 ) -> SentimentStats:
-    """Window n (10 s each, from STARTED) of one worker serving both the champion and the candidate."""
-    start = STARTED + timedelta(seconds=10 * n)
+    """Window n (10 s each, from `since`) of one worker serving both the champion and the candidate."""
+    start = since + timedelta(seconds=10 * n)
     return SentimentStats(
         window_start=start,
         window_end=start + timedelta(seconds=10),
