@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stream_throughput import default_model, load_texts, messages, rate_from_scored
 from infra.broker import BrokerSettings, LocalBroker, free_port
-from stream.deployments import read_deployments
+from stream.control import read_deployments
 from stream.settings import KafkaSettings
 from tests.stream.worker_process import (
     SENTISTREAM,

@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 
-from stream.producer import ProducerSettings, TweetProducer
-from stream.replay import ReplaySettings, replay
+from stream.feeders.producer import ProducerSettings, TweetProducer
+from stream.feeders.replay import ReplaySettings, replay
 from stream.settings import KafkaSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -27,7 +27,7 @@ import psutil
 
 from dashboard.history import History, Span
 from stream.settings import KafkaSettings
-from stream.sink import ParquetSink, SinkSettings
+from stream.sink.writer import ParquetSink, SinkSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXTS = (

@@ -166,9 +166,9 @@ async def plain_loop(broker_url: str, topics: Topics, expected: int, batch_size:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from model.engines import load_engine
-    from stream.agents import process_batch, to_records
     from stream.decode import Source
     from stream.settings import KafkaSettings
+    from stream.worker.micro_batch import process_batch, to_records
 
     kafka = KafkaSettings(
         broker=broker_url, topic=topics.tweets, scored_topic=topics.scored, dlq_topic=topics.dlq

@@ -1,6 +1,6 @@
 """Resident memory across 5 model swaps in one worker process (issue #24).
 
-Before #24 a swapped-out engine stayed referenced (the start-up engine by `stream/cli.py`, the last
+Before #24 a swapped-out engine stayed referenced (the start-up engine by `stream/worker/cli.py`, the last
 explained one by the /explain service), so each swap could leave one more model resident. This loads
 5 deployments of a real encoder (MiniLM-L6 by default, copies whose checksums differ) one after the
 other through `ServingModels`, with an /explain service that explains between swaps, and prints
@@ -50,12 +50,12 @@ def run(model: Path, backend: str, keep: bool, scratch: Path) -> list[float]:
     from model.bundle import checksum
     from model.engines import load_engine
     from model.settings import ModelSettings
-    from stream.deployments import Deployment
-    from stream.explain_view import ExplainService
-    from stream.inference import WEB
-    from stream.metrics import WorkerMetrics
-    from stream.serving import ServingModels
-    from stream.stats import TumblingStats
+    from stream.events import Deployment
+    from stream.worker.explain_view import ExplainService
+    from stream.worker.inference import WEB
+    from stream.worker.metrics import WorkerMetrics
+    from stream.worker.serving import ServingModels
+    from stream.worker.stats import TumblingStats
 
     settings = ModelSettings(backend=backend, device="cpu")
     models = ServingModels(

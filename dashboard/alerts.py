@@ -19,8 +19,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dashboard.names import plain_name, shown_name
+from stream.events import SentimentAlert
 from stream.kafka_internals import topic_partitions
-from stream.monitor import MonitorSettings, SentimentAlert
+from stream.monitor.settings import MonitorSettings
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

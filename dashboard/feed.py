@@ -25,8 +25,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dashboard.settings import DashboardSettings
-from stream.deployments import Deployment, apply
-from stream.events import DeadLetter, ScoredTweet, SentimentStats
+from stream.control import apply
+from stream.events import DeadLetter, Deployment, ScoredTweet, SentimentStats
 from stream.kafka_internals import topic_partitions
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 

@@ -1,7 +1,7 @@
 """The model lifecycle on the page, computed from a feed snapshot: which models score, which are
 deployed, how a shadow challenger agrees with the champion, live accuracy per model, rejections.
 
-Every worker publishes its own `sentiment-stats` window (stream/stats.py), so figures here are sums
+Every worker publishes its own `sentiment-stats` window (stream/worker/stats.py), so figures here are sums
 over the workers' windows that share a `window_end`. Pure pandas, no Streamlit: app.py renders
 these frames, the tests check them directly.
 """
@@ -16,8 +16,7 @@ from datetime import datetime
 import pandas as pd
 
 from dashboard.feed import UNKNOWN_MODEL
-from stream.deployments import ROLES, Deployment
-from stream.events import SentimentStats
+from stream.events import ROLES, Deployment, SentimentStats
 
 MAX_MODELS = 64  # model filter options: the most frequent few (names come from the topic)
 

@@ -17,11 +17,11 @@ import pandas as pd
 
 from model.engines.base import Prediction, failed
 from model.predictions import with_predictions
-from stream.settings import WorkerSettings
+from stream.worker_api import MAX_PREDICT_BYTES, MAX_PREDICT_TEXTS
 
 # The worker's /predict limits (its defaults): a request over either is answered 413.
-PREDICT_MAX_TEXTS = WorkerSettings.model_fields["max_predict_texts"].default
-PREDICT_MAX_BYTES = WorkerSettings.model_fields["max_predict_bytes"].default
+PREDICT_MAX_TEXTS = MAX_PREDICT_TEXTS  # the worker's default limits (stream/worker_api.py)
+PREDICT_MAX_BYTES = MAX_PREDICT_BYTES
 _ENVELOPE = len(b'{"texts":[]}')
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_ERROR_CHARS = 300

@@ -30,7 +30,8 @@ from model.hub import hub_reachable
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.settings import WorkerSettings, port_open
+from stream.settings import port_open
+from stream.worker.settings import WorkerSettings
 
 HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
 # No --output: only then does `train` link models/latest (the demo's model) to the new bundle.

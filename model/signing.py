@@ -5,7 +5,7 @@ manifest and signs it with an EC P-256 private key (`openssl ecparam -name prime
 `verify_bundle(BUNDLE, PUB.pem)` refuses a bundle that is unsigned, signed by another key, or whose
 files changed, were added or were removed after signing. The format is model-signing's own (a
 Sigstore bundle with a DSSE envelope, no transparency log), so `model_signing verify key` checks it
-too. Workers given a trusted key serve only bundles that verify (stream/deployments.py `admit`).
+too. Workers given a trusted key serve only bundles that verify (stream/control.py `admit`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`sentistream`: one console command with a subcommand per job.
 
-Subcommands live next to the code they drive (`infra/cli.py`, `stream/cli.py`, ...). Each such
+Subcommands live next to the code they drive (`infra/cli.py`, `stream/worker/cli.py`, ...). Each such
 module exposes `COMMANDS`: a dict of name -> (add_arguments, run); the one-line help is here, in
 `SUBCOMMANDS`, so `--help` imports nothing. Only the module of the subcommand being run is imported, so `sentistream kafka status` never pays for importing torch.
 """
@@ -26,18 +26,24 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eda": ("training.cli", "explore a labelled dataset (class balance, lengths, word clouds)"),
     "tune": ("training.cli", "search training hyperparameters with Optuna"),
     "predict": ("model.cli", "score texts or a CSV file with a model"),
-    "worker": ("stream.cli", "run the Faust stream worker that scores the tweets topic"),
-    "produce": ("stream.produce_cli", "send texts or JSON lines to the tweets topic"),
-    "replay": ("stream.produce_cli", "replay a labelled dataset into the tweets topic at a chosen pace"),
+    "worker": ("stream.worker.cli", "run the Faust stream worker that scores the tweets topic"),
+    "produce": ("stream.feeders.produce_cli", "send texts or JSON lines to the tweets topic"),
+    "replay": (
+        "stream.feeders.replay_cli",
+        "replay a labelled dataset into the tweets topic at a chosen pace",
+    ),
     "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
     "deploy": (
-        "stream.deploy_cli",
+        "stream.deployment.cli",
         "ship a model bundle into the running stream (or roll back, shadow, promote)",
     ),
-    "sink": ("stream.sink_cli", "write the scored topic to hourly Parquet files (exactly once)"),
-    "monitor": ("stream.monitor_cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
-    "dlq": ("stream.dlq_cli", "replay chosen dead letters into the input topic, each at most once"),
-    "tail": ("stream.tail_cli", "print a topic's records as they arrive (scored, dlq, alerts or any topic)"),
+    "sink": ("stream.sink.cli", "write the scored topic to hourly Parquet files (exactly once)"),
+    "monitor": ("stream.monitor.cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
+    "dlq": ("stream.feeders.dlq_cli", "replay chosen dead letters into the input topic, each at most once"),
+    "tail": (
+        "stream.feeders.tail_cli",
+        "print a topic's records as they arrive (scored, dlq, alerts or any topic)",
+    ),
     "demo": ("infra.demo", "start broker, worker, replay, sink, monitor and dashboard together"),
 }
 

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from model.cleaning import nothing_visible
 
@@ -255,3 +266,94 @@ class SentimentStats(BaseModel):
         description="model_version -> inputs dead-lettered at the `inference` stage of batches it "
         "scored (the model's own failures; decode and validate failures are the input's)",
     )
+
+
+# The control topic (`sentistream-models`, stream/control.py): key = role, value = `Deployment`.
+Role = Literal["champion", "challenger"]
+ROLES: tuple[Role, ...] = ("champion", "challenger")
+HISTORY_KEPT = 10  # champions a deployment remembers for --rollback
+# Where a deployed bundle may live: a local path (a mounted volume) or one of these stores. Anything
+# else fsspec could open (ftp, sftp, ssh, github, a chained "zip::" URL...) is refused in the record.
+URI_SCHEMES = frozenset({"", "file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf", "https"})
+
+
+def _known_uri(uri: str) -> str:
+    if "\0" in uri or "::" in uri or any(ord(c) < 32 for c in uri):
+        raise ValueError("the uri holds control characters or a chained fsspec URL")
+    scheme = urlsplit(uri).scheme.lower()
+    if len(scheme) != 1 and scheme not in URI_SCHEMES:  # one letter: a Windows drive
+        raise ValueError(f"the uri scheme {scheme!r} is not one of {sorted(URI_SCHEMES - {''})} or a path")
+    return uri
+
+
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_known_uri)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ModelRef(BaseModel):
+    """One deployed bundle: where it is, exactly what it is, and who deployed it when.
+
+    Validated as hostile input (issue #24): whoever can write to the control topic controls these
+    fields, so the checksum is 64 lower-case hex digits (it names a cache directory), times carry a
+    time zone, the URI is a path or a known store, and every string has a length cap.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    uri: Uri = Field(description="a local path or a URI of a known store (URI_SCHEMES)")
+    model: Name = Field(description="name@version")
+    model_version: Name = Field(description="name@version+checksum prefix, as in scored events")
+    checksum: Sha256 = Field(description="sha256 of the bundle's files (model.bundle.checksum)")
+    deployed_by: Name
+    deployed_at: AwareDatetime
+
+
+class Deployment(ModelRef):
+    """The value of a `champion` or `challenger` record on the control topic."""
+
+    history: list[ModelRef] = Field(
+        default_factory=list,
+        max_length=HISTORY_KEPT,
+        description="earlier champions, newest first (for --rollback)",
+    )
+
+    def ref(self) -> ModelRef:
+        """This deployment without its history."""
+        return ModelRef(**self.model_dump(exclude={"history"}))
+
+
+# `sentiment-alerts` (stream/monitor/): one event per shift episode.
+
+
+class Change(BaseModel):
+    """One quantity that moved: a label's share, or the event count ("volume")."""
+
+    what: str = Field(description="the label whose share moved, or 'volume'")
+    baseline: float = Field(description="its rolling-baseline value (share 0..1, or events per window)")
+    value: float = Field(description="its value in the window that raised the alert")
+    change: float = Field(description="value - baseline")
+    z: float = Field(description="standard errors away from the baseline")
+
+
+class Example(BaseModel):
+    """A recent scored tweet with the label that moved."""
+
+    id: str
+    text: str
+    label: str
+
+
+class SentimentAlert(BaseModel):
+    """One event on `sentiment-alerts` per shift episode: what moved, how much, since when."""
+
+    alert_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    kind: Literal["share", "volume", "stalled", "estimated_accuracy"]
+    since: datetime = Field(description="start of the first window of the shift")
+    window_start: datetime
+    window_end: datetime
+    events: int = Field(description="events in the window that raised it")
+    changes: list[Change]
+    summary: str = Field(description="one line a person can read")
+    examples: list[Example] = Field(default_factory=list)
+    raised_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

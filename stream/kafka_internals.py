@@ -7,7 +7,7 @@ tests/stream/test_kafka_internals.py, which fails with what to re-check when the
 - `batched_consumer_class`: Faust's aiokafka consumer with a fetch loop that hands each fetched
   batch to the conductor in one task (Faust's own loop costs two tasks and an `asyncio.wait` per
   message), and, for exactly-once, a consumer that never commits offsets itself and reads input
-  `read_committed`: the worker's transactions commit them (stream/transactions.py).
+  `read_committed`: the worker's transactions commit them (stream/worker/transactions.py).
 - `ChannelBatches`: micro-batches taken straight from an agent's channel queue, acked in bulk.
 - `topic_partitions`: the partitions of a topic without creating it (an all-topics metadata request).
 
@@ -143,7 +143,7 @@ class ChannelBatches:
     to fill a batch once its first event arrived."""
 
     def __init__(self, stream, size: int, within: float) -> None:
-        self.app = stream.app
+        self.app = stream.worker.app
         # Iterating the topic registers this channel with the conductor, as the stream's own
         # iterator would; the conductor then queues every message of the agent's topic here.
         self.channel = aiter(stream.channel)

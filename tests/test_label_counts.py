@@ -25,7 +25,7 @@ from dashboard.settings import DashboardSettings
 from dashboard.summary import Filters, compute_kpis, filter_rows, label_shares
 from model.bundle import load_bundle
 from sentistream.cli import main
-from stream.producer import ProducerSettings, produce_texts
+from stream.feeders.producer import ProducerSettings, produce_texts
 from stream.settings import KafkaSettings
 from tests.kafka_reader import read_topic
 from tests.ports import start_server

@@ -53,7 +53,7 @@ def scored(
 def stats_window(
     worker: str, end: datetime, count: int = 0, size_s: float = 10.0, **fields
 ) -> SentimentStats:
-    """A `sentiment-stats` window of `worker` ending at `end`, as stream/stats.py publishes it."""
+    """A `sentiment-stats` window of `worker` ending at `end`, as stream/worker/stats.py publishes it."""
     return SentimentStats(
         window_start=end - timedelta(seconds=size_s),
         window_end=end,

@@ -188,8 +188,8 @@ def test_models_tab_draws_agreement_and_accuracy_charts(browser, dashboard_url, 
 
     from selenium.webdriver.common.by import By
 
-    from stream.deployments import Deployment, publish
-    from stream.events import ModelAccuracy, ShadowStats
+    from stream.control import publish
+    from stream.events import Deployment, ModelAccuracy, ShadowStats
     from stream.settings import KafkaSettings
     from tests.dashboard.conftest import stats_window
 

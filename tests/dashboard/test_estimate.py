@@ -8,8 +8,7 @@ import pytest
 
 from dashboard.alerts import banner_text
 from dashboard.summary import Filters, estimated_performance
-from stream.events import EstimatedPerformance, SentimentStats
-from stream.monitor import Change, SentimentAlert
+from stream.events import Change, EstimatedPerformance, SentimentAlert, SentimentStats
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

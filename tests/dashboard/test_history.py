@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.history import History, Span
-from stream.sink import temporary_name, to_row, write_batch
+from stream.sink.writer import temporary_name, to_row, write_batch
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
 MARKUP = "<script>window.__xss = 1</script> **bold** 100% sure #Launch"

@@ -12,8 +12,7 @@ from dashboard import lifecycle
 from dashboard.feed import UNKNOWN_MODEL, Feed
 from dashboard.settings import DashboardSettings
 from dashboard.summary import Filters, filter_rows
-from stream.deployments import Deployment, ModelRef
-from stream.events import ModelAccuracy, ShadowStats
+from stream.events import Deployment, ModelAccuracy, ModelRef, ShadowStats
 from stream.settings import KafkaSettings
 from tests.dashboard.conftest import scored, stats_window
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from stream.deployments import Deployment, ModelRef, publish
-from stream.events import ModelAccuracy, ShadowStats
+from stream.control import publish
+from stream.events import Deployment, ModelAccuracy, ModelRef, ShadowStats
 from stream.settings import KafkaSettings
 from tests.dashboard.conftest import APP, metrics, produce, run_until, scored, stats_window
 

@@ -9,7 +9,7 @@ import pytest
 
 from dashboard.alerts import banner_text
 from dashboard.names import plain_name, shown_name
-from stream.monitor import Change, SentimentAlert
+from stream.events import Change, SentimentAlert
 
 HOSTILE = [
     "https://evil.example/login",

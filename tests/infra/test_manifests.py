@@ -33,7 +33,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from sentistream.settings import env_name
-from stream.settings import GPU_STREAM_BATCH
+from stream.worker.settings import GPU_STREAM_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -88,11 +88,12 @@ def component_classes() -> dict[str, tuple[Reads, ...]]:
     """The settings classes each deployed process reads."""
     from dashboard.settings import DashboardSettings, HistorySettings
     from model.settings import ModelSettings
-    from stream.monitor import MonitorSettings
-    from stream.producer import ProducerSettings
-    from stream.replay import ReplaySettings
-    from stream.settings import ConsumerGroupSettings, KafkaSettings, WorkerSettings
-    from stream.sink import SinkSettings
+    from stream.feeders.producer import ProducerSettings
+    from stream.feeders.replay import ReplaySettings
+    from stream.monitor.settings import MonitorSettings
+    from stream.settings import ConsumerGroupSettings, KafkaSettings
+    from stream.sink.writer import SinkSettings
+    from stream.worker.settings import WorkerSettings
 
     alerts_topic = (MonitorSettings, ("alerts_topic",))  # dashboard/alerts.py, the topics init container
     return {
@@ -204,9 +205,9 @@ def missing_required(env: Iterable[str], component: str, where: str) -> list[str
 
 
 def worker_view_paths() -> list[str]:
-    """The paths of the views the worker registers (read from stream.web, not copied)."""
-    from stream.settings import WorkerSettings
-    from stream.web import register_views
+    """The paths of the views the worker registers (read from stream.worker.web, not copied)."""
+    from stream.worker.settings import WorkerSettings
+    from stream.worker.web import register_views
 
     class PageRecorder:
         def __init__(self) -> None:
@@ -222,7 +223,7 @@ def worker_view_paths() -> list[str]:
 
 
 def worker_health_path() -> str:
-    """The health view the worker registers (read from stream.web, not copied)."""
+    """The health view the worker registers (read from stream.worker.web, not copied)."""
     return next(p for p in worker_view_paths() if p.rstrip("/").endswith("health"))
 
 
@@ -236,7 +237,7 @@ def worker_probe_paths() -> dict[str, str]:
 
 
 def monitor_health_path() -> str:
-    """The health view the monitor registers (read from stream.monitor, not copied)."""
+    """The health view the monitor registers (read from stream.monitor.app, not copied)."""
     return next(p for p in monitor_view_paths() if p.rstrip("/").endswith("health"))
 
 
@@ -245,8 +246,8 @@ def monitor_metrics_path() -> str:
 
 
 def monitor_view_paths() -> list[str]:
-    """The paths of the views the monitor registers (read from stream.monitor, not copied)."""
-    from stream.monitor import _register_views
+    """The paths of the views the monitor registers (read from stream.monitor.app, not copied)."""
+    from stream.monitor.app import _register_views
 
     class AppRecorder:
         def __init__(self) -> None:
@@ -567,7 +568,7 @@ def test_compose_services_set_real_settings_at_the_codes_defaults():
 
 
 def test_compose_drift_of_a_default_in_code_is_caught():
-    from stream.settings import WorkerSettings
+    from stream.worker.settings import WorkerSettings
 
     class Drifted(WorkerSettings):
         partitions: int = 8
@@ -949,8 +950,9 @@ def test_k8s_topics_init_container_runs_the_workers_topic_creation():
     import ast
     import inspect
 
-    from stream.settings import KafkaSettings, WorkerSettings
-    from stream.topics import ensure_topics
+    from stream.settings import KafkaSettings
+    from stream.worker.settings import WorkerSettings
+    from stream.worker.topics import ensure_topics
 
     objects = k8s_objects()
     container = topics_container(objects)
@@ -961,7 +963,7 @@ def test_k8s_topics_init_container_runs_the_workers_topic_creation():
     assert container["command"][:2] == ["python", "-c"]
     tree = ast.parse(container["command"][2])
     imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert ("stream.topics", "ensure_topics") in imported
+    assert ("stream.worker.topics", "ensure_topics") in imported
     for module, name in imported:
         assert hasattr(__import__(module, fromlist=[name]), name), f"{module}.{name}"
     params = list(inspect.signature(ensure_topics).parameters.values())
@@ -1050,8 +1052,9 @@ KEDA_SASL = {
 
 def keda_problems(objects: dict, known: dict[str, Setting]) -> list[str]:
     """The ScaledObject scales the worker Deployment on its group's lag, 0..partitions, on the app's broker."""
-    from stream.app import app_config
-    from stream.settings import KafkaSettings, WorkerSettings, bootstrap_servers
+    from stream.settings import KafkaSettings, bootstrap_servers
+    from stream.worker.app import app_config
+    from stream.worker.settings import WorkerSettings
 
     so = one(objects, "ScaledObject")
     spec, config = so["spec"], worker_env(objects)
@@ -1096,7 +1099,7 @@ def test_keda_scales_the_workers_group_from_zero_to_the_partition_count():
 
 
 def test_keda_drift_of_the_partition_count_in_code_is_caught():
-    from stream.settings import WorkerSettings
+    from stream.worker.settings import WorkerSettings
 
     class Drifted(WorkerSettings):
         partitions: int = 12
@@ -1467,7 +1470,7 @@ def worker_start_problems(
     from sentistream.cli import build_parser
     from sentistream.errors import SentistreamError
     from sentistream.settings import settings_from_args
-    from stream.cli import check_model
+    from stream.worker.cli import check_model
 
     given = {k: str(image_files.get(v, v)) if image_files and v else v for k, v in env.items()}
     given = {k: v for k, v in given.items() if v is not None}
@@ -1745,8 +1748,8 @@ def prefixed_env(objects: dict, compose_doc: dict) -> list[tuple[str, str]]:
 
 def component_prefix_problems(objects: dict, compose_doc: dict) -> list[str]:
     """Every SENTISTREAM_SINK_* / SENTISTREAM_MONITOR_* variable set anywhere is a field of its settings class."""
-    from stream.monitor import MonitorSettings
-    from stream.sink import SinkSettings
+    from stream.monitor.settings import MonitorSettings
+    from stream.sink.writer import SinkSettings
 
     owners = {cls.model_config["env_prefix"]: cls for cls in (SinkSettings, MonitorSettings)}
     problems = []
@@ -1899,7 +1902,7 @@ def sink_shutdown_seconds(env: dict[str, str | None], partitions: int) -> float:
     (consume, parse and write, on a loaded machine), slower than writing alone.
     """
     poll = int(
-        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink.py").read_text()).group(1)
+        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink" / "writer.py").read_text()).group(1)
     )
     rate = json.loads((ROOT / "benchmarks" / "results" / "sink_throughput.json").read_text())[
         "sink_events_per_s"

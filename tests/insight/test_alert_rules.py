@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from stream.monitor import MonitorMetrics, MonitorSettings, ShiftDetector, WindowCounts
+from stream.monitor.app import MonitorMetrics
+from stream.monitor.detector import ShiftDetector, WindowCounts
+from stream.monitor.settings import MonitorSettings
 
 RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "alerts.yml"
 

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.alerts import AlertFeed, banner_text, markers_frame
 from dashboard.explanations import weight_colour, words_frame
-from stream.monitor import Change, Example, SentimentAlert
+from stream.events import Change, Example, SentimentAlert
 from stream.settings import KafkaSettings
 from tests.stream.worker_process import create_topics, produce
 

@@ -8,8 +8,8 @@ import pytest
 from model.engines.vader_engine import VaderEngine
 from model.explain import ExplainSettings
 from model.settings import ModelSettings
-from stream.explain_view import EXPLAIN_NICE, ExplainService
-from stream.web import HttpError
+from stream.worker.explain_view import EXPLAIN_NICE, ExplainService
+from stream.worker.web import HttpError
 
 
 class StreamEngine(VaderEngine):
@@ -115,6 +115,6 @@ async def test_explanations_run_on_a_niced_thread(service: ExplainService) -> No
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    from stream.inference import WEB
+    from stream.worker.inference import WEB
 
     assert await service.thread.run(WEB, nice_of_this_thread) == max(base, EXPLAIN_NICE)

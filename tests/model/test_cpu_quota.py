@@ -69,7 +69,7 @@ def test_a_quota_above_the_cores_leaves_the_cores(tmp_path, monkeypatch):
 
 def test_the_worker_processes_split_the_quota_not_the_node(tmp_path, monkeypatch):
     """`worker --processes 2` in a 4-CPU pod on a 32-core node: 2 threads each, not 16."""
-    from stream.processes import cpu_threads
+    from stream.worker.processes import cpu_threads
 
     fake_cgroup(tmp_path, monkeypatch, {"cpu.max": "400000 100000\n"})
     assert cpu_threads(2) == 2

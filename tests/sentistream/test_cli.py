@@ -12,7 +12,7 @@ from dashboard.cli import KAFKA_FLAGS as DASHBOARD_KAFKA_FLAGS
 from dashboard.cli import settings_env
 from sentistream.cli import SUBCOMMANDS, build_parser, main
 from sentistream.settings import settings_from_args
-from stream.produce_cli import connection_settings
+from stream.feeders.produce_cli import connection_settings
 from stream.settings import KafkaSettings
 
 KAFKA_COMMANDS = ["worker", "produce", "replay", "dashboard", "sink", "monitor"]
@@ -167,11 +167,13 @@ def test_verbose_works_before_and_after_the_subcommand(argv, verbose, monkeypatc
 @pytest.fixture
 def worker_args(monkeypatch) -> list[argparse.Namespace]:
     """What `sentistream worker` would run with (the worker itself replaced by a recorder)."""
-    import stream.cli
+    import stream.worker.cli
 
     seen: list[argparse.Namespace] = []
     monkeypatch.setitem(
-        stream.cli.COMMANDS, "worker", (stream.cli.add_arguments, lambda args: seen.append(args))
+        stream.worker.cli.COMMANDS,
+        "worker",
+        (stream.worker.cli.add_arguments, lambda args: seen.append(args)),
     )
     monkeypatch.delenv("SENTISTREAM_JSON_LOGS", raising=False)
     return seen

@@ -80,8 +80,8 @@ def test_the_example_check_catches_onnx_without_a_model_and_an_unknown_flag():
 def default_ports() -> dict[str, int]:
     from dashboard.settings import DashboardSettings
     from infra.broker import BrokerSettings
-    from stream.monitor import MonitorSettings
-    from stream.settings import WorkerSettings
+    from stream.monitor.settings import MonitorSettings
+    from stream.worker.settings import WorkerSettings
 
     fields = {
         "kafka": (BrokerSettings, "port"),

@@ -63,21 +63,21 @@ class FaultyEngine:
 
 
 def main() -> int:
-    import stream.agents
-    import stream.cli
+    import stream.worker.agent
+    import stream.worker.cli
     from sentistream.cli import main as sentistream_main
 
     spec = faults()
-    stream.cli.load_engine = lambda settings: FaultyEngine(spec)
+    stream.worker.cli.load_engine = lambda settings: FaultyEngine(spec)
     if "crash" in spec:
-        real = stream.agents.to_records
+        real = stream.worker.agent.to_records
 
         def crashing(result, sources, *args, **kwargs):
             if any(spec["crash"] in getattr(o, "text", "") for o in result.outputs):
                 raise ZeroDivisionError("an unforeseen bug")
             return real(result, sources, *args, **kwargs)
 
-        stream.agents.to_records = crashing
+        stream.worker.agent.to_records = crashing
     return sentistream_main(sys.argv[1:])
 
 

@@ -9,11 +9,11 @@ import pytest
 
 from model.engines import load_engine
 from model.engines.base import Prediction, failed
-from stream.agents import process_batch, to_records
 from stream.decode import Source
 from stream.events import DeadLetter, ScoredTweet
 from stream.settings import KafkaSettings
-from stream.stats import TumblingStats
+from stream.worker.micro_batch import process_batch, to_records
+from stream.worker.stats import TumblingStats
 
 
 def src(offset: int, key: bytes | None = None, partition: int = 0) -> Source:
@@ -116,7 +116,7 @@ def test_tumbling_stats_close_windows_once_with_counts_and_percentiles() -> None
 
 
 def test_nan_inf_and_out_of_range_scores_are_failures() -> None:
-    from stream.scoring import checked
+    from stream.worker.scoring import checked
 
     for bad in (float("nan"), float("inf"), 1.5, -0.1):
         assert not checked(Prediction("positive", bad, {"negative": 0.1, "positive": bad})).ok

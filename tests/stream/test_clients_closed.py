@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from dashboard.alerts import AlertFeed
-from stream.deployments import ensure_models_topic, publish, read_deployments
+from stream.control import ensure_models_topic, publish, read_deployments
 from stream.settings import KafkaSettings
 
 ATTEMPTS = {

@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from model.bundle import checksum
-from stream.deployments import Deployment, DeploymentError, apply, fetch, parse
+from stream.bundles import DeploymentError, fetch
+from stream.control import apply, parse
+from stream.events import Deployment
 
 GOOD = {
     "uri": "s3://models/tiny",
@@ -124,7 +126,7 @@ def test_a_local_bundle_is_checked_against_its_checksum_always(tmp_path: Path) -
 def test_serving_survives_a_naive_time_that_slipped_past_validation(tmp_path: Path) -> None:
     """The TypeError that killed every worker (a naive deployed_at in `_switch`) must not recur, even
     for a record built in process rather than parsed."""
-    from stream.serving import Loaded
+    from stream.worker.serving import Loaded
     from tests.stream.test_deploy import serving
 
     models = serving(tmp_path)

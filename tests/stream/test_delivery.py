@@ -1,6 +1,6 @@
 """The delivery path in process: a fake stream and a fake broker whose acks, failures and
-transactions the test controls. Deterministic proofs of the rules in stream/agents.py,
-stream/delivery.py and stream/transactions.py: an input is acked only once every output of its
+transactions the test controls. Deterministic proofs of the rules in stream/worker/agent.py,
+stream/worker/delivery.py and stream/worker/transactions.py: an input is acked only once every output of its
 batch is acknowledged, retries keep order, a failed batch is never committed and stops the worker;
 exactly-once commits each partition's outputs with its offsets, never re-sends inside an open
 transaction (an ambiguous send or commit is redone in a new transaction, 0 duplicates for
@@ -26,13 +26,14 @@ from aiokafka.errors import (
 from faust.types import TP
 
 from model.engines import load_engine
-from stream.agents import Scorer
-from stream.delivery import AtLeastOnce
 from stream.events import DeadLetter
-from stream.metrics import WorkerMetrics
-from stream.settings import KafkaSettings, WorkerSettings
-from stream.stats import TumblingStats
-from stream.transactions import ExactlyOnce
+from stream.settings import KafkaSettings
+from stream.worker.agent import Scorer
+from stream.worker.delivery import AtLeastOnce
+from stream.worker.metrics import WorkerMetrics
+from stream.worker.settings import WorkerSettings
+from stream.worker.stats import TumblingStats
+from stream.worker.transactions import ExactlyOnce
 
 KAFKA = KafkaSettings(topic="in", scored_topic="out", dlq_topic="dlq", stats_topic="stats")
 
@@ -464,12 +465,12 @@ async def test_an_output_the_producer_refuses_as_too_large_becomes_a_dead_letter
 
 
 async def test_an_unforeseen_error_stops_the_worker_before_the_batch_is_acked(monkeypatch) -> None:
-    import stream.agents
+    import stream.worker.agent
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(stream.agents, "to_records", broken)
+    monkeypatch.setattr(stream.worker.agent, "to_records", broken)
     broker = FakeBroker()
     scorer, exits = make_scorer(broker)
     fake = FakeStream([batch((0, 0)), batch((0, 1))])

@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from model.bundle import checksum
-from stream.deployments import Deployment, publish, read_deployments
+from stream.control import publish, read_deployments
+from stream.events import Deployment
 from stream.settings import KafkaSettings
 from tests.stream.worker_process import (
     SENTISTREAM,
@@ -367,7 +368,7 @@ def test_a_shadow_model_is_compared_with_the_champion_in_sentiment_stats(
 def test_fetch_copies_a_remote_bundle_once_per_checksum(bundle: Path, tmp_path: Path, cached: bool) -> None:
     import fsspec
 
-    from stream.deployments import DeploymentError, fetch
+    from stream.bundles import DeploymentError, fetch
 
     fs = fsspec.filesystem("memory")
     root = f"/bundles/{tmp_path.name}"
@@ -390,9 +391,9 @@ def test_fetch_copies_a_remote_bundle_once_per_checksum(bundle: Path, tmp_path: 
 def serving(tmp_path: Path):
     from model.engines import load_engine
     from model.settings import ModelSettings
-    from stream.metrics import WorkerMetrics
-    from stream.serving import ServingModels
-    from stream.stats import TumblingStats
+    from stream.worker.metrics import WorkerMetrics
+    from stream.worker.serving import ServingModels
+    from stream.worker.stats import TumblingStats
 
     stats = TumblingStats(10.0, "w")
     vader = load_engine(None, backend="vader")
@@ -431,7 +432,7 @@ def test_a_rejected_deployment_leaves_the_serving_engine_and_says_why(bundle: Pa
 
 async def test_explain_follows_the_model_a_deployment_swapped_in(bundle: Path, tmp_path: Path) -> None:
     from model.settings import ModelSettings
-    from stream.explain_view import ExplainService
+    from stream.worker.explain_view import ExplainService
 
     models = serving(tmp_path)
     service = ExplainService(

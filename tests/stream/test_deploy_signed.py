@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from model.bundle import checksum
-from stream.deployments import publish
+from stream.control import publish
 from tests.stream.test_deploy import (
     copy_with_note,
     deploy,

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream.dlq_replay import DlqReplaySettings, choose, ledger_key, parse_since
 from stream.events import DeadLetter
+from stream.feeders.dlq_replay import DlqReplaySettings, choose, ledger_key, parse_since
 from tests.kafka_reader import read_topic
 from tests.stream.worker_process import Topics, create_topics, produce
 

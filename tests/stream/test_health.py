@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from stream.health import Limits, WorkerState, liveness, readiness
-from stream.inference import STREAM, WEB, InferenceThread
-from stream.web import HttpError, PredictGate, bounded, parse_predict
+from stream.worker.health import Limits, WorkerState, liveness, readiness
+from stream.worker.inference import STREAM, WEB, InferenceThread
+from stream.worker.web import HttpError, PredictGate, bounded, parse_predict
 
 LIMITS = Limits(stall_timeout_s=60.0, inference_timeout_s=30.0)
 

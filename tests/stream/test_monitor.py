@@ -24,15 +24,10 @@ import pytest
 import requests
 from aiokafka.errors import KafkaTimeoutError
 
-from stream.events import SentimentStats
-from stream.monitor import (
-    Monitor,
-    MonitorSettings,
-    SentimentAlert,
-    ShiftDetector,
-    WindowClock,
-    WindowCounts,
-)
+from stream.events import SentimentAlert, SentimentStats
+from stream.monitor.app import Monitor
+from stream.monitor.detector import ShiftDetector, WindowClock, WindowCounts
+from stream.monitor.settings import MonitorSettings
 from stream.settings import KafkaSettings
 from tests.kafka_reader import count_records
 from tests.ports import start_server, stop
@@ -278,7 +273,7 @@ def test_a_stats_record_dated_2100_is_ignored_and_does_not_blind_the_monitor(cap
     stream = windows([0.2] * 12 + [0.6] * 4, events=200)
     records = one_worker(stream)
     records.insert(8, (0, stats_event("B", datetime(2100, 1, 1, tzinfo=UTC), {"positive": 5})))
-    with caplog.at_level(logging.WARNING, logger="stream.monitor"):
+    with caplog.at_level(logging.WARNING, logger="stream.monitor.app"):
         feed(monitor, records)
     assert sent_kinds(monitor) == ["share"]
     assert monitor.app.producer.sent[0].since == stream[12].start
@@ -298,7 +293,7 @@ def test_windows_wait_for_a_partition_read_behind_the_other(caplog) -> None:
     together = [(p, stats_event(name, w.start, halves(w)[p])) for w in stream[:10] for p, name in ((0, "A"), (1, "B"))]  # fmt: skip
     a_ahead = [(0, stats_event("A", w.start, halves(w)[0])) for w in stream[10:]]
     b_behind = [(1, stats_event("B", w.start, halves(w)[1])) for w in stream[10:]]
-    with caplog.at_level(logging.WARNING, logger="stream.monitor"):
+    with caplog.at_level(logging.WARNING, logger="stream.monitor.app"):
         feed(monitor, together + a_ahead + b_behind)
     assert sent_kinds(monitor) == []  # each partition alone looks like a shift; merged, nothing moved
     assert [w.total for w in monitor.detector.history] == [w.total for w in stream[:20]]
@@ -307,7 +302,7 @@ def test_windows_wait_for_a_partition_read_behind_the_other(caplog) -> None:
 
 def test_the_timer_evaluates_the_windows_a_silent_partition_held_open(monkeypatch) -> None:
     monitor, wall = monitor_app(), [time.time()]
-    monkeypatch.setattr("stream.monitor.time.time", lambda: wall[0])
+    monkeypatch.setattr("stream.monitor.app.time.time", lambda: wall[0])
     stream = windows([0.2] * 12, events=200)
     feed(monitor, [(p, stats_event(name, w.start, halves(w)[p])) for w in stream[:6] for p, name in ((0, "A"), (1, "B"))])  # fmt: skip
     wall[0] += 20  # then worker B stops; A goes on
@@ -534,7 +529,7 @@ def test_an_alert_the_broker_refused_is_sent_once_it_accepts_on_the_real_broker(
 
 def test_the_monitors_own_topics_get_the_configured_replication_factor(tmp_path) -> None:
     # Clusters that require 3 replicas refuse a changelog created with 1 (the monitor's table).
-    from stream.monitor import create_monitor
+    from stream.monitor.app import create_monitor
 
     app, _monitor = create_monitor(KafkaSettings(), MonitorSettings(replication_factor=3), 4, tmp_path)
     assert app.conf.topic_replication_factor == 3

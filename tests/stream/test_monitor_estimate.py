@@ -8,7 +8,8 @@ import pytest
 
 from model.calibration import ExpectedConfusion
 from stream.events import EstimatedPerformance, SentimentStats
-from stream.monitor import EstimateDetector, MonitorSettings, WindowCounts
+from stream.monitor.detector import EstimateDetector, WindowCounts
+from stream.monitor.settings import MonitorSettings
 from tests.stream.test_monitor import START, WINDOW_S, feed, monitor_app, sent_kinds
 
 COUNTS = {"negative": 40, "neutral": 80, "positive": 80}

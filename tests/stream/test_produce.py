@@ -1,4 +1,4 @@
-"""`sentistream produce` and `stream.producer`: message building without a broker, sending with one."""
+"""`sentistream produce` and `stream.feeders.producer`: message building without a broker, sending with one."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from sentistream.cli import main
 from sentistream.errors import UsageError
 from stream.events import Tweet
-from stream.produce_cli import OrderedIds, parse_line
-from stream.producer import (
+from stream.feeders.produce_cli import OrderedIds, parse_line
+from stream.feeders.producer import (
     MAX_MESSAGE_BYTES,
     RECORD_OVERHEAD_BYTES,
     ProducerSettings,

@@ -1,4 +1,4 @@
-"""`sentistream replay` and `stream.replay`: scheduling and loading without a broker, replaying with one."""
+"""`sentistream replay` and `stream.feeders.replay`: scheduling and loading without a broker, replaying with one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sentistream.cli import main
 from sentistream.errors import UsageError
 from stream.data import make_sample
-from stream.replay import (
+from stream.feeders.replay import (
     TICK_S,
     ReplayResult,
     ReplaySettings,

@@ -15,7 +15,7 @@ import pytest
 
 from model.bundle import checksum
 from model.signing import SIGNATURE_FILE, SignatureError, check_public_key, sign_bundle, verify_bundle
-from stream.deployments import Admission, DeploymentError, UntrustedBundle, admit
+from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit
 from tests.stream.test_deploy import copy_with_note, record, serving, version_of
 
 VADER = "vader@3.3.2"
@@ -154,15 +154,15 @@ def test_a_champion_that_cannot_load_at_start_is_retried_until_it_serves(
 
 
 def test_a_swapped_out_engine_is_released_after_each_of_5_swaps(bundle: Path, tmp_path: Path) -> None:
-    """Before #24 the explain service kept the engine it last explained with (and stream/cli.py the
+    """Before #24 the explain service kept the engine it last explained with (and stream/worker/cli.py the
     start-up one): every swap left one more model resident."""
     import asyncio
 
     import orjson
 
     from model.settings import ModelSettings
-    from stream.explain_view import ExplainService
-    from stream.inference import WEB
+    from stream.worker.explain_view import ExplainService
+    from stream.worker.inference import WEB
 
     models = serving(tmp_path)
     service = ExplainService(

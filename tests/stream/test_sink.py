@@ -26,10 +26,10 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-import stream.sink
+import stream.sink.writer
 from stream.events import ScoredTweet
 from stream.settings import KafkaSettings
-from stream.sink import (
+from stream.sink.writer import (
     FileName,
     ParquetSink,
     SinkSettings,
@@ -301,14 +301,14 @@ def test_a_start_writes_each_record_once_though_the_seek_comes_late(
     total = 1_000
     create_topics(broker_url, [topic_name], partitions=4)
     produce(broker_url, topic_name, [(f"e-{i}".encode(), scored_value(i)) for i in range(total)])
-    scan = stream.sink.resume_offsets
+    scan = stream.sink.writer.resume_offsets
 
     def slow_scan(*args, **kwargs):
         found = scan(*args, **kwargs)
         time.sleep(1.5)  # a big output folder on a busy disk: the fetcher gets ahead of the seek
         return found
 
-    monkeypatch.setattr(stream.sink, "resume_offsets", slow_scan)
+    monkeypatch.setattr(stream.sink.writer, "resume_offsets", slow_scan)
     kafka = KafkaSettings(broker=broker_url, scored_topic=topic_name)
     output = tmp_path / "history"
     settings = SinkSettings(output=output, group_id=f"{topic_name}-sink", flush_interval_s=2)
@@ -414,13 +414,13 @@ async def test_only_records_after_the_seek_of_an_owned_partition_are_buffered(tm
 async def test_a_rebalance_waits_for_the_write_in_flight(tmp_path: Path, monkeypatch) -> None:
     """Else the new owner resumes before that write (a duplicate), or the scan deletes its temp file."""
     sink, gate = offline_sink(tmp_path), threading.Event()
-    write = stream.sink.write_batch
+    write = stream.sink.writer.write_batch
 
     def gated_write(*args, **kwargs):
         gate.wait(10)
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(stream.sink, "write_batch", gated_write)
+    monkeypatch.setattr(stream.sink.writer, "write_batch", gated_write)
     await sink.on_assigned([TopicPartition("t", 0)])
     sink._buffer(fetched(0, range(0, 10)))
     flush = asyncio.create_task(sink._flush(due_only=False))
@@ -446,7 +446,7 @@ async def test_a_rebalance_listener_that_fails_stops_the_sink(tmp_path: Path, mo
         raise PermissionError("the output folder is not readable")
 
     monkeypatch.setattr(sink, "_start_consumer", started)
-    monkeypatch.setattr(stream.sink, "resume_offsets", unreadable)
+    monkeypatch.setattr(stream.sink.writer, "resume_offsets", unreadable)
     await _Rebalance(sink).on_partitions_assigned([TopicPartition("t", 0)])  # as aiokafka calls it
     with pytest.raises(PermissionError):
         await asyncio.wait_for(sink.run(asyncio.Event()), 5)

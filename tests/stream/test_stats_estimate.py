@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream.events import SentimentStats
-from stream.stats import TumblingStats
+from stream.worker.stats import TumblingStats
 
 SURE = {"negative": 0.9, "neutral": 0.05, "positive": 0.05}
 UNSURE = {"negative": 0.2, "neutral": 0.3, "positive": 0.5}

@@ -10,9 +10,9 @@ import requests
 
 from sentistream.errors import UsageError
 from sentistream.settings import settings_from_args
-from stream.cli import add_arguments
-from stream.settings import WorkerSettings
-from stream.web import authorized, check_web_access, is_loopback
+from stream.worker.cli import add_arguments
+from stream.worker.settings import WorkerSettings
+from stream.worker.web import authorized, check_web_access, is_loopback
 from tests.stream.test_worker_cli import last_line, run_worker
 from tests.stream.worker_process import Topics, WorkerProcess
 

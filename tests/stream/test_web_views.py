@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.web import HttpError, parse_predict
+from stream.worker.web import HttpError, parse_predict
 from tests.stream.worker_process import Topics, WorkerProcess, consumed, produce, read_topic, wait_until
 
 

@@ -10,8 +10,9 @@ import subprocess
 import pytest
 
 from sentistream.settings import settings_from_args
-from stream.cli import add_arguments
-from stream.settings import KafkaSettings, WorkerSettings, stream_batch_size
+from stream.settings import KafkaSettings
+from stream.worker.cli import add_arguments
+from stream.worker.settings import WorkerSettings, stream_batch_size
 from tests.stream.worker_process import SENTISTREAM
 
 

@@ -16,8 +16,9 @@ import tests.stream.worker_process
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.cli import build_parser
 from sentistream.settings import settings_from_args
-from stream.processes import child_argv, child_overrides
-from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
+from stream.worker.processes import child_argv, child_overrides
+from stream.worker.settings import WorkerSettings
 from tests.ports import ATTEMPTS, free_ports
 from tests.stream.worker_process import (
     SENTISTREAM,

@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import UsageError
-from stream.producer import Encoded, ProducerSettings, TweetProducer, encode_tweet
+from stream.feeders.producer import Encoded, ProducerSettings, TweetProducer, encode_tweet
 from stream.settings import KafkaSettings
 from training.datasets import load_dataset
 

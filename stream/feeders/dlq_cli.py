@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.dlq_replay import DlqReplaySettings, check_reachable, replay
+from stream.feeders.dlq_replay import DlqReplaySettings, check_reachable, replay
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "topic", "dlq_topic"]

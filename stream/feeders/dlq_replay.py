@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import UsageError
+from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing
 from stream.events import DeadLetter
 from stream.settings import KafkaSettings
 
@@ -224,25 +225,12 @@ async def _send(producer, kafka: KafkaSettings, partition: int, offset: int, let
 
 async def _ensure_ledger(kafka: KafkaSettings, settings: DlqReplaySettings) -> None:
     """Create the compacted one-partition ledger topic when it is missing."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.aiokafka_security())
-    try:
-        await asyncio.wait_for(admin.start(), settings.timeout_s)
-        if ledger_topic(kafka) in set(await admin.list_topics()):
-            return
-        topic = NewTopic(
-            ledger_topic(kafka), 1, settings.replication_factor, topic_configs={"cleanup.policy": "compact"}
+    async with admin_client(kafka, settings.timeout_s) as admin:
+        await create_missing(
+            admin, [TopicSpec(ledger_topic(kafka), 1, settings.replication_factor, COMPACTED)]
         )
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([topic])
-    finally:
-        await admin.close()
 
 
 def check_reachable(kafka: KafkaSettings) -> None:
     if not kafka.reachable():
-        raise UsageError(
-            f"cannot reach the Kafka broker at {kafka.broker}; start it (`sentistream kafka start`) or fix --broker"
-        )
+        raise UsageError(kafka.unreachable())

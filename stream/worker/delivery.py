@@ -3,7 +3,7 @@
 - `AtLeastOnce`: one idempotent producer. Every output is sent and its acknowledgement awaited;
   what failed is sent again (in order) until `send_retry_s` runs out. An ambiguous failure (the
   broker wrote the record, the acknowledgement was lost) can leave a second copy: at-least-once.
-- `ExactlyOnce` (stream/transactions.py): one transaction per input partition and batch that
+- `ExactlyOnce` (stream/worker/transactions.py): one transaction per input partition and batch that
   holds the outputs *and* the input offsets; a failure aborts it and the batch is redone in a new
   one, never re-sent inside the open transaction.
 
@@ -23,8 +23,9 @@ from typing import Any
 
 from stream.decode import Source, dead_letter
 from stream.events import DeadLetter, ScoredTweet
-from stream.scoring import dlq_key, fit_dead_letter
-from stream.settings import KafkaSettings, WorkerSettings
+from stream.settings import KafkaSettings
+from stream.worker.scoring import dlq_key, fit_dead_letter
+from stream.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

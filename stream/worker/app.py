@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.engines.base import Engine
-from stream.agents import Scorer
-from stream.deployments import Deployment, follow
+from stream.control import follow
+from stream.events import Deployment
+from stream.faust_app import faust_credentials
 from stream.kafka_internals import batched_consumer_class
-from stream.metrics import WorkerMetrics
-from stream.serving import ServingModels
-from stream.settings import KafkaSettings, WorkerSettings
-from stream.stats import TumblingStats
-from stream.topics import declare_topics
-from stream.web import register_views
+from stream.settings import KafkaSettings
+from stream.worker.agent import Scorer
+from stream.worker.metrics import WorkerMetrics
+from stream.worker.serving import ServingModels
+from stream.worker.settings import WorkerSettings
+from stream.worker.stats import TumblingStats
+from stream.worker.topics import declare_topics
+from stream.worker.web import register_views
 
 if TYPE_CHECKING:
     from model.settings import ModelSettings
@@ -89,7 +92,7 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "autodiscover": False,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
-        # Exactly-once is the worker's own (stream/transactions.py): Faust's transaction manager
+        # Exactly-once is the worker's own (stream/worker/transactions.py): Faust's transaction manager
         # stays off, and its consumer commits nothing in that mode (stream/kafka_internals.py).
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
@@ -106,7 +109,7 @@ def app_config(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "web_bind": settings.web_host,
         "web_host": settings.web_host,
         # Faust's own pages (/router, /table, /graph, stats, /performance) describe the app to anyone
-        # who asks: off. Only the views of stream/web.py are served (issue #24).
+        # who asks: off. Only the views of stream/worker/web.py are served (issue #24).
         "web_router_enabled": False,
         "web_tables_enabled": False,
         "web_graph_enabled": False,
@@ -120,23 +123,6 @@ def group_instance_id(settings: WorkerSettings) -> str | None:
     is on. A worker restarted under the same name takes its partitions back at once, instead of
     waiting `session_timeout_s` for its old session to expire."""
     return settings.worker_name if settings.static_membership and settings.worker_name else None
-
-
-def faust_credentials(kafka: KafkaSettings):
-    """Faust's credentials object for the security settings (None for PLAINTEXT)."""
-    import faust
-
-    security = kafka.aiokafka_security()
-    if kafka.sasl_mechanism:
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=security["sasl_plain_password"],
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=security.get("ssl_context"),
-        )
-    if "ssl_context" in security:
-        return faust.SSLCredentials(security["ssl_context"])
-    return None
 
 
 def _track_assignment(app, scorer: Scorer) -> None:

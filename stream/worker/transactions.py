@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream.delivery import (
+from stream.settings import KafkaSettings
+from stream.worker.delivery import (
     AtLeastOnce,
     FatalError,
     ProducerFactory,
@@ -43,7 +44,7 @@ from stream.delivery import (
     smaller_dead_letter,
     stop_quietly,
 )
-from stream.settings import KafkaSettings, WorkerSettings
+from stream.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

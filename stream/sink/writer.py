@@ -205,7 +205,7 @@ def _arrow_type(annotation):  # -> pyarrow.DataType
               datetime: pa.timestamp("us", tz="UTC")}  # fmt: skip
     if annotation not in simple:
         raise TypeError(
-            f"no Parquet type for a ScoredTweet field of type {annotation!r}; add one in stream/sink.py"
+            f"no Parquet type for a ScoredTweet field of type {annotation!r}; add one in stream/sink/writer.py"
         )
     return simple[annotation]
 
@@ -368,10 +368,7 @@ class ParquetSink:
             await asyncio.wait_for(consumer.start(), self.settings.startup_timeout_s)
         except (TimeoutError, KafkaError, OSError) as exc:
             await consumer.stop()
-            raise SentistreamError(
-                f"cannot reach the Kafka broker at {self.kafka.broker} ({type(exc).__name__}); "
-                "start it (`sentistream kafka start`) or fix --broker"
-            ) from None
+            raise SentistreamError(self.kafka.unreachable(f" ({type(exc).__name__})")) from None
         consumer.subscribe([self.topic], listener=_Rebalance(self))
         return consumer
 

@@ -42,7 +42,7 @@ class TumblingStats:
         self.size_s = size_s
         self.worker = worker
         self.windows: dict[int, Window] = {}
-        self.model_error: str | None = None  # the last deployment rejected (stream/serving.py)
+        self.model_error: str | None = None  # the last deployment rejected (stream/worker/serving.py)
 
     def add_scored(
         self,

@@ -17,27 +17,16 @@ from model.bundle import load_bundle
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.app import create_app, follow_deployments
-from stream.deployments import (
-    Admission,
-    UntrustedBundle,
-    admit,
-    load_verified,
-    read_deployments,
-    redacted,
-)
-from stream.explain_view import register_explain_view
-from stream.processes import run_processes
-from stream.settings import (
-    CONNECTION_FLAGS,
-    TOPIC_FLAGS,
-    KafkaSettings,
-    WorkerSettings,
-    refuse_busy_web_ports,
-)
-from stream.topics import ensure_topics
-from stream.web import check_web_access
-from stream.worker import run_worker
+from stream.bundles import Admission, UntrustedBundle, admit, load_verified, redacted
+from stream.control import read_deployments
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
+from stream.worker.app import create_app, follow_deployments
+from stream.worker.explain_view import register_explain_view
+from stream.worker.processes import run_processes
+from stream.worker.runner import run_worker
+from stream.worker.settings import WorkerSettings, refuse_busy_web_ports
+from stream.worker.topics import ensure_topics
+from stream.worker.web import check_web_access
 
 KAFKA_FLAGS = [*CONNECTION_FLAGS, *TOPIC_FLAGS]
 
@@ -191,7 +180,7 @@ def load_engine(model_settings):  # -> model.engines.Engine
         ) from None
 
 
-async def _ensure_topics(kafka, settings):  # -> stream.topics.TopicCheck
+async def _ensure_topics(kafka, settings):  # -> stream.worker.topics.TopicCheck
 
     return await ensure_topics(kafka, settings)
 

@@ -1,6 +1,6 @@
 """The scoring agent: micro-batches from `tweets` -> model (off the event loop) -> scored / DLQ.
 
-Delivery (stream/delivery.py, stream/transactions.py): events are taken in micro-batches straight
+Delivery (stream/worker/delivery.py, stream/worker/transactions.py): events are taken in micro-batches straight
 from the agent's channel, without Faust's automatic acks (stream/kafka_internals.py), and acked only
 after the broker has every output of their batch. At-least-once: Faust commits acked offsets on
 its timer, so no offset whose output could still be lost is ever committed. Exactly-once: each
@@ -24,51 +24,33 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from model.engines.base import Engine
-from stream.decode import Source, dead_letter, decode_tweet
-from stream.delivery import FatalError, Record
-from stream.events import DeadLetter, ScoredTweet, Tweet
-from stream.health import WorkerState
-from stream.inference import STREAM, InferenceThread
+from stream.decode import Source
+from stream.events import DeadLetter, ScoredTweet
 from stream.kafka_internals import ChannelBatches
-from stream.metrics import WorkerMetrics
-from stream.scoring import (
-    Item,
-    ModelId,
-    dlq_key,
-    fit_output,
-    predict_guarded,
-    to_outputs,
+from stream.settings import KafkaSettings
+from stream.worker.delivery import FatalError, Record
+from stream.worker.health import WorkerState
+from stream.worker.inference import STREAM, InferenceThread
+from stream.worker.metrics import WorkerMetrics
+from stream.worker.micro_batch import (
+    BatchResult,
+    Scored,
+    next_offsets,
+    process_batch,
+    source_of,
+    to_records,
 )
-from stream.serving import ServingModels
-from stream.settings import KafkaSettings, WorkerSettings, stream_batch_size
-from stream.stats import TumblingStats
-from stream.transactions import outputs_for
+from stream.worker.serving import ServingModels
+from stream.worker.settings import WorkerSettings, stream_batch_size
+from stream.worker.stats import TumblingStats
+from stream.worker.transactions import outputs_for
 
 log = logging.getLogger(__name__)
 
 FATAL_EXIT = 1
-
-
-@dataclass
-class BatchResult:
-    """What one micro-batch produced: one output per input, in input order."""
-
-    outputs: list[ScoredTweet | DeadLetter] = field(default_factory=list)
-    inference_s: float = 0.0
-    raws: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A scored batch: what the model made of it and the messages to produce."""
-
-    result: BatchResult
-    sources: list[Source]
-    records: list[Record]
-    model_version: str = ""  # the model that scored it (a shadow compares against it)
 
 
 @dataclass(frozen=True)
@@ -77,55 +59,6 @@ class Delivery:
 
     events: Sequence
     task: asyncio.Future
-
-
-def process_batch(
-    messages: Sequence[tuple[bytes | None, Source]], engine: Engine, max_text_chars: int
-) -> BatchResult:
-    """Decode, validate and score a batch (runs on the inference thread; no I/O)."""
-    decoded = [(decode_guarded(value, source), value, source) for value, source in messages]
-    items = [
-        Item(out, source, value or b"") for out, value, source in decoded if not isinstance(out, DeadLetter)
-    ]
-    began = time.perf_counter()
-    predictions = predict_guarded(engine, [item.tweet.text for item in items]) if items else []
-    inference_s = time.perf_counter() - began
-    model = ModelId(engine.name, engine.model_version)
-    scored = iter(to_outputs(items, predictions, model, max_text_chars))
-    outputs = [out if isinstance(out, DeadLetter) else next(scored) for out, _, _ in decoded]
-    return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
-
-
-def decode_guarded(value: bytes | None, source: Source) -> Tweet | DeadLetter:
-    """`decode_tweet`, with anything it raises (deep nesting: RecursionError) as the record's own
-    dead letter: an error one record causes must never cost its batch."""
-    try:
-        return decode_tweet(value, source)
-    except Exception as exc:
-        return dead_letter(value or b"", source, "decode", f"value cannot be decoded: {type(exc).__name__}")
-
-
-def to_records(
-    result: BatchResult,
-    sources: Sequence[Source],
-    kafka: KafkaSettings,
-    keep_partition: bool,
-    limit: int = 1_000_000,
-) -> list[Record]:
-    """The messages to produce, each at most `limit` bytes; `keep_partition` co-partitions outputs
-    with inputs (transactions)."""
-    raws = result.raws or [b""] * len(sources)
-    records = []
-    for out, raw, source in zip(result.outputs, raws, sources, strict=True):
-        event, value = fit_output(out, raw, source, limit)
-        partition = source.partition if keep_partition else None
-        if isinstance(event, DeadLetter):
-            records.append(Record(kafka.dlq_topic, dlq_key(source), value, partition, event, source, raw))
-        else:
-            records.append(
-                Record(kafka.scored_topic, event.id.encode(), value, partition, event, source, raw)
-            )
-    return records
 
 
 class Scorer:
@@ -142,7 +75,7 @@ class Scorer:
         max_message_bytes: int | None = None,
         exit: Callable[[int], None] = os._exit,
         models: ServingModels | None = None,
-        outputs=None,  # stream.delivery.AtLeastOnce or stream.transactions.ExactlyOnce
+        outputs=None,  # stream.worker.delivery.AtLeastOnce or stream.worker.transactions.ExactlyOnce
     ) -> None:
         self.app, self.kafka, self.settings = app, kafka, settings
         self.metrics, self.stats = metrics, stats
@@ -232,7 +165,7 @@ class Scorer:
 
     async def handle(self, events: Sequence) -> Scored:
         """Score one batch of Faust events: its outputs, encoded, to publish (no I/O)."""
-        sources = [_source(event.message) for event in events]
+        sources = [source_of(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
         engine = self.models.take()  # between batches: a deployed model takes over here, never mid-batch
         result = await self.inference.run(
@@ -311,15 +244,3 @@ class Scorer:
         """Let the inference thread finish its batch, then release it (and the model loader)."""
         self.inference.shutdown()
         self.models.close()
-
-
-def next_offsets(sources: Sequence[Source]) -> dict[int, int]:
-    """Input partition -> the offset after its last event in the batch (what a commit records)."""
-    ends: dict[int, int] = {}
-    for source in sources:
-        ends[source.partition] = max(ends.get(source.partition, 0), source.offset + 1)
-    return ends
-
-
-def _source(message) -> Source:
-    return Source(message.topic, message.partition, message.offset, message.key, message.timestamp)

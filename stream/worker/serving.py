@@ -1,6 +1,6 @@
 """The models a worker serves: the champion the stream scores with, its replacement, a shadow.
 
-Deployments arrive from the control topic (stream/deployments.py) on the event loop. Loading and
+Deployments arrive from the control topic (stream/control.py) on the event loop. Loading and
 verifying a bundle takes seconds, so it happens on a thread of its own while the stream keeps
 scoring with the current engine; the agent picks the new engine up between two batches (`take`),
 so every batch is scored by exactly one model and a partition switches once. A bundle that does not
@@ -25,24 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stream.deployments import (
-    Admission,
-    Deployment,
-    DeploymentError,
-    UntrustedBundle,
-    admit,
-    load_verified,
-    redacted,
-)
-from stream.events import ScoredTweet
-from stream.inference import STREAM, InferenceThread
-from stream.scoring import predict_guarded
+from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit, load_verified, redacted
+from stream.events import Deployment, ScoredTweet
+from stream.worker.inference import STREAM, InferenceThread
+from stream.worker.scoring import predict_guarded
 
 if TYPE_CHECKING:
     from model.engines.base import Engine
     from model.settings import ModelSettings
-    from stream.metrics import WorkerMetrics
-    from stream.stats import TumblingStats
+    from stream.worker.metrics import WorkerMetrics
+    from stream.worker.stats import TumblingStats
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""The worker's HTTP API described by the pydantic models that shape it: GET /openapi.json.
+"""The worker's HTTP API, the contract between the worker and its clients (the dashboard, scripts),
+described by the pydantic models that shape it: GET /openapi.json.
 
 `PredictRequest` validates the bodies of POST /predict and POST /explain; `PredictResponse` and
-`ExplainResponse` build their answers (stream/web.py, stream/explain_view.py). The OpenAPI document
+`ExplainResponse` build their answers (stream/worker/web.py, stream/worker/explain_view.py). The OpenAPI document
 is generated from those same models, so it cannot drift from what the views accept and send; a
 client can be generated from it.
 """
@@ -13,6 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from sentistream import __version__
+
+# POST /predict's default limits (the worker's --max-predict-texts / --max-predict-bytes); clients
+# such as the dashboard cut their requests to fit them.
+MAX_PREDICT_TEXTS = 256
+MAX_PREDICT_BYTES = 1_048_576
 
 
 class PredictRequest(BaseModel):

@@ -36,8 +36,9 @@ from model.engines.onnx_engine import physical_cores
 from model.engines.select import gpu_device_files
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.settings import flag_name
-from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings, WorkerSettings
-from stream.topics import ensure_topics
+from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
+from stream.worker.settings import WorkerSettings
+from stream.worker.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

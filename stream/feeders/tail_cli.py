@@ -56,7 +56,7 @@ def topic_name(alias: str, kafka: KafkaSettings) -> str:
     if alias in ALIASES:
         return getattr(kafka, ALIASES[alias])
     if alias == "alerts":
-        from stream.monitor import MonitorSettings
+        from stream.monitor.settings import MonitorSettings
 
         return MonitorSettings().alerts_topic
     return alias
@@ -157,9 +157,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(TailSettings, args)
     topic = topic_name(args.which, kafka)
     if not kafka.reachable():
-        raise UsageError(
-            f"cannot reach the Kafka broker at {kafka.broker}; start it (`sentistream kafka start`) or fix --broker"
-        )
+        raise UsageError(kafka.unreachable())
 
     def out(line: str) -> None:
         print(line, flush=True)

@@ -8,7 +8,7 @@ import logging
 
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
-from stream.sink import SinkSettings, run_sink
+from stream.sink.writer import SinkSettings, run_sink
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "scored_topic"]
 

@@ -24,12 +24,12 @@ import orjson
 from pydantic import ValidationError
 
 from sentistream.errors import UsageError
-from stream.agents import Scorer
-from stream.api_schema import PredictRequest, PredictResponse, openapi_document
 from stream.decode import describe_validation_error
-from stream.health import Limits, liveness, readiness
-from stream.inference import WEB
-from stream.scoring import predict_guarded
+from stream.worker.agent import Scorer
+from stream.worker.health import Limits, liveness, readiness
+from stream.worker.inference import WEB
+from stream.worker.scoring import predict_guarded
+from stream.worker_api import PredictRequest, PredictResponse, openapi_document
 
 PREDICT_HINT = 'send {"texts": ["a text", ...]}'
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
@@ -45,7 +45,7 @@ class HttpError(Exception):
 
 
 def health_report(scorer: Scorer, now: float | None = None) -> tuple[bool, bool, dict]:
-    """(alive, ready, details) from the scorer's own state (see stream/health.py)."""
+    """(alive, ready, details) from the scorer's own state (see stream/worker/health.py)."""
     now = time.monotonic() if now is None else now
     state = scorer.state
     lag = scorer.update_lag()

@@ -6,7 +6,7 @@ answers 503 when an explanation runs past `explain_timeout_s`, and runs on a nic
 with a model of its own (loaded on the first request), so explanations never wait behind, or
 starve, the scoring of the stream: integrated gradients cost a hundred forward passes a text.
 
-`sentistream worker` registers it right after `create_app` (stream/cli.py).
+`sentistream worker` registers it right after `create_app` (stream/worker/cli.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import asyncio
 import logging
 
 from model.explain import Explainer, ExplainSettings, explainer_for
-from stream.api_schema import ExplainResponse
-from stream.inference import WEB, InferenceThread
-from stream.web import HttpError, bounded, parse_predict, read_api_token, read_body_within, require_token
+from stream.worker.inference import WEB, InferenceThread
+from stream.worker.web import (
+    HttpError,
+    bounded,
+    parse_predict,
+    read_api_token,
+    read_body_within,
+    require_token,
+)
+from stream.worker_api import ExplainResponse
 
 log = logging.getLogger(__name__)
 

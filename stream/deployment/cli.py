@@ -5,7 +5,7 @@ make), and publishes nothing when it does not (exit 2). `--signing-key KEY.pem` 
 bundle (model/signing.py) before it is checked, so workers given the public key (--trusted-key)
 serve it; --rollback and --promote re-check the recorded checksum, so what they republish is
 byte for byte what was deployed (and signed) before. Workers follow the control topic and switch
-between two batches (stream/serving.py); see docs/ARCHITECTURE.md, "Model lifecycle".
+between two batches (stream/worker/serving.py); see docs/ARCHITECTURE.md, "Model lifecycle".
 """
 
 from __future__ import annotations
@@ -20,16 +20,9 @@ from pathlib import Path
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.deployments import (
-    ModelRef,
-    fetch,
-    is_remote,
-    load_verified,
-    local_path,
-    new_deployment,
-    publish,
-    read_deployments,
-)
+from stream.bundles import fetch, is_remote, load_verified, local_path, new_deployment
+from stream.control import publish, read_deployments
+from stream.events import ModelRef
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -88,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "or a remote URI (s3://, gs://, https://...)"
         )
     if not kafka.reachable():
-        raise SentistreamError(
-            f"no Kafka broker answers at {kafka.broker}; start it (`sentistream kafka start`) or fix --broker"
-        )
+        raise SentistreamError(kafka.unreachable())
     return asyncio.run(_run(args, kafka, model_settings))
 
 

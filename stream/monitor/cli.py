@@ -10,8 +10,10 @@ from pathlib import Path
 
 from sentistream.errors import SentistreamError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.logs import logging_config
-from stream.monitor import MonitorSettings, create_monitor
+from stream.admin import TopicSpec, admin_client, create_missing, partition_counts
+from stream.faust_app import run_app
+from stream.monitor.app import create_monitor
+from stream.monitor.settings import MonitorSettings
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "stats_topic", "scored_topic"]
@@ -42,42 +44,21 @@ def run(args: argparse.Namespace) -> int:
 
 async def prepare_topics(kafka, settings, timeout_s: float = 10.0) -> int:
     """Create the stats and alerts topics when missing; returns the stats topic's partition count."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.aiokafka_security())
+    replication = settings.replication_factor
+    specs = [
+        TopicSpec(name, DEFAULT_PARTITIONS, replication)
+        for name in (kafka.stats_topic, settings.alerts_topic)
+    ]
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        existing = set(await admin.list_topics())
-        missing = [t for t in (kafka.stats_topic, settings.alerts_topic) if t not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(t, DEFAULT_PARTITIONS, settings.replication_factor) for t in missing]
-            )
-            log.info("created topics %s", missing)
-        (described,) = await admin.describe_topics([kafka.stats_topic])
-        return len(described["partitions"]) or DEFAULT_PARTITIONS
+        async with admin_client(kafka, timeout_s) as admin:
+            await create_missing(admin, specs)
+            return (await partition_counts(admin, [kafka.stats_topic])).get(
+                kafka.stats_topic
+            ) or DEFAULT_PARTITIONS
     except (TimeoutError, KafkaError, OSError) as exc:
-        raise SentistreamError(
-            f"cannot reach the Kafka broker at {kafka.broker} ({type(exc).__name__}); "
-            "start it (`sentistream kafka start`) or fix --broker"
-        ) from None
-    finally:
-        await admin.close()
-
-
-def run_app(app, loglevel: str) -> int:
-    """Run a faust.App in this process until SIGTERM/SIGINT; returns the exit status."""
-    import faust
-
-    worker = faust.Worker(
-        app, loglevel=loglevel, logging_config=logging_config(loglevel, False), redirect_stdouts=False, quiet=True
-    )  # fmt: skip
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        raise SentistreamError(kafka.unreachable(f" ({type(exc).__name__})")) from None
 
 
 COMMANDS = {"monitor": (add_arguments, run)}

@@ -1,10 +1,9 @@
-"""`sentistream produce` and `sentistream replay`: put tweets on the `tweets` topic from a shell.
+"""`sentistream produce`: put tweets on the `tweets` topic from a shell.
 
 `produce` sends its arguments and/or standard input (plain lines, or JSON lines in the `tweets`
-schema) and prints each id once Kafka has acknowledged it, in input order. `replay` streams a
-labelled dataset at a chosen pace with a progress bar. In both, Ctrl-C stops reading, flushes
-what is queued, reports what was sent and exits 130.
-Neither imports torch; `replay` alone imports pandas (its dataset loaders), when it runs.
+schema) and prints each id once Kafka has acknowledged it, in input order. Ctrl-C stops reading,
+flushes what is queued, reports what was sent and exits 130. The connection flags here are shared
+with `replay` (stream/feeders/replay_cli.py).
 """
 
 from __future__ import annotations
@@ -23,16 +22,14 @@ import orjson
 
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
-from stream.producer import DeliveryCallback, ProducerSettings, TweetProducer, encode_tweet
+from stream.feeders.producer import DeliveryCallback, ProducerSettings, TweetProducer, encode_tweet
 from stream.settings import CONNECTION_FLAGS, KafkaSettings
 
 if TYPE_CHECKING:
-    from stream.replay import ReplayResult, ReplaySettings
+    pass
 
 KAFKA_FIELDS = [*CONNECTION_FLAGS, "topic"]
 PRODUCER_FIELDS = ("linger_ms", "batch_bytes", "compression", "connect_timeout_s", "request_timeout_ms")
-REPLAY_FIELDS = ("rate", "speedup", "limit", "loop", "shuffle", "seed", "text_col", "label_col", "format",
-                 "strict")  # fmt: skip
 LINES_SHOWN = 5
 log = logging.getLogger(__name__)
 
@@ -235,54 +232,4 @@ def parse_line(line: str, input_format: str) -> str | dict:
     return value
 
 
-# ---- replay -------------------------------------------------------------------------------------
-
-
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `sentistream replay`."""
-    # lazy: pandas, pyarrow (the dataset loaders; `produce` needs neither)
-    from stream.replay import ReplaySettings
-
-    parser.add_argument(
-        "path", metavar="PATH", help="dataset to replay: CSV, TSV, JSONL, or any training format"
-    )
-    add_settings_arguments(parser, ReplaySettings, REPLAY_FIELDS)
-    parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
-    )
-    add_connection_arguments(parser)
-
-
-def run_replay(args: argparse.Namespace) -> int:
-    """Replay PATH; exit 130 after a Ctrl-C (what was sent is flushed and reported)."""
-    # lazy: pandas, pyarrow
-    from stream.replay import ReplaySettings, check_options
-
-    settings = settings_from_args(ReplaySettings, args)
-    check_options(settings)
-    kafka, producer_settings = connection_settings(args)
-    result = asyncio.run(_replay_until_interrupted(args, kafka, producer_settings, settings))
-    print(("interrupted: " if result.interrupted else "") + result.summary(kafka.topic), file=sys.stderr)
-    return 130 if result.interrupted else 0
-
-
-async def _replay_until_interrupted(
-    args: argparse.Namespace,
-    kafka: KafkaSettings,
-    producer_settings: ProducerSettings,
-    settings: ReplaySettings,
-) -> ReplayResult:
-    # lazy: pandas, pyarrow
-    from stream.replay import replay
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    # Ctrl-C ends the send loop instead of killing it, so buffered messages are flushed and counted.
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:
-        return await replay(args.path, kafka, producer_settings, settings, progress=args.progress, stop=stop)
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-
-
-COMMANDS = {"produce": (add_produce_arguments, run_produce), "replay": (add_replay_arguments, run_replay)}
+COMMANDS = {"produce": (add_produce_arguments, run_produce)}

@@ -1,0 +1,342 @@
+"""The monitor's Faust app: merge every worker's windows from `sentiment-stats`, compare each closed window with
+a rolling baseline, publish a `SentimentAlert` to `sentiment-alerts` when the mix or volume moves.
+
+The detection itself is stream/monitor/detector.py (pure); this module feeds it complete windows and
+sends what it raises.
+
+Windows: workers publish each closed window once, named by worker (so each worker's stats stay on
+one partition of the stats topic); the Faust windowed table sums their counts per label. Window W
+is complete once every partition that carries stats has moved `grace_windows` past it (every
+worker closes windows on the same clock, so by then all have published W). Partitions are read
+independently, so one partition's newest window says nothing about another's: during a
+catch-up one can be hours ahead. A partition that stayed silent for `partition_idle_s` (its
+worker stopped, or it never carried stats) no longer holds windows open. A window that starts
+more than `max_future_s` after the monitor's clock is ignored with a warning: a worker with a
+wrong clock must not complete, at once, every window before it. Empty windows between complete
+ones count as zero events. If no stats arrive for `stall_after_s`, a `stalled` alert says the
+stream (or every worker) stopped. One replica: the app holds all partitions of the stats topic.
+After a restart the table's open windows come back from its changelog, but the baseline is
+rebuilt from the windows that follow.
+
+An alert counts once the broker acknowledged it. One that could not be sent stays queued, in
+order, and is sent again with the next stats event or timer tick; its episode stays open, so
+the detector does not raise it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+
+from model.calibration import ExpectedConfusion
+from stream.events import Change, ScoredTweet, SentimentAlert, SentimentStats
+from stream.faust_app import faust_credentials
+from stream.monitor.detector import (
+    MAX_LABELS,
+    EstimateDetector,
+    Examples,
+    Scores,
+    ShiftDetector,
+    WindowClock,
+    WindowCounts,
+    summarise,
+)
+from stream.monitor.settings import MonitorSettings
+
+log = logging.getLogger(__name__)
+
+MAX_UNSENT = 100  # alerts kept for sending again while the alerts topic refuses them
+ESTIMATE_KEY = "\x00estimated:"  # table keys of the estimate's sums (never a label: labels are text)
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+
+class MonitorMetrics:
+    """Prometheus gauges the alert rules in infra/prometheus/alerts.yml read."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.share = Gauge("sentistream_monitor_label_share", "share of the label in the last complete window", ["label"], registry=r)  # fmt: skip
+        self.baseline = Gauge("sentistream_monitor_label_share_baseline", "rolling-baseline share of the label", ["label"], registry=r)  # fmt: skip
+        self.z = Gauge("sentistream_monitor_label_share_zscore", "z-score of the label's share against the baseline", ["label"], registry=r)  # fmt: skip
+        self.events = Gauge(
+            "sentistream_monitor_window_events", "events in the last complete window", registry=r
+        )
+        self.volume_z = Gauge("sentistream_monitor_volume_zscore", "z-score of the event count against the baseline", registry=r)  # fmt: skip
+        self.window_end = Gauge("sentistream_monitor_last_window_end_seconds", "end of the last complete window (epoch s)", registry=r)  # fmt: skip
+        self.last_stats = Gauge("sentistream_monitor_last_stats_seconds", "when the last stats event arrived (epoch s)", registry=r)  # fmt: skip
+        self.alerts = Counter("sentistream_monitor_alerts", "alerts the alerts topic acknowledged", ["kind"], registry=r)  # fmt: skip
+        self.bad_stats = Counter(
+            "sentistream_monitor_bad_stats", "stats events that could not be read", registry=r
+        )
+        self.unsent = Gauge("sentistream_monitor_alerts_unsent", "alerts raised but not acknowledged yet", registry=r)  # fmt: skip
+
+    def record(self, scores: Scores | None, window: WindowCounts) -> None:
+        """Export the last window's numbers."""
+        self.events.set(window.total)
+        self.window_end.set(window.end.timestamp())
+        if scores is None:
+            return
+        self.volume_z.set(scores.volume_z)
+        for label, share in scores.shares.items():
+            self.share.labels(label).set(share)
+            self.baseline.labels(label).set(scores.baselines[label])
+            self.z.labels(label).set(scores.z[label])
+
+    def render(self) -> bytes:
+        """The Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# ---- the Faust app -----------------------------------------------------------------------------
+
+
+class Monitor:
+    """The monitor's state and agent bodies; `create_monitor` wires them into a faust.App."""
+
+    def __init__(self, app, table, kafka, settings: MonitorSettings) -> None:
+        self.app, self.table, self.kafka, self.settings = app, table, kafka, settings
+        self.detector = ShiftDetector(settings)
+        self.estimates = EstimateDetector(settings)
+        self.clock = WindowClock(
+            settings.window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
+        )
+        self.examples = Examples(settings.examples)
+        self.metrics = MonitorMetrics()
+        self.labels: set[str] = set()
+        self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
+        self.last_stats_at = time.time()
+        self.stalled = False
+        self.published = 0  # alerts the broker acknowledged
+        self.unsent: deque[SentimentAlert] = deque()  # raised, not acknowledged yet: sent again, in order
+        self.sending = asyncio.Lock()
+        self.evaluating = asyncio.Lock()  # the agent and the timer: windows are judged in order, once
+
+    async def consume_stats(self, stream) -> None:
+        """Agent body: merge each stats event into the table, then evaluate the windows it completes."""
+        async for event in stream.events():
+            try:
+                await self.handle_stats(event.value, event.message)
+            except Exception:  # an agent that raises stops consuming; log with the offset and go on
+                log.exception("%s[%d]@%d: could not process stats", event.message.topic,
+                              event.message.partition, event.message.offset)  # fmt: skip
+
+    async def handle_stats(self, value: bytes, message) -> None:
+        """Merge one stats event (raw JSON) and publish the alerts of the windows it completes."""
+        try:
+            stats = SentimentStats.model_validate_json(value)
+        except ValidationError as exc:
+            self.metrics.bad_stats.inc()
+            log.warning("%s[%d]@%d: not a SentimentStats event (%s); skipped", message.topic,
+                        message.partition, message.offset, exc.errors()[0]["msg"])  # fmt: skip
+            return
+        now = time.time()
+        self.last_stats_at, self.stalled = now, False
+        self.metrics.last_stats.set(self.last_stats_at)
+        if self.clock.too_far_ahead(stats.window_start, now):
+            log.warning("%s[%d]@%d: stats of %s for window %s, which starts %.0f s from now; ignored "
+                        "(is that worker's clock wrong?)", message.topic, message.partition, message.offset,
+                        stats.worker, stats.window_start.isoformat(), stats.window_start.timestamp() - now)  # fmt: skip
+            return
+        if not self.clock.see(stats.window_start, message.partition, now):
+            log.warning("stats of %s for window %s came after it was evaluated; not counted",
+                        stats.worker, stats.window_start.isoformat())  # fmt: skip
+            return
+        self.merge(stats)
+        await self.evaluate_due(now)
+
+    def merge(self, stats: SentimentStats) -> None:
+        """Add one worker's counts to its window in the table."""
+        self.at = stats.window_start.timestamp() + self.settings.window_s / 2
+        for label, count in stats.counts.items():
+            if label not in self.labels and len(self.labels) >= MAX_LABELS:
+                continue  # labels come from the topic: a misbehaving producer must not grow them forever
+            self.labels.add(label)
+            self.table[label] += count
+        self.merge_estimate(stats)
+
+    def merge_estimate(self, stats: SentimentStats) -> None:
+        """Add one worker's estimate sums (all its models) to its window in the table."""
+        for sums in stats.estimated.values():
+            self.table[f"{ESTIMATE_KEY}events"] += sums.events
+            for part, values in (("support", sums.support), ("correct", sums.correct)):
+                for label, value in values.items():
+                    if label in self.labels:
+                        self.table[f"{ESTIMATE_KEY}{part}:{label}"] += value
+
+    async def evaluate_due(self, now: float) -> None:
+        """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
+        # A silence long enough to raise `stalled` is not replayed as empty windows (see the docstring).
+        max_gap = max(1, math.ceil(self.settings.stall_after_s / self.settings.window_s))
+        async with self.evaluating:
+            for index in self.clock.complete(max_gap, now):
+                await self.evaluate(self.window(index))
+        await self.send_unsent()
+
+    def window(self, index: int) -> WindowCounts:
+        """The merged counts of window `index`, read from the windowed table."""
+        start = self.clock.start_of(index)
+        self.at = start.timestamp() + self.settings.window_s / 2
+        counts = {label: int(self.table[label].value()) for label in sorted(self.labels)}
+        return WindowCounts(
+            start, start + timedelta(seconds=self.settings.window_s), counts, self._estimate()
+        )
+
+    def _estimate(self) -> ExpectedConfusion | None:
+        """The merged estimate sums of the window at `self.at`; None when no worker sent any."""
+        events = int(self.table[f"{ESTIMATE_KEY}events"].value())
+        if not events:
+            return None
+        part = {
+            name: {
+                label: float(self.table[f"{ESTIMATE_KEY}{name}:{label}"].value())
+                for label in sorted(self.labels)
+            }
+            for name in ("support", "correct")
+        }
+        return ExpectedConfusion(events, part["support"], part["correct"])
+
+    async def evaluate(self, window: WindowCounts) -> None:
+        """Run the detector on a complete window; publish what it raises."""
+        alerts = self.detector.observe(window) + self.estimates.observe(window)
+        self.metrics.record(self.detector.last, window)
+        for alert in alerts:
+            await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))
+
+    async def publish(self, alert: SentimentAlert) -> None:
+        """Queue `alert` for the alerts topic and send what is queued; never raises."""
+        log.warning("ALERT %s: %s", alert.kind, alert.summary)
+        if len(self.unsent) >= MAX_UNSENT:
+            lost = self.unsent.popleft()
+            log.error(
+                "alert %s (%s) dropped unsent: %d newer ones wait", lost.alert_id, lost.summary, MAX_UNSENT
+            )
+        self.unsent.append(alert)
+        await self.send_unsent()
+
+    async def send_unsent(self) -> None:
+        """Send the queued alerts in order; each counts once acknowledged. At the first failure the
+        rest waits for the next stats event or timer tick (the one retry policy of alerts)."""
+        if self.sending.locked():
+            return  # the sender already running takes what was queued meanwhile
+        async with self.sending:
+            while self.unsent:
+                alert = self.unsent[0]
+                try:
+                    await self.app.producer.send_and_wait(
+                        self.settings.alerts_topic, alert.kind.encode(), alert.model_dump_json().encode(),
+                        None, None, None,
+                    )  # fmt: skip
+                except Exception as exc:  # any failure: the alert stays queued, nothing is counted
+                    log.warning("alert %s not sent to %s (%s: %s); %d unsent, tried again soon", alert.alert_id,
+                                self.settings.alerts_topic, type(exc).__name__, exc, len(self.unsent))  # fmt: skip
+                    break
+                self.unsent.popleft()
+                self.published += 1
+                self.metrics.alerts.labels(alert.kind).inc()
+            self.metrics.unsent.set(len(self.unsent))
+
+    async def consume_scored(self, stream) -> None:
+        """Agent body: keep the last few tweets per label, for the alerts' examples."""
+        async for value in stream:
+            try:
+                self.examples.add(ScoredTweet.model_validate_json(value))
+            except ValidationError:
+                continue  # not ours to judge: the scored topic's readers report bad events
+
+    async def tick(self) -> None:
+        """Timer body: windows that a silent partition held open, the stall alert, unsent alerts."""
+        await self.evaluate_due(time.time())
+        await self.check_stall()
+
+    async def check_stall(self) -> None:
+        """A `stalled` alert once when no stats arrived for `stall_after_s`."""
+        quiet = time.time() - self.last_stats_at
+        if quiet < self.settings.stall_after_s or self.stalled:
+            return
+        self.stalled = True
+        since = datetime.fromtimestamp(self.last_stats_at, UTC)
+        now = datetime.now(UTC)
+        change = Change(what="volume", baseline=0.0, value=0.0, change=0.0, z=0.0)
+        await self.publish(
+            SentimentAlert(
+                kind="stalled",
+                since=since,
+                window_start=since,
+                window_end=now,
+                events=0,
+                changes=[change],
+                summary=summarise("stalled", [], since),
+            )
+        )
+
+
+def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
+    """A faust.App running the monitor; `partitions`: the stats topic's (the table must match)."""
+    import faust
+
+    app = faust.App(
+        settings.app_id, broker=kafka.broker, broker_credentials=faust_credentials(kafka), datadir=str(datadir),
+        store="memory://", autodiscover=False, topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
+    )  # fmt: skip
+    monitor_ref: list[Monitor] = []
+    # Faust expires windows on the wall clock: keep one as long as a silent partition may hold it open.
+    expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3) + settings.partition_idle_s)
+    table = (
+        app.Table("sentiment-window-counts", default=int, partitions=partitions)
+        .tumbling(settings.window_s, expires=expires)
+        .relative_to(lambda event=None: monitor_ref[0].at)  # the window being merged or read
+    )
+    monitor = Monitor(app, table, kafka, settings)
+    monitor_ref.append(monitor)
+    stats_topic = app.topic(kafka.stats_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    app.agent(stats_topic, name="merge-sentiment-stats")(monitor.consume_stats)
+    if settings.examples:
+        scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
+        app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
+    app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.tick)
+
+    @app.on_partitions_assigned.connect
+    async def _stats_partitions(sender, assigned, **kwargs) -> None:
+        stats_partitions = [tp.partition for tp in assigned if tp.topic == kafka.stats_topic]
+        monitor.clock.assign(stats_partitions, time.time())
+
+    _register_views(app, monitor)
+    return app, monitor
+
+
+def _register_views(app, monitor: Monitor) -> None:
+    from faust.web import View
+
+    app.sentistream_assigned = False
+
+    @app.on_rebalance_complete.connect
+    async def _assigned(sender, **kwargs) -> None:
+        app.sentistream_assigned = True
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request):
+            ready = app.sentistream_assigned and not app.rebalancing
+            body = {"status": "ready" if ready else "starting", "alerts": monitor.published}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request):
+            return self.bytes(monitor.metrics.render(), content_type="text/plain; version=0.0.4")
