@@ -1902,7 +1902,9 @@ def sink_shutdown_seconds(env: dict[str, str | None], partitions: int) -> float:
     (consume, parse and write, on a loaded machine), slower than writing alone.
     """
     poll = int(
-        re.search(r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink" / "writer.py").read_text()).group(1)
+        re.search(
+            r"getmany\([^)]*max_records=([\d_]+)", (ROOT / "stream" / "sink" / "writer.py").read_text()
+        ).group(1)
     )
     rate = json.loads((ROOT / "benchmarks" / "results" / "sink_throughput.json").read_text())[
         "sink_events_per_s"
