@@ -29,61 +29,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from stream.events import GateName, GateResult, Gates, Outcome, SentimentStats, Verdict
 
-from stream.events import SentimentStats
-
-GateName = Literal["agreement", "estimated_accuracy", "latency_p99", "dead_letter_rate"]
-Outcome = Literal["pending", "pass", "fail"]
-Decision = Literal["pending", "promote", "rollback"]
-
-
-class Gates(BaseModel):
-    """What a canary must show before it is promoted (carried in its control-topic record)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    agreement: float = Field(0.9, ge=0.0, le=1.0, description="least share of shadow labels that agree")
-    accuracy_drop: float = Field(
-        0.05, ge=0.0, le=1.0, description="most the estimated accuracy may fall below the champion's"
-    )
-    latency_p99_ms: float = Field(2000.0, gt=0.0, le=3_600_000.0, description="highest p99 latency, ms")
-    dead_letter_rate: float = Field(
-        0.01, ge=0.0, le=1.0, description="highest share of the candidate's inputs dead-lettered at inference"
-    )
-    min_events: int = Field(500, ge=1, le=1_000_000_000, description="events each gate needs to decide")
-    timeout_s: float = Field(1800.0, gt=0.0, le=30 * 86400.0, description="rolled back if undecided by then")
-
-
-class GateResult(BaseModel):
-    """One gate over the windows seen so far: the measured value against its threshold."""
-
-    gate: GateName
-    outcome: Outcome
-    value: float | None = Field(description="what was measured (None: nothing yet)")
-    threshold: float
-    bound: Literal["min", "max"] = Field(description="min: value must be >= threshold; max: <=")
-    events: int = Field(description="events behind `value`")
-    min_events: int
-
-    def describe(self) -> str:
-        """One phrase: `agreement 0.334 < 0.900 over 612 events`, or what it still waits for."""
-        if self.outcome == "pending" or self.value is None:
-            return f"{self.gate} waits for events: {self.events:,} of {self.min_events:,}"
-        sign = {("min", "pass"): ">=", ("min", "fail"): "<", ("max", "pass"): "<=", ("max", "fail"): ">"}
-        shown = _shown(self.gate)
-        return (
-            f"{self.gate} {shown(self.value)} {sign[(self.bound, self.outcome)]} {shown(self.threshold)} "
-            f"over {self.events:,} events"
-        )
-
-
-class Verdict(BaseModel):
-    """What the gates decide, why, and every gate's state."""
-
-    decision: Decision
-    reason: str = Field(max_length=2000)
-    gates: list[GateResult] = Field(default_factory=list, max_length=8)
+__all__ = ["GateResult", "Gates", "Verdict", "canary_partitions", "evaluate"]
 
 
 def evaluate(
@@ -224,9 +172,3 @@ class _Estimate:
     @property
     def accuracy(self) -> float:
         return self.correct / self.events if self.events else 0.0
-
-
-def _shown(gate: GateName):
-    if gate == "latency_p99":
-        return lambda v: f"{v:,.0f} ms"
-    return lambda v: f"{v:.3f}"
