@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     wants_bundle = not (args.rollback or args.promote or args.clear_shadow or args.show)
     if wants_bundle != bool(args.bundle):
         raise UsageError(
-            "give a BUNDLE to deploy (optionally with --shadow), or one of --rollback, --promote, "
+            "give a BUNDLE to deploy (optionally with --shadow or --canary SHARE), or one of --rollback, --promote, "
             "--clear-shadow, --show without a bundle"
         )
     if args.canary is not None and not 0.0 < args.canary < 1.0:
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if gate_flags and args.canary is None:
         raise UsageError(f"{gate_flags[0]} sets a gate of --canary; add --canary SHARE or drop it")
+    args.gates = gates_of(args) if args.canary is not None else None  # out-of-range values: exit 2 now
     if args.signing_key is not None and not args.bundle:
         raise UsageError(
             "--signing-key signs a BUNDLE; --rollback and --promote republish signed bundles as they are"
@@ -244,7 +245,7 @@ async def _canary(args, kafka, model_settings, champion, challenger, running) ->
             f"resuming the watch of the canary {canary.model_version} (started {canary.deployed_at:%H:%M:%S} UTC)"
         )
     else:
-        canary = await canary_flow.start(kafka, deployment, args.canary, gates_of(args))
+        canary = await canary_flow.start(kafka, deployment, args.canary, args.gates)
         print(
             f"canary {canary.model_version} serves partitions {canary.partitions} of {canary.topic}, "
             f"{_name(champion)} the rest; waiting for its gates (Ctrl-C leaves it running)",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from stream.admin import admin_client, partition_counts
 from stream.deployment.gates import Gates, Verdict, evaluate
 from stream.events import SentimentStats
 from stream.settings import KafkaSettings
@@ -89,21 +90,10 @@ class StatsReader:
 
 async def partition_count(kafka: KafkaSettings, topic: str, timeout_s: float = 15.0) -> int:
     """How many partitions `topic` has; 0 when it does not exist."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        **kafka.aiokafka_security(),
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        if topic not in set(await admin.list_topics()):
+    async with admin_client(kafka, timeout_s) as admin:
+        if topic not in set(await admin.list_topics()):  # never a metadata request that might create it
             return 0
-        (described,) = await admin.describe_topics([topic])
-        return len(described["partitions"])
-    finally:
-        await admin.close()
+        return (await partition_counts(admin, [topic])).get(topic, 0)
 
 
 def _window(record) -> SentimentStats | None:
