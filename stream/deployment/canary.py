@@ -27,17 +27,23 @@ from stream.settings import KafkaSettings
 PROGRESS_EVERY_S = 10.0  # how often a waiting canary says where its gates stand (stderr)
 
 
-async def start(kafka: KafkaSettings, deployment: Deployment, share: float, gates: Gates) -> Canary:
-    """Publish a running canary of `deployment` on the first ceil(share x N) input partitions."""
+async def partitions_for(kafka: KafkaSettings, share: float) -> list[int]:
+    """The input partitions a canary of `share` would serve; UsageError when there can be no canary."""
     count = await partition_count(kafka, kafka.topic)
     if not count:
         raise UsageError(
             f"the input topic {kafka.topic} does not exist; start a worker first (it creates it) or fix --topic"
         )
     try:
-        partitions = canary_partitions(share, count)
+        return canary_partitions(share, count, f"the input topic {kafka.topic}")
     except ValueError as exc:
-        raise UsageError(f"{exc}; add partitions to {kafka.topic} or deploy without --canary") from None
+        raise UsageError(f"{exc}; add partitions to it or deploy without --canary") from None
+
+
+async def start(
+    kafka: KafkaSettings, deployment: Deployment, share: float, partitions: list[int], gates: Gates
+) -> Canary:
+    """Publish a running canary of `deployment` on `partitions` (`partitions_for`)."""
     canary = Canary(
         **deployment.model_dump(exclude={"history"}),
         share=share,

@@ -226,6 +226,10 @@ async def _canary(args, kafka, model_settings, champion, challenger, running) ->
             f"a shadow challenger ({challenger.model_version}) is deployed and a canary shadows the champion "
             "itself: clear it first (sentistream deploy --clear-shadow)"
         )
+    # Cheap refusals first: a topic that cannot carry a canary fails before the bundle is loaded.
+    partitions = (
+        await canary_flow.partitions_for(kafka, args.canary) if running is None else running.partitions
+    )
     if args.signing_key is not None:
         from model.signing import sign_bundle
 
@@ -245,7 +249,7 @@ async def _canary(args, kafka, model_settings, champion, challenger, running) ->
             f"resuming the watch of the canary {canary.model_version} (started {canary.deployed_at:%H:%M:%S} UTC)"
         )
     else:
-        canary = await canary_flow.start(kafka, deployment, args.canary, args.gates)
+        canary = await canary_flow.start(kafka, deployment, args.canary, partitions, args.gates)
         print(
             f"canary {canary.model_version} serves partitions {canary.partitions} of {canary.topic}, "
             f"{_name(champion)} the rest; waiting for its gates (Ctrl-C leaves it running)",

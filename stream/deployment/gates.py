@@ -69,7 +69,7 @@ def evaluate(
     return Verdict(decision="pending", reason=waiting, gates=results)
 
 
-def canary_partitions(share: float, partitions: int) -> list[int]:
+def canary_partitions(share: float, partitions: int, topic: str = "the input topic") -> list[int]:
     """The input partitions a canary of `share` serves: the first ceil(share x partitions), at least
     one and at most all but one (the champion's share is what the candidate is compared with).
     ValueError when the topic has fewer than two partitions or the share is not in (0, 1)."""
@@ -77,7 +77,7 @@ def canary_partitions(share: float, partitions: int) -> list[int]:
         raise ValueError(f"a canary share is a fraction between 0 and 1 exclusive, not {share}")
     if partitions < 2:
         raise ValueError(
-            f"the input topic has {partitions} partition(s); a canary needs at least 2 "
+            f"{topic} has {partitions} partition(s); a canary needs at least 2 "
             "(one for the candidate, one for the champion it is compared with)"
         )
     count = min(max(math.ceil(share * partitions - 1e-9), 1), partitions - 1)

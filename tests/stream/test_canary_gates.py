@@ -27,6 +27,8 @@ def window(
     p99: float = 200.0,
     dead: int = 0,
     since: datetime = STARTED,
+    candidate: str = CANDIDATE,
+    champion: str = CHAMPION,
 ) -> SentimentStats:
     """Window n (10 s each, from `since`) of one worker serving both the champion and the candidate."""
     start = since + timedelta(seconds=10 * n)
@@ -42,16 +44,16 @@ def window(
         latency_p95_ms=100.0,
         latency_p99_ms=150.0,
         dead_lettered=dead,
-        by_model={CANDIDATE: scored, CHAMPION: champion_scored},
-        shadow=ShadowStats(champion=CHAMPION, challenger=CANDIDATE, compared=compared, agreed=agreed),
+        by_model={candidate: scored, champion: champion_scored},
+        shadow=ShadowStats(champion=champion, challenger=candidate, compared=compared, agreed=agreed),
         estimated={
-            CANDIDATE: EstimatedPerformance(events=scored, correct={"positive": accuracy * scored}),
-            CHAMPION: EstimatedPerformance(
+            candidate: EstimatedPerformance(events=scored, correct={"positive": accuracy * scored}),
+            champion: EstimatedPerformance(
                 events=champion_scored, correct={"positive": champion_accuracy * champion_scored}
             ),
         },
-        latency_p99_by_model={CANDIDATE: p99, CHAMPION: 150.0},
-        dead_lettered_by_model={CANDIDATE: dead} if dead else {},
+        latency_p99_by_model={candidate: p99, champion: 150.0},
+        dead_lettered_by_model={candidate: dead} if dead else {},
     )
 
 
