@@ -74,6 +74,15 @@ async def partition_counts(admin, names: Sequence[str]) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
 
 
+async def partition_ids(admin, topic: str) -> list[int]:
+    """The partitions of `topic` ([] while it does not exist), from an all-topics metadata request:
+    asking for the topic by name could auto-create it."""
+    for described in await admin.describe_topics():
+        if described["topic"] == topic:
+            return sorted(p["partition"] for p in described["partitions"])
+    return []
+
+
 async def max_message_bytes(admin, names: Sequence[str]) -> int | None:
     """The smallest `max.message.bytes` of `names`, None when the broker does not say."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType

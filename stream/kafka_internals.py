@@ -9,7 +9,8 @@ tests/stream/test_kafka_internals.py, which fails with what to re-check when the
   message), and, for exactly-once, a consumer that never commits offsets itself and reads input
   `read_committed`: the worker's transactions commit them (stream/worker/transactions.py).
 - `ChannelBatches`: micro-batches taken straight from an agent's channel queue, acked in bulk.
-- `topic_partitions`: the partitions of a topic without creating it (an all-topics metadata request).
+- `topic_partitions`: the partitions of a topic without creating it, on a consumer the caller already
+  holds (the dashboard); a command without one asks an admin client (`stream.admin.partition_ids`).
 
 Faust's fetch loop (`Consumer._drain_messages`) delivers every message inside its own
 `wait_first(callback(message), suspend_flow.wait())`. Here the fetch is Faust's own (`getmany`, in
@@ -143,7 +144,7 @@ class ChannelBatches:
     to fill a batch once its first event arrived."""
 
     def __init__(self, stream, size: int, within: float) -> None:
-        self.app = stream.worker.app
+        self.app = stream.app
         # Iterating the topic registers this channel with the conductor, as the stream's own
         # iterator would; the conductor then queues every message of the agent's topic here.
         self.channel = aiter(stream.channel)

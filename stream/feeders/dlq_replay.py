@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import UsageError
-from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing
+from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing, partition_ids
 from stream.events import DeadLetter
 from stream.settings import KafkaSettings
 
@@ -148,8 +148,6 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list:
     """Every committed record (aiokafka's ConsumerRecord) of `topic` up to its end now."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.kafka_internals import topic_partitions
-
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
         isolation_level="read_committed", **kafka.aiokafka_security(),
@@ -157,7 +155,8 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float) -> list:
     records: list = []
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
-        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        async with admin_client(kafka, timeout_s) as admin:
+            tps = [TopicPartition(topic, p) for p in await partition_ids(admin, topic)]
         if not tps:
             return records
         consumer.assign(tps)

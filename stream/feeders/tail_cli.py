@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.admin import admin_client, partition_ids
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
 
 ALIASES = {"scored": "scored_topic", "dlq": "dlq_topic", "stats": "stats_topic", "models": "models_topic"}
@@ -104,8 +105,6 @@ async def tail(
     """Print the records of `topic` until Ctrl-C, `limit` or `idle_exit_s`; the count printed."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.kafka_internals import topic_partitions
-
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap,
         group_id=None,
@@ -116,7 +115,8 @@ async def tail(
     shown = 0
     try:
         await asyncio.wait_for(consumer.start(), 10.0)
-        partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        async with admin_client(kafka, 10.0) as admin:
+            partitions = [TopicPartition(topic, p) for p in await partition_ids(admin, topic)]
         if not partitions:
             raise UsageError(
                 f"topic {topic} does not exist on {kafka.broker}; list them with kafka-topics.sh or check --broker"
