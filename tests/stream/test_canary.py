@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from model.bundle import checksum
 from stream.control import publish, read_deployments
@@ -119,6 +120,7 @@ def assert_each_input_once(events: list[dict], dead: list[str], prefix: str, cou
     assert set(dead) == {f"{prefix}-{i}" for i in range(count) if i % 50 == 49}
 
 
+@pytest.mark.slow  # ~20 s alone: a worker, a live stream, a canary loaded twice
 def test_a_candidate_that_labels_everything_negative_is_rolled_back_and_nothing_is_lost(
     broker_url: str, negative_bundle: Path, tmp_path: Path
 ) -> None:
@@ -167,6 +169,7 @@ def test_a_candidate_that_labels_everything_negative_is_rolled_back_and_nothing_
     assert {e["label"] for e in events if e["model_version"] == bad} == {"negative"}
 
 
+@pytest.mark.slow
 def test_a_candidate_equal_to_the_champion_is_promoted_and_every_partition_switches_once(
     broker_url: str, bundle: Path, tmp_path: Path
 ) -> None:
