@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
+import pytest
 from faust.types import TP
 
 from model.bundle import checksum
@@ -16,6 +17,7 @@ from stream.worker.agent import Scorer
 from stream.worker.delivery import AtLeastOnce
 from stream.worker.settings import WorkerSettings
 from stream.worker.stats import TumblingStats
+from stream.worker.transactions import ExactlyOnce
 from tests.stream.test_delivery import KAFKA, FakeBroker, FakeConsumer, FakeStream, batch, until
 from tests.stream.test_deploy import VADER, serving, version_of
 
@@ -42,14 +44,18 @@ def champion_record(bundle: Path) -> Deployment:
     return Deployment(**canary_record(bundle).model_dump(include=set(Deployment.model_fields)))
 
 
-def scorer_with(models):
+def scorer_with(models, guarantee: str = "at_least_once"):
     broker = FakeBroker()
-    worker = WorkerSettings()
+    worker = WorkerSettings(guarantee=guarantee)
     app = SimpleNamespace(consumer=FakeConsumer({TP(TOPIC, p) for p in range(4)}))
+    if guarantee == "exactly_once":
+        outputs = ExactlyOnce(KAFKA, worker, worker.group_id, broker.factory, broker.read_committed)
+    else:
+        outputs = AtLeastOnce(KAFKA, worker, broker.factory)
     exits: list[int] = []
     scorer = Scorer(
         app, KAFKA, worker, models.engine, models.metrics, models.stats, exit=exits.append, models=models,
-        outputs=AtLeastOnce(KAFKA, worker, broker.factory),
+        outputs=outputs,
     )  # fmt: skip
     scorer.micro_batches = lambda stream: stream
     return scorer, broker, exits
@@ -63,7 +69,7 @@ def loaded(models) -> None:
 
 def versions_by_partition(broker: FakeBroker) -> dict[int, set[str]]:
     found: dict[int, set[str]] = {}
-    for sent in broker.sent:
+    for sent in broker.visible():
         if sent.topic != KAFKA.scored_topic:
             continue
         event = orjson.loads(sent.value)
@@ -75,8 +81,9 @@ def four_partitions(offset: int) -> list:
     return batch(*[(p, offset) for p in range(4)])
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_the_canary_scores_its_partitions_and_shadows_the_champion_on_the_others(
-    bundle: Path, tmp_path: Path
+    bundle: Path, tmp_path: Path, guarantee: str
 ) -> None:
     models = serving(tmp_path)
     models.input_topic = TOPIC
@@ -84,9 +91,15 @@ async def test_the_canary_scores_its_partitions_and_shadows_the_champion_on_the_
     loaded(models)
     assert models.canary is not None and models.canary.partitions == {0}
     assert models.canary.engine is not models.canary.shadow.engine  # one engine is never used by two threads
-    scorer, broker, exits = scorer_with(models)
-    await scorer.consume(FakeStream([four_partitions(0), four_partitions(1)]))
+    scorer, broker, exits = scorer_with(models, guarantee)
+    stream = FakeStream([four_partitions(0), four_partitions(1)])
+    await scorer.consume(stream)
     assert versions_by_partition(broker) == {0: {version_of(bundle)}, 1: {VADER}, 2: {VADER}, 3: {VADER}}
+    assert sorted(stream.acked) == [
+        (p, o) for p in range(4) for o in (0, 1)
+    ]  # every input delivered and acked
+    if guarantee == "exactly_once":  # each partition's outputs committed with its offsets, whatever model
+        assert broker.committed == {p: 2 for p in range(4)}
     # The champion's 6 events (partitions 1-3, two batches) are compared, or dropped while it was busy.
     await until(lambda: _seen(models.stats) == 6, "the champion's 6 events compared or dropped", polls=3000)
     shadow = _shadow(models.stats)
