@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Literal
 
 from sentistream.errors import SentistreamError, UsageError
 from stream.bundles import deployer
@@ -65,31 +66,36 @@ async def run(kafka: KafkaSettings, canary: Canary) -> int:
             print(f"canary {canary.model_version}: {verdict.reason}", file=sys.stderr, flush=True)
 
     async def still_running() -> bool:
-        latest = (await read_deployments(kafka))[0].get("canary")
-        return _same(latest, canary) and latest.running  # type: ignore[union-attr]
+        latest = _this(canary, (await read_deployments(kafka))[0])
+        return latest is not None and latest.running
 
     verdict = await watch(
         kafka, canary.gates, canary.model_version, canary.deployed_at, still_running, progress
     )
-    if verdict is not None:
-        decided = await decide(kafka, canary, verdict.decision, verdict.reason, verdict)  # type: ignore[arg-type]
-    else:
-        decided = (await read_deployments(kafka))[0].get("canary")
+    if verdict is not None and verdict.decision != "pending":
+        decided = await decide(kafka, canary, verdict.decision, verdict.reason, verdict)
+    else:  # ended by hand or by another watcher meanwhile
+        decided = _this(canary, (await read_deployments(kafka))[0])
     return report(decided)
 
 
 async def decide(
-    kafka: KafkaSettings, canary: Canary, decision: str, reason: str, verdict: Verdict | None = None
-) -> Canary:
+    kafka: KafkaSettings,
+    canary: Canary,
+    decision: Literal["promote", "rollback"],
+    reason: str,
+    verdict: Verdict | None = None,
+) -> Canary | None:
     """Publish the end of a running `canary`: promoted (its champion record first) or rolled back.
-    Returns the record as it now stands (another evaluator's, when one decided first)."""
+    Returns its record as it now stands: an earlier decision stands (a second watcher, or a hand,
+    was first); None when the record no longer names this canary."""
     current = (await read_deployments(kafka))[0]
-    latest = current.get("canary")
-    if not _same(latest, canary) or not latest.running:  # type: ignore[union-attr]
-        return latest  # type: ignore[return-value]  # decided elsewhere meanwhile: that decision stands
+    latest = _this(canary, current)
+    if latest is None or not latest.running:
+        return latest
     now, by = datetime.now(UTC), deployer()
     ended = CanaryDecision(
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         reason=reason,
         gates=verdict.gates if verdict is not None else [],
         decided_by=by,
@@ -117,7 +123,7 @@ def report(canary: Canary | None) -> int:
     """Say how `canary` ended: one line on stdout for a promotion (0), an error line for a rollback (1)."""
     if canary is None or canary.decision is None:
         raise SentistreamError(
-            "the canary record was cleared before a decision; see `sentistream deploy --show`"
+            "the canary's record was replaced before it was decided; see `sentistream deploy --show`"
         )
     if canary.decision.decision == "promote":
         print(f"promoted {canary.model_version} to champion: {canary.decision.reason}")
@@ -144,9 +150,12 @@ async def gate_state(kafka: KafkaSettings, canary: Canary) -> dict:
     return shown
 
 
-def _same(record: Deployment | None, canary: Canary) -> bool:
-    return (
-        isinstance(record, Canary)
-        and record.checksum == canary.checksum
-        and record.deployed_at == canary.deployed_at
-    )
+def _this(canary: Canary, current: dict) -> Canary | None:
+    """The control topic's `canary` record when it is still this canary (same bundle, same start)."""
+    latest = current.get("canary")
+    if isinstance(latest, Canary) and (latest.checksum, latest.deployed_at) == (
+        canary.checksum,
+        canary.deployed_at,
+    ):
+        return latest
+    return None

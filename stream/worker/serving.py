@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit, load_verified, redacted
 from stream.events import Canary, Deployment, ScoredTweet
@@ -121,7 +121,7 @@ class ServingModels:
     def offer(self, role: str, deployment: Deployment | None) -> None:
         """A control-topic record (event loop): load its bundle in the background, or clear a shadow."""
         if role == "canary":
-            self._offer_canary(deployment)  # type: ignore[arg-type]
+            self._offer_canary(deployment)
             return
         self._wanted[role] = deployment.checksum if deployment else None
         if deployment is None:
@@ -149,18 +149,18 @@ class ServingModels:
             return
         self._loader.submit(self._load, role, deployment)
 
-    def _offer_canary(self, canary: Canary | None) -> None:
+    def _offer_canary(self, record: Deployment | None) -> None:
+        canary = record if isinstance(record, Canary) else None
         if canary is not None:
             self.canary_record = canary
-        for_us = canary is not None and (self.input_topic is None or canary.topic == self.input_topic)
-        running = canary is not None and canary.running and for_us
-        self._wanted["canary"] = canary.checksum if running else None  # type: ignore[union-attr]
-        if not running:
+        if canary is None or not canary.running or self.input_topic not in (None, canary.topic):
+            self._wanted["canary"] = None
             return  # a serving canary ends at the next batch (`take`)
-        if self.canary is not None and self.canary.deployment.checksum == canary.checksum:  # type: ignore[union-attr]
+        self._wanted["canary"] = canary.checksum
+        if self.canary is not None and self.canary.deployment.checksum == canary.checksum:
             return
         if self.model_settings is None:
-            log.warning("ignoring the canary of %s: this worker loads no models", redacted(canary.uri))  # type: ignore[union-attr]
+            log.warning("ignoring the canary of %s: this worker loads no models", redacted(canary.uri))
             return
         self._loader.submit(self._load, "canary", canary)
 
@@ -186,8 +186,8 @@ class ServingModels:
         return self.engine
 
     def _start_canary(self, loaded: Loaded) -> None:
-        record: Canary = loaded.deployment  # type: ignore[assignment]
-        shadow = Shadow(loaded.shadow_engine, record, self.metrics, self.stats)  # type: ignore[arg-type]
+        record = cast(Canary, loaded.deployment)  # `_load` of the role canary: a Canary and two engines
+        shadow = Shadow(cast("Engine", loaded.shadow_engine), record, self.metrics, self.stats)
         self.canary = CanaryRoute(loaded.engine, record, frozenset(record.partitions), shadow, loaded.path)
         self.metrics.model_info.labels(loaded.engine.model_version, "canary").set(1)
         log.info(
@@ -268,8 +268,7 @@ class ServingModels:
         try:
             path = admit(deployment, self.cache_dir or Path("."), self.admission)
             engine = load_verified(path, self.model_settings)  # type: ignore[arg-type]
-            # A canary's second copy shadow-scores on its own thread: one engine is never used by two.
-            shadow = load_verified(path, self.model_settings) if role == "canary" else None  # type: ignore[arg-type]
+            shadow = self._shadow_copy(path, engine) if role == "canary" else None
         except Exception as exc:  # DeploymentError, or anything a loader raised: the old model stays
             reason = str(exc) if isinstance(exc, DeploymentError) else f"{type(exc).__name__}: {exc}"
             self.reject(role, deployment, reason, untrusted=isinstance(exc, UntrustedBundle))
@@ -284,6 +283,15 @@ class ServingModels:
             return
         with self._lock:
             self._ready[role] = Loaded(engine, deployment, str(path), time.monotonic() - began, shadow)
+
+    def _shadow_copy(self, path: Path, engine: Engine) -> Engine:
+        """A canary's second copy, which shadow-scores on its own thread (an engine is never used by
+        two); `engine` is closed when it cannot be made."""
+        try:
+            return load_verified(path, self.model_settings)  # type: ignore[arg-type]
+        except BaseException:
+            engine.close()
+            raise
 
     def retry(self, role: str, deployment: Deployment) -> None:
         """Load `deployment` again with back-off (a champion that could not be loaded at start: a
