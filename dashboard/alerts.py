@@ -143,7 +143,11 @@ def banner_text(alert: SentimentAlert, name=plain_name) -> str:
             parts.append(
                 f"{name(c.what)} {c.value:.0%} (usually {c.baseline:.0%}, {100 * c.change:+.0f} pts)"
             )
-    return f"Sentiment shift since {at}: " + "; ".join(parts)
+    line = f"Sentiment shift since {at}: " + "; ".join(parts)
+    if alert.drivers:
+        words = ", ".join(f"“{name(d.word)}”" for d in alert.drivers)
+        line += f". Words driving it: {words}"
+    return line
 
 
 def alert_banner_ui(alerts: Sequence[SentimentAlert], now: datetime | None = None) -> None:

@@ -180,7 +180,10 @@ class Demo:
         self._spawn(
             "sink", ["sink", "--output", str(history), "--broker", broker_url, "--flush-interval-s", "10"]
         )
-        self._spawn("monitor", ["monitor", "--broker", broker_url, "--from-beginning"])
+        # The monitor asks the worker's /explain which words drove a shift (loopback: no token needed).
+        self._spawn(
+            "monitor", ["monitor", "--broker", broker_url, "--from-beginning", "--worker-url", worker_url]
+        )
         os.environ["SENTISTREAM_DASHBOARD_HISTORY_DIR"] = str(history)  # the dashboard child inherits it
         port = str(self.plan.dashboard_port)
         self._spawn(

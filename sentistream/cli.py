@@ -28,10 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("model.cli", "score texts or a CSV file with a model"),
     "worker": ("stream.worker.cli", "run the Faust stream worker that scores the tweets topic"),
     "produce": ("stream.feeders.produce_cli", "send texts or JSON lines to the tweets topic"),
-    "replay": (
-        "stream.feeders.replay_cli",
-        "replay a labelled dataset into the tweets topic at a chosen pace",
-    ),
+    "replay": ("stream.feeders.replay_cli", "replay a labelled dataset into the tweets topic at a pace"),
     "dashboard": ("dashboard.cli", "run the live Streamlit dashboard"),
     "deploy": (
         "stream.deployment.cli",
@@ -40,10 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sink": ("stream.sink.cli", "write the scored topic to hourly Parquet files (exactly once)"),
     "monitor": ("stream.monitor.cli", "watch sentiment-stats for shifts and publish sentiment-alerts"),
     "dlq": ("stream.feeders.dlq_cli", "replay chosen dead letters into the input topic, each at most once"),
-    "tail": (
-        "stream.feeders.tail_cli",
-        "print a topic's records as they arrive (scored, dlq, alerts or any topic)",
-    ),
+    "tail": ("stream.feeders.tail_cli", "print a topic's records as they arrive (scored, dlq, alerts, ...)"),
     "demo": ("infra.demo", "start broker, worker, replay, sink, monitor and dashboard together"),
 }
 

@@ -441,6 +441,14 @@ class Example(BaseModel):
     label: str
 
 
+class Driver(BaseModel):
+    """A word that pushed the model towards the label that rose, summed over the explained examples."""
+
+    word: str = Field(max_length=100)
+    weight: float = Field(description="summed attribution towards the label (probability points)")
+    texts: int = Field(description="explained examples the word appears in")
+
+
 class SentimentAlert(BaseModel):
     """One event on `sentiment-alerts` per shift episode: what moved, how much, since when."""
 
@@ -453,4 +461,10 @@ class SentimentAlert(BaseModel):
     changes: list[Change]
     summary: str = Field(description="one line a person can read")
     examples: list[Example] = Field(default_factory=list)
+    drivers: list[Driver] = Field(
+        default_factory=list,
+        description="share alerts: the words that most drove the label that rose, in this window's "
+        "examples (explained by a worker's POST /explain); empty when none was asked or it answered late",
+    )
+    drivers_note: str | None = Field(None, description="how the drivers were found, or why there are none")
     raised_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -4,6 +4,10 @@ a rolling baseline, publish a `SentimentAlert` to `sentiment-alerts` when the mi
 The detection itself is stream/monitor/detector.py (pure); this module feeds it complete windows and
 sends what it raises.
 
+Why a Faust windowed table here and none in the workers (stream/worker/stats.py argues against one
+there): the workers must stay stateless to scale to zero; the monitor is one stateful replica whose
+open windows should survive a restart, which the table's changelog gives it.
+
 Windows: workers publish each closed window once, named by worker (so each worker's stats stay on
 one partition of the stats topic); the Faust windowed table sums their counts per label. Window W
 is complete once every partition that carries stats has moved `grace_windows` past it (every
@@ -47,6 +51,7 @@ from stream.monitor.detector import (
     WindowCounts,
     summarise,
 )
+from stream.monitor.drivers import DriverSource, drivers_for, risen_label
 from stream.monitor.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
@@ -103,7 +108,7 @@ class MonitorMetrics:
 # ---- the Faust app -----------------------------------------------------------------------------
 
 
-class Monitor:
+class ShiftMonitor:
     """The monitor's state and agent bodies; `create_monitor` wires them into a faust.App."""
 
     def __init__(self, app, table, kafka, settings: MonitorSettings) -> None:
@@ -113,7 +118,12 @@ class Monitor:
         self.clock = WindowClock(
             settings.window_s, settings.grace_windows, settings.partition_idle_s, settings.max_future_s
         )
-        self.examples = Examples(settings.examples)
+        self.drivers = (
+            DriverSource(settings.worker_url, settings.api_token_file, settings.explain_texts,
+                         settings.explain_timeout_s, settings.drivers)
+            if settings.worker_url else None
+        )  # fmt: skip
+        self.examples = Examples(settings.examples, settings.explain_texts if self.drivers else 0)
         self.metrics = MonitorMetrics()
         self.labels: set[str] = set()
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
@@ -121,6 +131,7 @@ class Monitor:
         self.stalled = False
         self.published = 0  # alerts the broker acknowledged
         self.unsent: deque[SentimentAlert] = deque()  # raised, not acknowledged yet: sent again, in order
+        self.assigned = False  # its first rebalance completed: /health says ready (and not rebalancing)
         self.sending = asyncio.Lock()
         self.evaluating = asyncio.Lock()  # the agent and the timer: windows are judged in order, once
 
@@ -213,7 +224,10 @@ class Monitor:
         alerts = self.detector.observe(window) + self.estimates.observe(window)
         self.metrics.record(self.detector.last, window)
         for alert in alerts:
-            await self.publish(alert.model_copy(update={"examples": self.examples.for_alert(alert)}))
+            alert = alert.model_copy(update={"examples": self.examples.for_alert(alert)})
+            if self.drivers is not None and (label := risen_label(alert)) is not None:
+                alert = await drivers_for(alert, self.examples.texts(label), self.drivers)
+            await self.publish(alert)
 
     async def publish(self, alert: SentimentAlert) -> None:
         """Queue `alert` for the alerts topic and send what is queued; never raises."""
@@ -294,7 +308,7 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
         consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
         web_enabled=True, web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
     )  # fmt: skip
-    monitor_ref: list[Monitor] = []
+    monitor_ref: list[ShiftMonitor] = []
     # Faust expires windows on the wall clock: keep one as long as a silent partition may hold it open.
     expires = timedelta(seconds=settings.window_s * (settings.grace_windows + 3) + settings.partition_idle_s)
     table = (
@@ -302,11 +316,11 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
         .tumbling(settings.window_s, expires=expires)
         .relative_to(lambda event=None: monitor_ref[0].at)  # the window being merged or read
     )
-    monitor = Monitor(app, table, kafka, settings)
+    monitor = ShiftMonitor(app, table, kafka, settings)
     monitor_ref.append(monitor)
     stats_topic = app.topic(kafka.stats_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
     app.agent(stats_topic, name="merge-sentiment-stats")(monitor.consume_stats)
-    if settings.examples:
+    if settings.examples or settings.worker_url:
         scored = app.topic(kafka.scored_topic, value_type=bytes, value_serializer="raw", key_serializer="raw")
         app.agent(scored, name="sample-scored-tweets")(monitor.consume_scored)
     app.timer(min(settings.window_s, 5.0), name="check-stats-stall")(monitor.tick)
@@ -320,19 +334,17 @@ def create_monitor(kafka, settings: MonitorSettings, partitions: int, datadir):
     return app, monitor
 
 
-def _register_views(app, monitor: Monitor) -> None:
+def _register_views(app, monitor: ShiftMonitor) -> None:
     from faust.web import View
-
-    app.sentistream_assigned = False
 
     @app.on_rebalance_complete.connect
     async def _assigned(sender, **kwargs) -> None:
-        app.sentistream_assigned = True
+        monitor.assigned = True
 
     @app.page("/health")
     class Health(View):
         async def get(self, request):
-            ready = app.sentistream_assigned and not app.rebalancing
+            ready = monitor.assigned and not app.rebalancing
             body = {"status": "ready" if ready else "starting", "alerts": monitor.published}
             return self.json(body, status=200 if ready else 503)
 

@@ -348,20 +348,26 @@ def _without_silences(due: range, carried: set[int], max_gap: int) -> list[int]:
 class Examples:
     """The last few scored tweets per label, for alerts."""
 
-    def __init__(self, per_label: int) -> None:
+    def __init__(self, per_label: int, keep: int = 0) -> None:
         self.per_label = per_label
+        self.keep = max(per_label, keep)  # more than shown when alerts are explained
         self.by_label: dict[str, deque[Example]] = {}
 
     def add(self, event: ScoredTweet) -> None:
         """Remember `event` (the oldest of its label is forgotten)."""
-        if self.per_label == 0:
+        if self.keep == 0:
             return
         if event.label not in self.by_label and len(self.by_label) >= MAX_LABELS:
             return  # labels come from the topic: bound how many distinct ones are kept
-        queue = self.by_label.setdefault(event.label, deque(maxlen=self.per_label))
+        queue = self.by_label.setdefault(event.label, deque(maxlen=self.keep))
         queue.append(Example(id=event.id, text=event.text[:500], label=event.label))
 
     def for_alert(self, alert: SentimentAlert) -> list[Example]:
         """Examples of the labels whose share went up (or of every label, for volume)."""
         labels = [c.what for c in alert.changes if c.what != "volume" and c.change > 0] or list(self.by_label)
-        return [e for label in labels for e in self.by_label.get(label, ())]
+        shown = self.per_label
+        return [e for label in labels for e in list(self.by_label.get(label, ()))[-shown:]] if shown else []
+
+    def texts(self, label: str) -> list[str]:
+        """The kept texts of `label`, oldest first."""
+        return [e.text for e in self.by_label.get(label, ())]

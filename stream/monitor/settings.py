@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,3 +83,27 @@ class MonitorSettings(BaseSettings):
     min_estimate_events: int = Field(
         default=50, ge=1, description="windows with fewer estimated events are not judged on the estimate"
     )
+    worker_url: str | None = Field(
+        default=None,
+        description="a worker's base URL (http://HOST:6066): share alerts then carry the words that "
+        "drove the label that rose, from its POST /explain on a few of the window's examples; unset: none",
+    )
+    api_token_file: Path | None = Field(
+        default=None, description="file holding the bearer token the worker's /explain requires"
+    )
+    explain_texts: int = Field(
+        default=8, ge=1, le=32, description="examples of the risen label explained per alert (one request)"
+    )
+    explain_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="an alert waits at most this long for its drivers, then goes without",
+    )
+    drivers: int = Field(default=5, ge=1, le=20, description="words attached to a share alert")
+
+    @field_validator("api_token_file", "worker_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`SENTISTREAM_MONITOR_WORKER_URL=` (compose's `${VAR:-}`) means none."""
+        return None if value == "" else value

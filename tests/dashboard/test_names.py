@@ -50,3 +50,20 @@ def test_the_alert_banner_leaves_nothing_outside_code_that_could_link(name: str)
 def test_real_names_read_whole() -> None:
     assert shown_name("tiny@1") == "`tiny@1`" and shown_name("host-a:11") == "`host-a:11`"
     assert shown_name("org/model_name@3") == "`org/model_name@3`"
+
+
+@pytest.mark.parametrize("word", HOSTILE)
+def test_the_words_driving_a_shift_are_shown_and_cannot_link(word: str) -> None:
+    from stream.events import Driver
+
+    now = datetime.now(UTC)
+    alert = SentimentAlert(
+        kind="share", since=now, window_start=now, window_end=now, events=10, summary="x",
+        changes=[Change(what="negative", baseline=0.2, value=0.6, change=0.4, z=9.0)],
+        drivers=[Driver(word="delayed", weight=0.7, texts=2), Driver(word=word[:100], weight=0.3, texts=1)],
+    )  # fmt: skip
+    shown = banner_text(alert, shown_name)
+    assert "Words driving it: “`delayed`”" in shown
+    rest = outside_code(shown)
+    for risky in ("://", "www.", "@", "[", "<", "`", "*"):
+        assert risky not in rest, (risky, rest)

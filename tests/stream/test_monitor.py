@@ -25,7 +25,7 @@ import requests
 from aiokafka.errors import KafkaTimeoutError
 
 from stream.events import SentimentAlert, SentimentStats
-from stream.monitor.app import Monitor
+from stream.monitor.app import ShiftMonitor
 from stream.monitor.detector import ShiftDetector, WindowClock, WindowCounts
 from stream.monitor.settings import MonitorSettings
 from stream.settings import KafkaSettings
@@ -178,7 +178,7 @@ class WindowedTable:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, int], int] = {}
-        self.monitor: Monitor | None = None
+        self.monitor: ShiftMonitor | None = None
 
     def key(self, label: str) -> tuple[str, int]:
         assert self.monitor is not None
@@ -219,15 +219,15 @@ class Producer:
         self.sent.append(SentimentAlert.model_validate_json(value))
 
 
-def monitor_app(producer: Producer | None = None) -> Monitor:
+def monitor_app(producer: Producer | None = None) -> ShiftMonitor:
     table = WindowedTable()
     app = SimpleNamespace(producer=producer or Producer())
-    monitor = Monitor(app, table, kafka=None, settings=MonitorSettings(window_s=WINDOW_S))
+    monitor = ShiftMonitor(app, table, kafka=None, settings=MonitorSettings(window_s=WINDOW_S))
     table.monitor = monitor
     return monitor
 
 
-def feed(monitor: Monitor, records: list[tuple[int, bytes]]) -> None:
+def feed(monitor: ShiftMonitor, records: list[tuple[int, bytes]]) -> None:
     """Run the stats agent's body over (partition, value) records, as Faust would hand them over."""
 
     async def events():
@@ -241,7 +241,7 @@ def one_worker(stream: list[WindowCounts], worker: str = "A") -> list[tuple[int,
     return [(0, stats_event(worker, w.start, w.counts)) for w in stream]
 
 
-def sent_kinds(monitor: Monitor) -> list[str]:
+def sent_kinds(monitor: ShiftMonitor) -> list[str]:
     return [a.kind for a in monitor.app.producer.sent]
 
 
