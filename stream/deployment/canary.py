@@ -132,16 +132,11 @@ def report(canary: Canary | None) -> int:
 
 
 async def gate_state(kafka: KafkaSettings, canary: Canary) -> dict:
-    """What `deploy --show` says of a canary's gates: the decision it ended with, or the verdict of
-    the windows published so far (and, when that verdict is not pending, how to publish it)."""
-    if not canary.running:
-        return {
-            "status": canary.status,
-            **(canary.decision.model_dump(mode="json") if canary.decision else {}),
-        }
+    """What `deploy --show` says of a running canary's gates: the verdict of the windows published so
+    far and, when it is not pending, how to publish it (an ended canary's record says how it ended)."""
     windows = await read_windows(kafka, canary.deployed_at)
     verdict = evaluate(canary.gates, canary.model_version, windows, canary.deployed_at, datetime.now(UTC))
-    shown = {"status": "running", **verdict.model_dump(mode="json")}
+    shown = verdict.model_dump(mode="json")
     if verdict.decision != "pending":
         shown["next"] = (
             f"no watcher has published this {verdict.decision}: run `sentistream deploy {canary.uri} --canary "

@@ -158,8 +158,8 @@ async def _run(args: argparse.Namespace, kafka, model_settings) -> int:
     running = canary if isinstance(canary, Canary) and canary.running else None
     if args.show:
         shown = {role: d.model_dump(mode="json") for role, d in current.items()}
-        if isinstance(canary, Canary):
-            shown["canary_gates"] = await canary_flow.gate_state(kafka, canary)
+        if running is not None:  # an ended canary's record carries its decision and gates
+            shown["canary_gates"] = await canary_flow.gate_state(kafka, running)
         print(json.dumps(shown, indent=2))
         return 0
     if running is not None and (args.rollback or args.promote):

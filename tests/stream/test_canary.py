@@ -238,7 +238,7 @@ def test_a_canary_whose_watcher_died_shows_its_verdict_and_a_rerun_publishes_it(
     shown = deploy_canary(broker_url, topics, "--show")
     assert shown.returncode == 0, shown.stderr
     gates = json.loads(shown.stdout)["canary_gates"]
-    assert gates["status"] == "running" and gates["decision"] == "rollback"
+    assert json.loads(shown.stdout)["canary"]["status"] == "running" and gates["decision"] == "rollback"
     assert (
         gates["reason"] == "agreement 0.500 < 0.900 over 120 events"
         and "to resume the watch" in gates["next"]
@@ -252,6 +252,8 @@ def test_a_canary_whose_watcher_died_shows_its_verdict_and_a_rerun_publishes_it(
     assert (
         ended.status == "rolled_back" and ended.decision.reason == "agreement 0.500 < 0.900 over 120 events"
     )
+    shown = json.loads(deploy_canary(broker_url, topics, "--show").stdout)
+    assert "canary_gates" not in shown and shown["canary"]["decision"]["reason"] == ended.decision.reason
 
 
 def test_a_running_canary_blocks_other_deployments_until_it_is_ended_by_hand(
