@@ -156,3 +156,54 @@ def test_without_a_worker_url_alerts_are_as_before(worker):
     feed(monitor, one_worker(windows([0.2] * 12 + [0.6] * 3, events=200)))
     (alert,) = monitor.app.producer.sent
     assert alert.drivers == [] and alert.drivers_note is None and not Worker.asked
+
+
+@pytest.mark.slow
+def test_a_real_shift_scored_by_a_real_worker_is_explained_on_the_real_broker(broker_url, tmp_path):
+    """A VADER worker scores a calm stream, then a negative one; the monitor (asking that worker's
+    /explain) raises one share alert for `negative` whose drivers are words of the negative tweets."""
+    from tests.ports import start_server, stop
+    from tests.stream.test_monitor import healthy, monitor_command
+    from tests.stream.worker_process import (
+        Topics,
+        WorkerProcess,
+        create_topics,
+        produce,
+        read_topic,
+    )
+
+    topics = Topics()
+    alerts = f"{topics.prefix}-alerts"
+    create_topics(broker_url, [topics.tweets, topics.scored, topics.dlq], partitions=2)
+    create_topics(broker_url, [topics.stats], partitions=1)
+    worker = WorkerProcess(broker_url, topics, tmp_path, "--stats-window-s", "2").start()
+    monitor = None
+    try:
+        worker.wait_ready()
+        command = monitor_command(
+            broker_url, topics.prefix, topics.stats, alerts, "--scored-topic", topics.scored,
+            "--worker-url", worker.url, "--window-s", "2", "--min-baseline-windows", "6",
+        )  # fmt: skip
+        monitor, _ = start_server(command, tmp_path / "monitor.log", healthy, timeout=120)
+        calm = ["the flight was fine", "great crew, thanks", "landed on time", "seat 12A by the window"]
+        angry = ["terrible delay, awful service", "worst airline ever", "cancelled again, horrible"]
+        began = time.monotonic()
+        while time.monotonic() - began < 40:  # 24 s calm (12 windows), then 16 s mostly negative
+            texts = angry * 8 + calm[:2] if time.monotonic() - began > 24 else calm * 8
+            produce(broker_url, topics.tweets, [(None, json.dumps({"text": t}).encode()) for t in texts])
+            time.sleep(0.5)
+        records = read_topic(broker_url, alerts, expected=1, timeout=60, idle_s=0)
+    finally:
+        if monitor is not None:
+            stop(monitor, timeout=30)
+        worker.stop()
+    found = [SentimentAlert.model_validate_json(r.value) for r in records]
+    share = [a for a in found if a.kind == "share"]
+    assert share and risen_label(share[0]) == "negative", (
+        found,
+        (tmp_path / "monitor.log").read_text()[-3000:],
+    )
+    words = {d.word for d in share[0].drivers}
+    assert words and words <= set(" ".join(angry).replace(",", "").split()), share[0]
+    assert words & {"terrible", "awful", "worst", "horrible"}
+    assert share[0].drivers_note.startswith("occlusion on ")
