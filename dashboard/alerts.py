@@ -22,11 +22,13 @@ from dashboard.names import plain_name, shown_name
 from stream.events import SentimentAlert
 from stream.kafka_internals import topic_partitions
 from stream.monitor.settings import MonitorSettings
+from stream.retry import Backoff
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 BANNER_FOR = timedelta(minutes=15)  # an alert stays on the page this long after it was raised
+RECONNECTS = Backoff(5.0)  # between two sessions of the alert consumer (the broker gone, no topic yet)
 
 
 class AlertFeed:
@@ -63,12 +65,13 @@ class AlertFeed:
             self.alerts.append(alert)
 
     async def _run(self) -> None:
+        attempts = RECONNECTS.start()
         while not self._stop.is_set():
             try:
                 await self._consume()
             except Exception as exc:  # broker gone: the page keeps the alerts it has and retries
-                log.info("alert feed: %r; retrying in 5 s", exc)
-            await asyncio.sleep(5)
+                log.info("alert feed: %r; retrying in %g s", exc, attempts.pause_s)
+            await attempts.wait()
 
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer

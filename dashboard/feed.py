@@ -28,6 +28,7 @@ from dashboard.settings import DashboardSettings
 from stream.control import apply
 from stream.events import DeadLetter, Deployment, ScoredTweet, SentimentStats
 from stream.kafka_internals import topic_partitions
+from stream.retry import Backoff
 from stream.settings import ConsumerGroupSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -286,12 +287,13 @@ class KafkaReader:
 
     async def run_forever(self) -> None:
         """Read until the feed is stopped, retrying every `retry_s` while the broker is away."""
+        attempts = Backoff(self.settings.retry_s).start()
         while not self.feed.stopped:
             if await self._broker_answers():
                 await self._session_or_error()
             else:
                 self.feed.set_connection("unreachable", "no broker answers at this address")
-            await self._sleep(self.settings.retry_s)
+            await attempts.wait(self._sleep)
 
     async def _session_or_error(self) -> None:
         from aiokafka.errors import KafkaError

@@ -28,6 +28,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentistream.errors import SentistreamError, UsageError
+from stream.retry import Backoff
 from stream.settings import port_open
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,8 @@ class LocalBroker:
         return process
 
     def _wait_until_ready(self, process: subprocess.Popen, began: float) -> None:
-        deadline = began + self.settings.start_timeout
-        while time.monotonic() < deadline:
+        polls = Backoff(0.25, deadline_s=self.settings.start_timeout).start(began)
+        while not polls.expired():
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise SentistreamError(
@@ -300,7 +301,7 @@ class LocalBroker:
                 )
             if answers_metadata(self.address):
                 return
-            time.sleep(0.25)
+            polls.wait_sync()
         self._stop(30.0)  # the lock is already held by start()
         raise SentistreamError(
             f"the Kafka broker did not answer on {self.address} within {self.settings.start_timeout:.0f}s; "

@@ -9,17 +9,14 @@ period). A broker that was already running is used and left running.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import psutil
 import requests
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,7 +27,9 @@ from model.hub import hub_reachable
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
+from stream.retry import Backoff
 from stream.settings import port_open
+from stream.supervisor import spawn, stop
 from stream.worker.settings import WorkerSettings
 
 HUB_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
@@ -44,6 +43,7 @@ TRAIN_HINT = (
 BROKER_FLAGS = {"port": "--kafka-port"}
 WORKER_FLAGS = {"web_port": "--worker-port"}
 DASHBOARD_FLAGS = {"port": "--dashboard-port"}
+WATCH_S = 0.5  # how often the demo looks at its children and, while starting, at their health
 
 
 class DemoSettings(BaseSettings):
@@ -221,14 +221,8 @@ class Demo:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.log_dir / f"{name}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sentistream.cli", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
-            )
+        # Its own session: Ctrl-C reaches the demo only, which stops the children in order.
+        process = spawn([sys.executable, "-m", "sentistream.cli", *args], log=log, own_session=True)
         child = Child(name, process, log)
         self.children.append(child)
         print(f"Started {name} (pid {process.pid}), log: {log}", flush=True)
@@ -246,14 +240,14 @@ class Demo:
     # -- watching and stopping -------------------------------------------------------------------
 
     def _watch(self) -> int:
-        deadline = None if self.settings.duration is None else time.monotonic() + self.settings.duration
-        while deadline is None or time.monotonic() < deadline:
+        polls = Backoff(WATCH_S, deadline_s=self.settings.duration).start()
+        while not polls.expired():
             for child in self.children:
                 if child.process.poll() is not None:
                     print(f"The {child.name} exited (status {child.process.returncode}); see {child.log}:")
                     print(_tail(child.log), flush=True)
                     return 1
-            time.sleep(0.5)
+            polls.wait_sync()
         print(f"Ran for {self.settings.duration:g}s as asked; stopping.", flush=True)
         return 0
 
@@ -268,20 +262,7 @@ class Demo:
 
 def _stop_child(child: Child, grace: float = 15.0) -> None:
     """SIGTERM the child's session (Streamlit, Faust helpers), SIGKILL after `grace`, then reap leftovers."""
-    try:
-        descendants = psutil.Process(child.process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        descendants = []
-    if child.process.poll() is None:
-        _signal_group(child.process.pid, signal.SIGTERM)
-        try:
-            child.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(child.process.pid, signal.SIGKILL)
-            child.process.wait(5)
-    # psutil checks each process's start time, so a recycled pid is never signalled by mistake
-    for leftover in psutil.wait_procs(descendants, timeout=5)[1]:
-        leftover.kill()
+    stop([child.process], grace, group=True)
     print(f"Stopped {child.name} (pid {child.process.pid})", flush=True)
 
 
@@ -289,15 +270,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)  # the child leads its own session, so its group id is its pid
-
-
 def _wait_http(url: str, timeout: float, what: str, child: Child, need_ok: bool = False) -> None:
     """Wait until `url` answers (200 when `need_ok`); fail early with the log when the child dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    polls = Backoff(WATCH_S, deadline_s=timeout).start()
+    while not polls.expired():
         if child.process.poll() is not None:
             raise SentistreamError(f"{what} exited during startup; see {child.log}: {_tail(child.log, 1)}")
         try:
@@ -306,7 +282,7 @@ def _wait_http(url: str, timeout: float, what: str, child: Child, need_ok: bool 
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.5)
+        polls.wait_sync()
     raise SentistreamError(f"{what} did not answer {url} within {timeout:.0f}s; see {child.log}")
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing
 from stream.events import ROLES, Canary, Deployment, Role
+from stream.retry import Backoff
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ async def follow(kafka: KafkaSettings, start: int, on_record, retry_s: float = 5
 
     tp = TopicPartition(kafka.models_topic, 0)
     position = start
+    attempts = Backoff(retry_s).start()
     while True:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap,
@@ -134,9 +136,12 @@ async def follow(kafka: KafkaSettings, start: int, on_record, retry_s: float = 5
             raise
         except Exception as exc:  # advisory: a worker must outlive a control-topic hiccup
             log.warning(
-                "following %s failed (%s); retrying in %.0fs", kafka.models_topic, type(exc).__name__, retry_s
+                "following %s failed (%s); retrying in %.0fs",
+                kafka.models_topic,
+                type(exc).__name__,
+                attempts.pause_s,
             )
-            await asyncio.sleep(retry_s)
+            await attempts.wait()
         finally:
             await consumer.stop()
 

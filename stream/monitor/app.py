@@ -351,4 +351,7 @@ def _register_views(app, monitor: ShiftMonitor) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request):
-            return self.bytes(monitor.metrics.render(), content_type="text/plain; version=0.0.4")
+            from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+
+            # Typed as the worker's /metrics is (stream/worker/web.py says why).
+            return self.bytes(monitor.metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stream.decode import Source, dead_letter
 from stream.events import DeadLetter, ScoredTweet
+from stream.retry import Backoff
 from stream.settings import KafkaSettings
 from stream.worker.scoring import dlq_key, fit_dead_letter
 from stream.worker.settings import WorkerSettings
@@ -70,6 +70,11 @@ def producer_options(kafka: KafkaSettings, settings: WorkerSettings) -> dict:
         "max_request_size": max(settings.max_message_bytes + 65_536, 1_048_576),
         **kafka.aiokafka_security(),
     }
+
+
+def send_backoff(settings: WorkerSettings) -> Backoff:
+    """The pauses between attempts at a batch's outputs (either guarantee), until `send_retry_s`."""
+    return Backoff(0.5, 5.0, deadline_s=settings.send_retry_s)
 
 
 def default_factory(**options: Any):
@@ -120,20 +125,19 @@ class AtLeastOnce:
         error (authorisation) or running out of `send_retry_s` raises FatalError. `ends` (input
         partition -> next offset) is for transactions; here Faust commits the acked offsets.
         """
-        deadline = time.monotonic() + self.settings.send_retry_s
-        pending, delivered, pause = list(records), [], 0.5
+        attempts = send_backoff(self.settings).start()
+        pending, delivered = list(records), []
         while pending:
             failures = await self._send_all(pending)
             delivered += [r for r, error in zip(pending, failures, strict=True) if error is None]
             pending = [self._retry(r, e) for r, e in zip(pending, failures, strict=True) if e is not None]
-            if pending and time.monotonic() > deadline:
+            if pending and attempts.expired():
                 raise FatalError(
                     f"could not deliver {len(pending)} outputs within {self.settings.send_retry_s:.0f}s"
                 )
             if pending:
                 log.warning("retrying %d outputs the broker did not acknowledge", len(pending))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                await attempts.wait()
         return delivered
 
     def _retry(self, record: Record, error: BaseException) -> Record:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import signal
 import subprocess
@@ -36,7 +35,9 @@ from model.engines.onnx_engine import physical_cores
 from model.engines.select import gpu_device_files
 from model.settings import MODEL_FLAGS, ModelSettings
 from sentistream.settings import flag_name
+from stream.retry import Backoff
 from stream.settings import CONNECTION_FLAGS, TOPIC_FLAGS, KafkaSettings
+from stream.supervisor import spawn, stop
 from stream.worker.settings import WorkerSettings
 from stream.worker.topics import ensure_topics
 
@@ -47,7 +48,6 @@ POLL_S = 0.2
 LIVE_POLL_S = 5.0  # how often each child's /live is asked
 LIVE_TIMEOUT_S = 2.0
 LIVE_FAILURES = 3  # failed answers in a row, after a child was once live, that stop the set
-PR_SET_PDEATHSIG = 1
 
 
 def run_processes(
@@ -132,13 +132,7 @@ def cpu_threads(n: int) -> int:
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sentistream", *argv], preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the parent dies, however it dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return spawn([sys.executable, "-m", "sentistream", *argv], die_with_parent=True)
 
 
 def supervise(children: list[subprocess.Popen], live_urls: list[str]) -> int:
@@ -154,49 +148,39 @@ def supervise(children: list[subprocess.Popen], live_urls: list[str]) -> int:
 
 
 class Supervisor:
-    """The children of one `worker --processes N` and whether, since when and why they are stopping."""
+    """The children of one `worker --processes N` and whether and why they are to stop."""
 
     def __init__(self, children: list[subprocess.Popen], live_urls: list[str]) -> None:
         self.children = children
         self.live_urls = live_urls
-        self.stopping_since: float | None = None
+        self.stopping = False
         self.failed: int | None = None  # the status of a child that exited unasked
         self.was_live = [False] * len(children)
         self.not_live = [0] * len(children)  # failed /live answers in a row
         self.next_live_check = time.monotonic() + LIVE_POLL_S
 
     def on_signal(self, signum: int, _frame: object) -> None:
-        if self.stopping_since is None:
+        if not self.stopping:
             log.info("%s: stopping %d worker processes", signal.Signals(signum).name, len(self.children))
-            self.stop()
-
-    def stop(self) -> None:
-        self.stopping_since = time.monotonic()
-        for c in self.running():
-            c.send_signal(signal.SIGTERM)
-
-    def running(self) -> list[subprocess.Popen]:
-        return [c for c in self.children if c.poll() is None]
+            self.stopping = True
 
     def watch(self) -> int:
-        while self.running():
-            if self.stopping_since is None:
+        """Poll the children until one fails or a signal asks; then stop them all. The exit status."""
+        polls = Backoff(POLL_S).start()
+        while not self.stopping:
+            polls.wait_sync()
+            if not self.stopping:
                 self._stop_after_a_crash()
-            if self.stopping_since is None:
-                if time.monotonic() >= self.next_live_check:
-                    self.next_live_check = time.monotonic() + LIVE_POLL_S
-                    self._stop_when_one_is_not_live()
-            elif time.monotonic() - self.stopping_since > STOP_GRACE_S:
-                for c in self.running():
-                    log.error("worker process %d did not stop in %.0f s; killing it", c.pid, STOP_GRACE_S)
-                    c.kill()
-            time.sleep(POLL_S)
+            if not self.stopping and time.monotonic() >= self.next_live_check:
+                self.next_live_check = time.monotonic() + LIVE_POLL_S
+                self._stop_when_one_is_not_live()
+        stop(self.children, STOP_GRACE_S, on_kill=_say_killed)
         if self.failed is not None:
             return self.failed
-        return next((code if code > 0 else 1 for c in self.children if (code := c.returncode) != 0), 0)
+        return next((code if (code or 0) > 0 else 1 for c in self.children if (code := c.returncode) != 0), 0)
 
     def _stop_after_a_crash(self) -> None:
-        crashed = next((c for c in self.children if c.returncode is not None), None)
+        crashed = next((c for c in self.children if c.poll() is not None), None)
         if crashed is None:
             return
         self.failed = crashed.returncode if crashed.returncode > 0 else 1
@@ -205,9 +189,9 @@ class Supervisor:
             "together",
             crashed.pid,
             crashed.returncode,
-            len(self.running()),
+            sum(c.poll() is None for c in self.children),
         )
-        self.stop()
+        self.stopping = True
 
     def _stop_when_one_is_not_live(self) -> None:
         for i, child in enumerate(self.children):
@@ -232,8 +216,12 @@ class Supervisor:
                 )
                 child.kill()
                 self.failed = 1
-                self.stop()
+                self.stopping = True
                 return
+
+
+def _say_killed(child: subprocess.Popen) -> None:
+    log.error("worker process %d did not stop in %.0f s; killing it", child.pid, STOP_GRACE_S)
 
 
 def not_live(url: str) -> str | None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit, load_verified, redacted
 from stream.events import Canary, Deployment, ScoredTweet
+from stream.retry import Backoff
 from stream.worker.inference import STREAM, InferenceThread
 from stream.worker.scoring import predict_guarded
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHADOW_NICE = 10  # the challenger's thread gets the CPU only when the champion's stream leaves it idle
-RETRY_FIRST_S, RETRY_MAX_S = 5.0, 300.0  # back-off of a champion that could not be loaded at start
+RELOADS = Backoff(5.0, 300.0)  # back-off of a champion that could not be loaded at start
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class ServingModels:
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self.admission = Admission()  # what a deployment must pass (the worker's settings: `require`)
         self.on_swap: list = []  # callables run after a swap, so holders of the old engine let it go
-        self.retry_first_s = RETRY_FIRST_S
+        self.reloads = RELOADS
         self._retry: threading.Timer | None = None
         metrics.model_info.labels(engine.model_version, "champion").set(1)
 
@@ -300,7 +301,7 @@ class ServingModels:
         self._retry_later(role, deployment, 1)
 
     def _retry_later(self, role: str, deployment: Deployment, attempt: int) -> None:
-        delay = min(self.retry_first_s * 2 ** (attempt - 1), RETRY_MAX_S)
+        delay = self.reloads.delay(attempt)
         log.info("retrying the %s deployment of %s in %.0fs", role, redacted(deployment.uri), delay)
         self._retry = threading.Timer(delay, self._submit, (role, deployment, attempt))
         self._retry.daemon = True

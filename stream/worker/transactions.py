@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from stream.worker.delivery import (
     is_too_large,
     producer_options,
     send_all,
+    send_backoff,
     smaller_dead_letter,
     stop_quietly,
 )
@@ -116,13 +116,12 @@ class ExactlyOnce(AtLeastOnce):
 
     async def _commit(self, partition: int, records: list[Record], end: int) -> list[Record]:
         """Retry one partition's transaction, each attempt in a fresh one, until it commits."""
-        deadline = time.monotonic() + self.settings.send_retry_s
-        pause = 0.5
+        attempts = send_backoff(self.settings).start()
         while True:
             if self.assigned is not None and partition not in self.assigned:
                 return []  # revoked: the new owner starts from the committed offset
             try:
-                timeout = max(1.0, min(ATTEMPT_TIMEOUT_S, deadline - time.monotonic()))
+                timeout = max(1.0, min(ATTEMPT_TIMEOUT_S, attempts.remaining_s()))
                 return await asyncio.wait_for(self._transaction(partition, records, end), timeout)
             except _Redo:
                 continue
@@ -135,7 +134,7 @@ class ExactlyOnce(AtLeastOnce):
                     return []
                 if is_permanent(exc):
                     raise FatalError(f"the broker refused a transaction for good: {exc!r}") from None
-                if time.monotonic() > deadline:
+                if attempts.expired():
                     raise FatalError(
                         f"could not commit the outputs of {self.kafka.topic}[{partition}] within "
                         f"{self.settings.send_retry_s:.0f}s (last: {type(exc).__name__})"
@@ -146,8 +145,7 @@ class ExactlyOnce(AtLeastOnce):
                     partition,
                     type(exc).__name__,
                 )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                await attempts.wait()
 
     async def _transaction(self, partition: int, records: list[Record], end: int) -> list[Record]:
         """One attempt: begin, send what is not committed yet, add the offset, commit."""

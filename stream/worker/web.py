@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import ValidationError
 
 from sentistream.errors import UsageError
@@ -32,7 +33,6 @@ from stream.worker.scoring import predict_guarded
 from stream.worker_api import PredictRequest, PredictResponse, openapi_document
 
 PREDICT_HINT = 'send {"texts": ["a text", ...]}'
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
 MAX_ERROR_CHARS = 500
 
 
@@ -216,7 +216,9 @@ def register_views(app, scorer: Scorer) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request):
-            return self.bytes(metrics.render(), content_type=PROMETHEUS_CONTENT_TYPE)
+            # The type prometheus_client's own server gives this text (CONTENT_TYPE_LATEST would
+            # announce format 1.0.0); a header, since aiohttp refuses a charset in content_type=.
+            return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
     gate = PredictGate(settings.max_predict_concurrency)
     token = read_api_token(settings.api_token_file)

@@ -16,6 +16,7 @@ import pytest
 from model.bundle import checksum
 from model.signing import SIGNATURE_FILE, SignatureError, check_public_key, sign_bundle, verify_bundle
 from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit
+from stream.retry import Backoff
 from tests.stream.test_deploy import copy_with_note, record, serving, version_of
 
 VADER = "vader@3.3.2"
@@ -138,7 +139,7 @@ def test_a_champion_that_cannot_load_at_start_is_retried_until_it_serves(
     bundle: Path, tmp_path: Path
 ) -> None:
     models = serving(tmp_path)
-    models.retry_first_s = 0.1
+    models.reloads = Backoff(0.1, 300.0)
     late = tmp_path / "mounted-late"
     deployment = record(late, checksum(bundle))  # the volume is not there yet
     models.reject("champion", deployment, "no such bundle directory")
