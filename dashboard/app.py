@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib.resources import files
 
 import pandas as pd
@@ -262,6 +263,7 @@ def models_tab_ui(feed: Feed, filters: summary.Filters, kafka: KafkaSettings) ->
     left, right = st.columns(2)
     with left:
         deployments_ui(snapshot, kafka)
+        canary_ui(snapshot)
     with right:
         st.subheader("Events per model")
         counts = lifecycle.events_per_model(windows, rows)
@@ -292,6 +294,37 @@ def deployments_ui(snapshot: Snapshot, kafka: KafkaSettings) -> None:
             "earlier": st.column_config.NumberColumn(help="champions `--rollback` can go back to")
         },
     )
+
+
+def canary_ui(snapshot: Snapshot) -> None:
+    """A canary's state, the reason it ended (as text: it comes from the topic) and its gates."""
+    st.subheader("Canary")
+    now = datetime.fromtimestamp(snapshot.taken_at, UTC)
+    view = lifecycle.canary_view(snapshot.deployments, snapshot.windows, now)
+    if view is None:
+        st.caption(
+            "No canary. `sentistream deploy BUNDLE --canary 0.1` serves a candidate on a tenth of the input "
+            "partitions and promotes it or rolls it back on its gates."
+        )
+        return
+    canary, verdict = view.canary, view.verdict
+    where = f"partitions {', '.join(str(p) for p in canary.partitions[:20])} of {_code(canary.topic)}"
+    if canary.status == "rolled_back":
+        st.error(
+            f"**Canary {_code(canary.model_version)} was rolled back**; the champion serves {where} again. Why:"
+        )
+    elif canary.status == "promoted":
+        st.success(
+            f"**Canary {_code(canary.model_version)} was promoted** to champion on every partition. Why:"
+        )
+    else:
+        st.info(f"**Canary {_code(canary.model_version)}** serves {where}; the gates so far:")
+    if verdict.reason:
+        st.text(verdict.reason[:1000])  # the decision's words, shown as text only
+    if verdict.gates:
+        st.dataframe(lifecycle.gates_frame(verdict), hide_index=True, use_container_width=True)
+    if view.live and verdict.decision != "pending":
+        st.caption(f"The gates say {verdict.decision}; the `deploy --canary` watching it publishes that.")
 
 
 def shadow_ui(windows: list[SentimentStats]) -> None:

@@ -1,5 +1,6 @@
 """The model lifecycle on the page, computed from a feed snapshot: which models score, which are
-deployed, how a shadow challenger agrees with the champion, live accuracy per model, rejections.
+deployed, how a shadow challenger agrees with the champion, live accuracy per model, rejections, and
+where a canary's gates stand (stream/deployment/gates.py, the same evaluator `deploy` runs).
 
 Every worker publishes its own `sentiment-stats` window (stream/worker/stats.py), so figures here are sums
 over the workers' windows that share a `window_end`. Pure pandas, no Streamlit: app.py renders
@@ -16,7 +17,8 @@ from datetime import datetime
 import pandas as pd
 
 from dashboard.feed import UNKNOWN_MODEL
-from stream.events import ROLES, Deployment, SentimentStats
+from stream.deployment.gates import evaluate
+from stream.events import ROLES, Canary, Deployment, SentimentStats, Verdict
 
 MAX_MODELS = 64  # model filter options: the most frequent few (names come from the topic)
 
@@ -158,4 +160,50 @@ def deployments_frame(deployments: Mapping[str, Deployment]) -> pd.DataFrame:
             if (d := deployments.get(role)) is not None
         ],
         columns=["role", "model_version", "uri", "deployed_by", "deployed_at", "earlier"],
+    )
+
+
+@dataclass(frozen=True)
+class CanaryView:
+    """A canary on the control topic and its gates: evaluated live over the windows kept here while it
+    runs (`live`), the decision its record carries once it ended."""
+
+    canary: Canary
+    verdict: Verdict
+    live: bool
+
+
+def canary_view(
+    deployments: Mapping[str, Deployment], windows: Iterable[SentimentStats], now: datetime
+) -> CanaryView | None:
+    """The canary's state; None when the control topic holds none."""
+    canary = deployments.get("canary")
+    if not isinstance(canary, Canary):
+        return None
+    if canary.running:
+        verdict = evaluate(canary.gates, canary.model_version, windows, canary.deployed_at, now)
+        return CanaryView(canary, verdict, live=True)
+    decided = canary.decision
+    if decided is None:
+        return CanaryView(canary, Verdict(decision="pending", reason=""), live=False)
+    return CanaryView(
+        canary, Verdict(decision=decided.decision, reason=decided.reason, gates=decided.gates), False
+    )
+
+
+def gates_frame(verdict: Verdict) -> pd.DataFrame:
+    """One row per gate: gate, outcome, value, threshold (`>=` or `<=`), events, min_events."""
+    return pd.DataFrame(
+        [
+            {
+                "gate": g.gate,
+                "outcome": g.outcome,
+                "value": g.value,
+                "threshold": f"{'>=' if g.bound == 'min' else '<='} {g.threshold:g}",
+                "events": g.events,
+                "min_events": g.min_events,
+            }
+            for g in verdict.gates
+        ],
+        columns=["gate", "outcome", "value", "threshold", "events", "min_events"],
     )

@@ -2,9 +2,10 @@
 
 `sentistream deploy BUNDLE` checks that the bundle loads and scores (stream/bundles.py), then
 publishes a `Deployment` (stream/events.py) under the key `champion` of `sentistream-models`
-(`--shadow`: under `challenger`). Workers read the topic to its end before they start, so a worker
-that scales from zero starts on the current deployment, and follow it while they run
-(stream/worker/serving.py swaps the engine between batches).
+(`--shadow`: under `challenger`; `--canary`: a `Canary` under `canary`, which ends saying promoted
+or rolled back and why, stream/deployment/canary.py). Workers read the topic to its end before they
+start, so a worker that scales from zero starts on the current deployment, and follow it while they
+run (stream/worker/serving.py swaps the engine between batches).
 
 The topic is compacted, so only the newest value per key survives; each champion therefore carries
 the champions it replaced (`history`), which is what `deploy --rollback` goes back to.
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from stream.admin import COMPACTED, TopicSpec, admin_client, create_missing
-from stream.events import ROLES, Deployment, Role
+from stream.events import ROLES, Canary, Deployment, Role
 from stream.retry import Backoff
 from stream.settings import KafkaSettings
 
@@ -26,14 +27,15 @@ log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 64 * 1024  # a record with HISTORY_KEPT earlier champions is ~5 KB
 
 
-def parse(value: bytes | None) -> Deployment | None:
-    """A control-topic value (None: a tombstone); ValueError when it is not a deployment."""
+def parse(value: bytes | None, role: str = "champion") -> Deployment | None:
+    """A control-topic value of `role` (None: a tombstone); ValueError when it is not a deployment
+    (a `Canary` for the role `canary`)."""
     if value is None:
         return None
     if len(value) > MAX_RECORD_BYTES:
         raise ValueError(f"not a deployment record: {len(value):,} bytes, over {MAX_RECORD_BYTES:,}")
     try:
-        return Deployment.model_validate_json(value)
+        return (Canary if role == "canary" else Deployment).model_validate_json(value)
     except Exception as exc:  # ValidationError, or anything the JSON parser raises on hostile bytes
         errors = getattr(exc, "errors", None)
         reason = errors()[0]["msg"] if callable(errors) and errors() else type(exc).__name__
@@ -89,7 +91,7 @@ def apply(
         reason = f"key {role[:40]!r} is not a role"
     else:
         try:
-            deployment = parse(value)
+            deployment = parse(value, role)
         except ValueError as exc:
             reason = str(exc)
     if reason is not None:

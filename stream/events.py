@@ -262,11 +262,22 @@ class SentimentStats(BaseModel):
         default_factory=dict,
         description="model_version -> the sums behind the estimate, which merge by adding",
     )
+    latency_p99_by_model: dict[str, float] = Field(
+        default_factory=dict,
+        description="model_version -> p99 latency of the events it scored in this window (a canary's "
+        "latency gate; the window's own percentiles mix every model)",
+    )
+    dead_lettered_by_model: dict[str, int] = Field(
+        default_factory=dict,
+        description="model_version -> inputs dead-lettered at the `inference` stage of batches it "
+        "scored (the model's own failures; decode and validate failures are the input's)",
+    )
 
 
-# The control topic (`sentistream-models`, stream/control.py): key = role, value = `Deployment`.
-Role = Literal["champion", "challenger"]
-ROLES: tuple[Role, ...] = ("champion", "challenger")
+# The control topic (`sentistream-models`, stream/control.py): key = role, value = `Deployment` (a
+# `Canary` under the key `canary`).
+Role = Literal["champion", "challenger", "canary"]
+ROLES: tuple[Role, ...] = ("champion", "challenger", "canary")
 HISTORY_KEPT = 10  # champions a deployment remembers for --rollback
 # Where a deployed bundle may live: a local path (a mounted volume) or one of these stores. Anything
 # else fsspec could open (ftp, sftp, ssh, github, a chained "zip::" URL...) is refused in the record.
@@ -317,6 +328,102 @@ class Deployment(ModelRef):
     def ref(self) -> ModelRef:
         """This deployment without its history."""
         return ModelRef(**self.model_dump(exclude={"history"}))
+
+
+# A canary (`deploy --canary`, the `canary` key of the control topic): a candidate on some input
+# partitions until its gates decide (the evaluator is stream/deployment/gates.py).
+
+GateName = Literal["agreement", "estimated_accuracy", "latency_p99", "dead_letter_rate"]
+Outcome = Literal["pending", "pass", "fail"]
+Decision = Literal["pending", "promote", "rollback"]
+
+
+class Gates(BaseModel):
+    """What a canary must show before it is promoted (carried in its control-topic record)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    agreement: float = Field(0.9, ge=0.0, le=1.0, description="least share of shadow labels that agree")
+    accuracy_drop: float = Field(
+        0.05, ge=0.0, le=1.0, description="most the estimated accuracy may fall below the champion's"
+    )
+    latency_p99_ms: float = Field(2000.0, gt=0.0, le=3_600_000.0, description="highest p99 latency, ms")
+    dead_letter_rate: float = Field(
+        0.01, ge=0.0, le=1.0, description="highest share of the candidate's inputs dead-lettered at inference"
+    )
+    min_events: int = Field(500, ge=1, le=1_000_000_000, description="events each gate needs to decide")
+    timeout_s: float = Field(1800.0, gt=0.0, le=30 * 86400.0, description="rolled back if undecided by then")
+
+
+class GateResult(BaseModel):
+    """One gate over the windows seen so far: the measured value against its threshold."""
+
+    gate: GateName
+    outcome: Outcome
+    value: float | None = Field(description="what was measured (None: nothing yet)")
+    threshold: float
+    bound: Literal["min", "max"] = Field(description="min: value must be >= threshold; max: <=")
+    events: int = Field(description="events behind `value`")
+    min_events: int
+
+    def describe(self) -> str:
+        """One phrase: `agreement 0.334 < 0.900 over 612 events`, or what it still waits for."""
+        if self.outcome == "pending" or self.value is None:
+            return f"{self.gate} waits for events: {self.events:,} of {self.min_events:,}"
+        sign = {("min", "pass"): ">=", ("min", "fail"): "<", ("max", "pass"): "<=", ("max", "fail"): ">"}
+        shown = _shown(self.gate)
+        return (
+            f"{self.gate} {shown(self.value)} {sign[(self.bound, self.outcome)]} {shown(self.threshold)} "
+            f"over {self.events:,} events"
+        )
+
+
+class Verdict(BaseModel):
+    """What the gates decide, why, and every gate's state."""
+
+    decision: Decision
+    reason: str = Field(max_length=2000)
+    gates: list[GateResult] = Field(default_factory=list, max_length=8)
+
+
+def _shown(gate: GateName):
+    if gate == "latency_p99":
+        return lambda v: f"{v:,.0f} ms"
+    return lambda v: f"{v:.3f}"
+
+
+CanaryStatus = Literal["running", "promoted", "rolled_back"]
+
+
+class CanaryDecision(BaseModel):
+    """How a canary ended: the verdict, who reached it and when."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    decision: Literal["promote", "rollback"]
+    reason: str = Field(
+        max_length=2000, description="which gate, the measured value vs its threshold, events"
+    )
+    gates: list[GateResult] = Field(default_factory=list, max_length=8)
+    decided_by: Name
+    decided_at: AwareDatetime
+
+
+class Canary(Deployment):
+    """The value of the `canary` record: a candidate served on some input partitions until its gates
+    decide. `status` running: every worker scores `partitions` of `topic` with it and shadow-scores
+    the rest; promoted or rolled_back: it serves nowhere, and `decision` says why."""
+
+    share: float = Field(gt=0.0, lt=1.0, description="the share of input partitions asked for")
+    topic: Name = Field(description="the input topic `partitions` belong to")
+    partitions: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(min_length=1, max_length=10_000)
+    gates: Gates = Field(default_factory=Gates)
+    status: CanaryStatus = "running"
+    decision: CanaryDecision | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
 
 
 # `sentiment-alerts` (stream/monitor/): one event per shift episode.

@@ -1,4 +1,6 @@
-"""`sentistream deploy`: ship a model bundle into the running stream, roll it back, shadow it, promote it.
+"""`sentistream deploy`: ship a model bundle into the running stream, roll it back, shadow it, promote
+it, or canary it (`--canary SHARE`: stream/deployment/canary.py serves it on a share of the partitions
+and decides from its gates).
 
 Every action first checks that the bundle it would serve loads and scores (the same check workers
 make), and publishes nothing when it does not (exit 2). `--signing-key KEY.pem` signs a local
@@ -17,13 +19,16 @@ import logging
 import tempfile
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from model.settings import ModelSettings
 from sentistream.errors import SentistreamError, UsageError
 from sentistream.settings import add_settings_arguments, settings_from_args
 from stream import control
 from stream.bundles import fetch, is_remote, load_verified, local_path, new_deployment
 from stream.control import read_deployments
-from stream.events import ModelRef
+from stream.deployment import canary as canary_flow
+from stream.events import Canary, Gates, ModelRef
 from stream.settings import CONNECTION_FLAGS, KafkaSettings, ReplicationSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shadow", action="store_true", help="deploy BUNDLE as a challenger scored beside the champion"
     )
     action.add_argument("--clear-shadow", action="store_true", help="stop shadow scoring")
-    action.add_argument("--show", action="store_true", help="print the current deployments as JSON")
+    action.add_argument(
+        "--show",
+        action="store_true",
+        help="print the current deployments as JSON, with a canary's gate state",
+    )
+    action.add_argument(
+        "--canary",
+        type=float,
+        metavar="SHARE",
+        help="serve BUNDLE on the first ceil(SHARE x N) input partitions (at least 1, never all), shadow the "
+        "champion with it on the rest, and wait: passing every gate promotes it, failing one rolls it "
+        "back (exit 1); --rollback / --promote end it by hand. e.g. 0.1",
+    )
+    gates = parser.add_argument_group(
+        "canary gates (from sentiment-stats; a gate decides once it has --gate-min-events events)"
+    )
+    defaults = Gates()
+    for flag, field, kind, text in GATE_FLAGS:
+        gates.add_argument(
+            flag, dest=f"gate_{field}", type=kind, default=None, metavar="N", help=text.format(defaults)
+        )
     parser.add_argument(
         "--signing-key",
         type=Path,
@@ -52,10 +77,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EC P-256 private key (openssl ecparam -name prime256v1 -genkey): sign BUNDLE (writes "
         "model.sig into it) so workers with the matching --trusted-key serve it",
     )
-    add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, "models_topic"])
+    add_settings_arguments(parser, KafkaSettings, [*CONNECTION_FLAGS, "models_topic", "topic", "stats_topic"])
     # The control topic is created by whoever first needs it, deploy or a worker: the same replicas.
     add_settings_arguments(parser, ReplicationSettings)
     add_settings_arguments(parser, ModelSettings, ["backend"])
+
+
+GATE_FLAGS = [
+    ("--gate-agreement", "agreement", float,
+     "least share of the champion's events the candidate labels the same (default {0.agreement})"),
+    ("--gate-accuracy-drop", "accuracy_drop", float,
+     "most the candidate's label-free estimated accuracy may fall below the champion's (default {0.accuracy_drop})"),
+    ("--gate-latency-p99-ms", "latency_p99_ms", float,
+     "highest p99 latency, input to score, of the candidate's events (default {0.latency_p99_ms:.0f})"),
+    ("--gate-dead-letter-rate", "dead_letter_rate", float,
+     "highest share of the candidate's inputs dead-lettered at inference (default {0.dead_letter_rate})"),
+    ("--gate-min-events", "min_events", int,
+     "events each gate needs before it decides (default {0.min_events})"),
+    ("--gate-timeout-s", "timeout_s", float,
+     "roll back a canary whose gates have not decided after this long (default {0.timeout_s:.0f})"),
+]  # fmt: skip
+
+
+def gates_of(args: argparse.Namespace) -> Gates:
+    """The gates the flags ask for (defaults where not given); UsageError for a value out of range."""
+    given = {
+        field: v for _, field, _, _ in GATE_FLAGS if (v := getattr(args, f"gate_{field}", None)) is not None
+    }
+    try:
+        return Gates(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--gate-" + str(error["loc"][0]).replace("_", "-")
+        raise UsageError(f"{flag}: {error['msg']}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,9 +121,20 @@ def run(args: argparse.Namespace) -> int:
     wants_bundle = not (args.rollback or args.promote or args.clear_shadow or args.show)
     if wants_bundle != bool(args.bundle):
         raise UsageError(
-            "give a BUNDLE to deploy (optionally with --shadow), or one of --rollback, --promote, "
+            "give a BUNDLE to deploy (optionally with --shadow or --canary SHARE), or one of --rollback, --promote, "
             "--clear-shadow, --show without a bundle"
         )
+    if args.canary is not None and not 0.0 < args.canary < 1.0:
+        raise UsageError(
+            f"--canary {args.canary}: give the share of input partitions the candidate serves, between 0 "
+            "and 1 exclusive (0.1 serves it on the first tenth, at least one partition)"
+        )
+    gate_flags = [
+        flag for flag, field, _, _ in GATE_FLAGS if getattr(args, f"gate_{field}", None) is not None
+    ]
+    if gate_flags and args.canary is None:
+        raise UsageError(f"{gate_flags[0]} sets a gate of --canary; add --canary SHARE or drop it")
+    args.gates = gates_of(args) if args.canary is not None else None  # out-of-range values: exit 2 now
     if args.signing_key is not None and not args.bundle:
         raise UsageError(
             "--signing-key signs a BUNDLE; --rollback and --promote republish signed bundles as they are"
@@ -96,9 +161,28 @@ async def _run(args: argparse.Namespace, kafka, model_settings, replication: int
 
     current, _ = await read_deployments(kafka)
     champion, challenger = current.get("champion"), current.get("challenger")
+    canary = current.get("canary")
+    running = canary if isinstance(canary, Canary) and canary.running else None
     if args.show:
-        print(json.dumps({role: d.model_dump(mode="json") for role, d in current.items()}, indent=2))
+        shown = {role: d.model_dump(mode="json") for role, d in current.items()}
+        if running is not None:  # an ended canary's record carries its decision and gates
+            shown["canary_gates"] = await canary_flow.gate_state(kafka, running)
+        print(json.dumps(shown, indent=2))
         return 0
+    if running is not None and (args.rollback or args.promote):
+        decision = "rollback" if args.rollback else "promote"
+        done = "rolled back" if args.rollback else "promoted"
+        ended = await canary_flow.decide(
+            kafka, running, decision, f"{done} by hand (sentistream deploy --{decision})"
+        )
+        return canary_flow.report(ended)
+    if running is not None and args.canary is None:
+        raise UsageError(
+            f"the canary of {running.model_version} is running; let its gates decide, or end it with "
+            "--promote or --rollback first"
+        )
+    if args.canary is not None:
+        return await _canary(args, kafka, model_settings, champion, challenger, running, replication)
     if args.clear_shadow:
         if challenger is None:
             raise UsageError("there is no shadow challenger to clear")
@@ -140,6 +224,46 @@ async def _run(args: argparse.Namespace, kafka, model_settings, replication: int
         f"deployed {deployment.model_version} as champion (was {_name(champion)}); workers switch between batches"
     )
     return 0
+
+
+async def _canary(args, kafka, model_settings, champion, challenger, running, replication: int) -> int:
+    """Start (or resume watching) a canary of BUNDLE and wait for its gates."""
+    if challenger is not None:
+        raise UsageError(
+            f"a shadow challenger ({challenger.model_version}) is deployed and a canary shadows the champion "
+            "itself: clear it first (sentistream deploy --clear-shadow)"
+        )
+    # Cheap refusals first: a topic that cannot carry a canary fails before the bundle is loaded.
+    partitions = (
+        await canary_flow.partitions_for(kafka, args.canary) if running is None else running.partitions
+    )
+    if args.signing_key is not None:
+        from model.signing import sign_bundle
+
+        sign_bundle(local_path(_absolute(args.bundle)), args.signing_key.expanduser())
+    deployment = _checked(_absolute(args.bundle), model_settings, [])
+    if champion is not None and champion.checksum == deployment.checksum:
+        print(f"{deployment.model_version} is already the champion; nothing published")
+        return 0
+    if running is not None and running.checksum != deployment.checksum:
+        raise UsageError(
+            f"the canary of {running.model_version} is running; let its gates decide, or end it with "
+            "--promote or --rollback first"
+        )
+    if running is not None:
+        canary = running
+        print(
+            f"resuming the watch of the canary {canary.model_version} (started {canary.deployed_at:%H:%M:%S} UTC)"
+        )
+    else:
+        await control.ensure_models_topic(kafka, replication=replication)  # the replicas asked for
+        canary = await canary_flow.start(kafka, deployment, args.canary, partitions, args.gates)
+        print(
+            f"canary {canary.model_version} serves partitions {canary.partitions} of {canary.topic}, "
+            f"{_name(champion)} the rest; waiting for its gates (Ctrl-C leaves it running)",
+            flush=True,
+        )
+    return await canary_flow.run(kafka, canary)
 
 
 def _pinned(ref: ModelRef, model_settings, history):  # -> Deployment

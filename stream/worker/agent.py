@@ -7,7 +7,9 @@ its timer, so no offset whose output could still be lost is ever committed. Exac
 batch commits its outputs and its input offsets in one transaction per input partition, and Faust
 commits nothing. Agent concurrency stays 1 (faust-streaming #606). While one batch's outputs wait
 for the broker, the next batch is scored (pipeline depth 2); its outputs are sent only once the
-batch before is acked, so outputs, retries and acks keep their order.
+batch before is acked, so outputs, retries and acks keep their order. While a canary runs
+(stream/worker/serving.py), its engine scores the batch's events of its partitions and the champion
+the rest (`process_routed`), and the champion's delivered share goes to the canary's shadow.
 
 No exception may leave the agent body: in faust-streaming 0.15.3 an agent that raises gets its
 acked offsets committed and a new actor on the same stream, and the failed batch is never
@@ -40,6 +42,7 @@ from stream.worker.micro_batch import (
     Scored,
     next_offsets,
     process_batch,
+    process_routed,
     source_of,
     to_records,
 )
@@ -124,12 +127,25 @@ class Scorer:
     async def deliver(self, scored: Scored, events: Sequence, batches) -> None:
         """Publish a scored batch, wait until the broker has every output, then ack its events."""
         delivered = await self.outputs.publish(scored.records, next_offsets(scored.sources))
-        self.record(scored.result, delivered, scored.sources)
-        if self.models.shadow is not None:  # the challenger sees what the champion published
-            events_out = [r.event for r in delivered if isinstance(r.event, ScoredTweet)]
-            self.models.shadow.offer(scored.model_version, events_out)
+        self.record(scored.result, delivered, scored.sources, scored.model_of)
+        self.shadow_score(scored, delivered)
         batches.ack(events)
         self.in_flight -= len(events)
+
+    def shadow_score(self, scored: Scored, delivered: Sequence[Record]) -> None:
+        """Offer the champion's published events to the shadow: a running canary's second copy
+        (it shadows the champion's share), else the challenger, if any."""
+        canary = scored.canary if scored.canary is not None and scored.canary is self.models.canary else None
+        shadow = canary.shadow if canary is not None else self.models.shadow
+        if shadow is None:
+            return
+        events_out = [
+            r.event
+            for r in delivered
+            if isinstance(r.event, ScoredTweet)
+            and not (canary is not None and r.source is not None and canary.serves(r.source.partition))
+        ]
+        shadow.offer(scored.model_version, events_out)
 
     async def delivered(self, delivery: Delivery) -> bool:
         """Wait for `delivery`; False when it failed (the worker is then stopping)."""
@@ -168,16 +184,26 @@ class Scorer:
         sources = [source_of(event.message) for event in events]
         messages = [(event.message.value, source) for event, source in zip(events, sources, strict=True)]
         engine = self.models.take()  # between batches: a deployed model takes over here, never mid-batch
-        result = await self.inference.run(
-            STREAM, process_batch, messages, engine, self.settings.max_text_chars
-        )
+        canary = self.models.canary  # a canary scores its partitions of this batch
+        chars = self.settings.max_text_chars
+        if canary is not None and any(canary.serves(source.partition) for source in sources):
+            result = await self.inference.run(STREAM, process_routed, messages, engine, canary, chars)
+        else:
+            result = await self.inference.run(STREAM, process_batch, messages, engine, chars)
         records = to_records(
             result, sources, self.kafka, keep_partition=self.transactional, limit=self.max_message_bytes
         )
-        return Scored(result, sources, records, engine.model_version)
+        return Scored(result, sources, records, engine.model_version, canary)
 
-    def record(self, result: BatchResult, delivered: Sequence[Record], sources: Sequence[Source]) -> None:
-        """Update metrics, windowed stats and progress for the outputs the broker has."""
+    def record(
+        self,
+        result: BatchResult,
+        delivered: Sequence[Record],
+        sources: Sequence[Source],
+        model_of: Callable[[int], str] | None = None,
+    ) -> None:
+        """Update metrics, windowed stats and progress for the outputs the broker has; `model_of`
+        (input partition -> model_version) attributes inference dead letters to their model."""
         now = time.time()
         m = self.metrics
         m.consumed.inc(len(result.outputs))
@@ -189,6 +215,8 @@ class Scorer:
             if isinstance(out, DeadLetter):
                 dead += 1
                 m.dead_lettered.labels(out.stage).inc()
+                if out.stage == "inference" and model_of is not None:
+                    self.stats.add_model_dead_letters(model_of(out.partition), 1, now)
             elif out is not None:
                 m.scored.labels(out.label).inc()
                 m.scored_by_model.labels(out.model_version).inc()

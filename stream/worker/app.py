@@ -67,6 +67,7 @@ def create_app(
     limit = min(max_message_bytes or settings.max_message_bytes, settings.max_message_bytes)
     cache = settings.model_cache_dir.expanduser()
     models = ServingModels(engine, metrics, stats, deployment, model_settings, cache, model_path)
+    models.input_topic = kafka.topic  # a canary names partitions of one input topic
     scorer = Scorer(app, kafka, settings, engine, metrics, stats, max_message_bytes=limit, models=models)
     app.agent(declare_topics(app, kafka, settings), name="score-tweets", concurrency=1)(scorer.consume)
     _track_assignment(app, scorer)

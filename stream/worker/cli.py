@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             models.start_shadow(shadow)
         elif "challenger" in deployments:
             models.offer("challenger", deployments["challenger"])  # loads in the background
+        if "canary" in deployments:
+            models.offer("canary", deployments["canary"])  # a running one loads in the background
         if follow_from is not None:
             follow_deployments(app, kafka, models, follow_from)
         register_explain_view(app, scorer, model_settings)  # its own thread and model: never the stream's

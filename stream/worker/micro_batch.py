@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from model.engines.base import Engine
 from stream.decode import Source, dead_letter, decode_tweet
@@ -22,6 +23,9 @@ from stream.worker.scoring import (
     predict_guarded,
     to_outputs,
 )
+
+if TYPE_CHECKING:
+    from stream.worker.serving import CanaryRoute
 
 
 @dataclass
@@ -40,7 +44,14 @@ class Scored:
     result: BatchResult
     sources: list[Source]
     records: list[Record]
-    model_version: str = ""  # the model that scored it (a shadow compares against it)
+    model_version: str = ""  # the champion that scored it (a shadow compares against it)
+    canary: CanaryRoute | None = None  # the canary that scored its partitions, if any
+
+    def model_of(self, partition: int) -> str:
+        """The model_version that scored the events of input `partition` in this batch."""
+        if self.canary is not None and self.canary.serves(partition):
+            return self.canary.engine.model_version
+        return self.model_version
 
 
 def process_batch(
@@ -57,6 +68,28 @@ def process_batch(
     model = ModelId(engine.name, engine.model_version)
     scored = iter(to_outputs(items, predictions, model, max_text_chars))
     outputs = [out if isinstance(out, DeadLetter) else next(scored) for out, _, _ in decoded]
+    return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
+
+
+def process_routed(
+    messages: Sequence[tuple[bytes | None, Source]],
+    engine: Engine,
+    canary: CanaryRoute,
+    max_text_chars: int,
+) -> BatchResult:
+    """`process_batch` with the canary's engine on its partitions and `engine` on the others, one
+    model call each; outputs stay in input order (runs on the inference thread; no I/O)."""
+    on_canary = [canary.serves(source.partition) for _, source in messages]
+    outputs: list = [None] * len(messages)
+    inference_s = 0.0
+    for wanted, model in ((False, engine), (True, canary.engine)):
+        indices = [i for i, served in enumerate(on_canary) if served == wanted]
+        if not indices:
+            continue
+        part = process_batch([messages[i] for i in indices], model, max_text_chars)
+        for i, out in zip(indices, part.outputs, strict=True):
+            outputs[i] = out
+        inference_s += part.inference_s
     return BatchResult(outputs, inference_s, [value or b"" for value, _ in messages])
 
 

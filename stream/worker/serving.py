@@ -9,6 +9,12 @@ logged, counted in /metrics, shown by /health and published in sentiment-stats (
 
 A shadow (challenger) scores copies of the champion's delivered batches on its own thread. It never
 makes the stream wait: while it is busy with one batch, the next ones are dropped and counted.
+
+A canary (`deploy --canary`) is a candidate that scores the input partitions its record names, from
+the next batch on, while the champion scores the rest and a second copy of the candidate shadows the
+champion's share (so agreement is measured on the same events). It is loaded like a champion, and it
+ends when its record says promoted or rolled back: a promotion's champion record names the same
+bundle, which is then switched to at once without loading it again, so no partition flaps back.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from stream.bundles import Admission, DeploymentError, UntrustedBundle, admit, load_verified, redacted
-from stream.events import Deployment, ScoredTweet
+from stream.events import Canary, Deployment, ScoredTweet
 from stream.retry import Backoff
 from stream.worker.inference import STREAM, InferenceThread
 from stream.worker.scoring import predict_guarded
@@ -51,6 +57,21 @@ class Loaded:
     deployment: Deployment
     path: str
     load_s: float
+    shadow_engine: Engine | None = None  # a canary's second copy, for shadow-scoring the champion's share
+
+
+@dataclass(frozen=True)
+class CanaryRoute:
+    """A running canary on this worker: its engine scores `partitions`; `shadow` scores the rest again."""
+
+    engine: Engine
+    deployment: Canary
+    partitions: frozenset[int]
+    shadow: Shadow
+    path: str
+
+    def serves(self, partition: int) -> bool:
+        return partition in self.partitions
 
 
 def seconds_since(when: datetime) -> float:
@@ -78,6 +99,9 @@ class ServingModels:
         # The serving bundle's local directory (/explain loads it too); None: VADER.
         self.model_path = model_path if model_path is not None else (model_settings and model_settings.model)
         self.shadow: Shadow | None = None
+        self.canary: CanaryRoute | None = None
+        self.canary_record: Canary | None = None  # the newest `canary` record, running or decided
+        self.input_topic: str | None = None  # a canary for another input topic is not for this worker
         self.rejected: dict | None = None
         self.skipped: dict | None = None
         self.swaps = 0
@@ -97,6 +121,9 @@ class ServingModels:
 
     def offer(self, role: str, deployment: Deployment | None) -> None:
         """A control-topic record (event loop): load its bundle in the background, or clear a shadow."""
+        if role == "canary":
+            self._offer_canary(deployment)
+            return
         self._wanted[role] = deployment.checksum if deployment else None
         if deployment is None:
             if role == "challenger":
@@ -107,6 +134,13 @@ class ServingModels:
             if role == "champion":
                 self.deployment = deployment  # same files: only the record (history) is newer
             return
+        canary = self.canary
+        if role == "champion" and canary is not None and canary.deployment.checksum == deployment.checksum:
+            # A promotion: the canary's engine, verified and serving already, becomes the champion at
+            # the next batch, so its partitions never go back to the old champion in between.
+            with self._lock:
+                self._ready["champion"] = Loaded(canary.engine, deployment, canary.path, 0.0)
+            return
         if self.model_settings is None:
             log.warning(
                 "ignoring the %s deployment of %s: this worker loads no models",
@@ -116,16 +150,79 @@ class ServingModels:
             return
         self._loader.submit(self._load, role, deployment)
 
+    def _offer_canary(self, record: Deployment | None) -> None:
+        canary = record if isinstance(record, Canary) else None
+        if canary is not None:
+            self.canary_record = canary
+        if canary is None or not canary.running or self.input_topic not in (None, canary.topic):
+            self._wanted["canary"] = None
+            return  # a serving canary ends at the next batch (`take`)
+        self._wanted["canary"] = canary.checksum
+        if self.canary is not None and self.canary.deployment.checksum == canary.checksum:
+            return
+        if self.model_settings is None:
+            log.warning("ignoring the canary of %s: this worker loads no models", redacted(canary.uri))
+            return
+        self._loader.submit(self._load, "canary", canary)
+
     def take(self) -> Engine:
-        """The engine for the next batch (event loop, between batches): a verified replacement, if any."""
+        """The engine for the next batch (event loop, between batches): a verified replacement, if any.
+        `canary` then says which partitions of the batch another engine scores."""
         with self._lock:
             champion = self._ready.pop("champion", None)
             challenger = self._ready.pop("challenger", None)
+            canary = self._ready.pop("canary", None)
         if challenger is not None:
             self._set_shadow(Shadow(challenger.engine, challenger.deployment, self.metrics, self.stats))
         if champion is not None:
             self._switch(champion)
+        wanted = self._wanted.get("canary")
+        if self.canary is not None and self.canary.deployment.checksum != wanted:
+            self._end_canary()
+        if canary is not None:
+            if canary.deployment.checksum == wanted and self.canary is None:
+                self._start_canary(canary)
+            else:  # ended or replaced while it loaded
+                self._close_engines(canary.engine, canary.shadow_engine)
         return self.engine
+
+    def _start_canary(self, loaded: Loaded) -> None:
+        record = cast(Canary, loaded.deployment)  # `_load` of the role canary: a Canary and two engines
+        shadow = Shadow(cast("Engine", loaded.shadow_engine), record, self.metrics, self.stats)
+        self.canary = CanaryRoute(loaded.engine, record, frozenset(record.partitions), shadow, loaded.path)
+        self.metrics.model_info.labels(loaded.engine.model_version, "canary").set(1)
+        log.info(
+            "canary %s now scores partitions %s of %s and shadows %s on the rest",
+            loaded.engine.model_version,
+            record.partitions,
+            record.topic,
+            self.engine.model_version,
+        )
+
+    def _end_canary(self) -> None:
+        route, self.canary = self.canary, None
+        if route is None:
+            return
+        self.metrics.model_info.labels(route.engine.model_version, "canary").set(0)
+        record = self.canary_record
+        status = (
+            record.status if record is not None and record.checksum == route.deployment.checksum else "ended"
+        )
+        log.info(
+            "canary %s %s; %s serves every partition",
+            route.engine.model_version,
+            status,
+            self.engine.model_version,
+        )
+        # Its serving engine is released with its last reference (it may be the champion now); the
+        # shadow's thread may still finish a batch: never make the event loop wait for it.
+        threading.Thread(target=route.shadow.close, name="canary-shadow-close", daemon=True).start()
+
+    @staticmethod
+    def _close_engines(*engines: Engine | None) -> None:
+        for engine in engines:
+            if engine is not None:
+                engine.close()
 
     def _switch(self, loaded: Loaded) -> None:
         old, self.engine, self.deployment = self.engine, loaded.engine, loaded.deployment
@@ -172,6 +269,7 @@ class ServingModels:
         try:
             path = admit(deployment, self.cache_dir or Path("."), self.admission)
             engine = load_verified(path, self.model_settings)  # type: ignore[arg-type]
+            shadow = self._shadow_copy(path, engine) if role == "canary" else None
         except Exception as exc:  # DeploymentError, or anything a loader raised: the old model stays
             reason = str(exc) if isinstance(exc, DeploymentError) else f"{type(exc).__name__}: {exc}"
             self.reject(role, deployment, reason, untrusted=isinstance(exc, UntrustedBundle))
@@ -182,10 +280,19 @@ class ServingModels:
             log.info(
                 "discarding %s: a newer %s deployment arrived while it loaded", redacted(deployment.uri), role
             )
-            engine.close()
+            self._close_engines(engine, shadow)
             return
         with self._lock:
-            self._ready[role] = Loaded(engine, deployment, str(path), time.monotonic() - began)
+            self._ready[role] = Loaded(engine, deployment, str(path), time.monotonic() - began, shadow)
+
+    def _shadow_copy(self, path: Path, engine: Engine) -> Engine:
+        """A canary's second copy, which shadow-scores on its own thread (an engine is never used by
+        two); `engine` is closed when it cannot be made."""
+        try:
+            return load_verified(path, self.model_settings)  # type: ignore[arg-type]
+        except BaseException:
+            engine.close()
+            raise
 
     def retry(self, role: str, deployment: Deployment) -> None:
         """Load `deployment` again with back-off (a champion that could not be loaded at start: a
@@ -255,6 +362,27 @@ class ServingModels:
             "pending": pending,
             "rejected": self.rejected,
             "skipped_record": self.skipped,  # the last control-topic record that was not a deployment
+            "canary": self._describe_canary(),
+        }
+
+    def _describe_canary(self) -> dict | None:
+        record = self.canary_record
+        if record is None:
+            return None
+        decision = record.decision
+        return {
+            "model_version": record.model_version,
+            "status": record.status,
+            "share": record.share,
+            "partitions": record.partitions,
+            "serving_here": self.canary is not None and self.canary.deployment.checksum == record.checksum,
+            "decision": None
+            if decision is None
+            else {
+                "decision": decision.decision,
+                "reason": decision.reason,
+                "at": decision.decided_at.isoformat(),
+            },
         }
 
     def close(self) -> None:
@@ -263,6 +391,7 @@ class ServingModels:
             self._retry.cancel()
         self._loader.shutdown(wait=False, cancel_futures=True)
         self._set_shadow(None)
+        self._end_canary()
 
 
 class Shadow:

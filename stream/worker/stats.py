@@ -28,7 +28,9 @@ class Window:
     counts: Counter = field(default_factory=Counter)
     score_sum: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    latencies_by_model: dict[str, list[float]] = field(default_factory=dict)  # a canary's latency gate
     dead_lettered: int = 0
+    dead_by_model: Counter = field(default_factory=Counter)  # inference-stage dead letters per model
     by_model: Counter = field(default_factory=Counter)
     accuracy: dict[str, ModelAccuracy] = field(default_factory=dict)
     shadow: ShadowStats | None = None
@@ -60,6 +62,7 @@ class TumblingStats:
         window.counts[label] += 1
         window.score_sum += score
         window.latencies_ms.append(latency_ms)
+        window.latencies_by_model.setdefault(model_version, []).append(latency_ms)
         window.by_model[model_version] += 1
         if true_label is not None:
             _count_hit(window.accuracy.setdefault(model_version, ModelAccuracy()), label, true_label)
@@ -97,6 +100,12 @@ class TumblingStats:
     def add_dead_letters(self, count: int, now: float) -> None:
         """Count dead-lettered events at processing time `now`."""
         self._window(now).dead_lettered += count
+
+    def add_model_dead_letters(self, model_version: str, count: int, now: float) -> None:
+        """Count inputs dead-lettered at the inference stage of a batch `model_version` scored (its
+        own failures; call `add_dead_letters` for the window's total as well)."""
+        if count:
+            self._window(now).dead_by_model[model_version] += count
 
     def close_due(self, now: float) -> list[SentimentStats]:
         """Remove and summarise every window that ended at or before `now`."""
@@ -138,6 +147,11 @@ class TumblingStats:
                 version: EstimatedPerformance(events=sums.events, support=sums.support, correct=sums.correct)
                 for version, sums in window.estimated.items()
             },
+            latency_p99_by_model={
+                version: float(np.percentile(values, 99))
+                for version, values in window.latencies_by_model.items()
+            },
+            dead_lettered_by_model=dict(window.dead_by_model),
         )
 
 

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from stream.control import publish
-from stream.events import Deployment, ModelAccuracy, ModelRef, ShadowStats
+from stream.events import Canary, CanaryDecision, Deployment, Gates, ModelAccuracy, ModelRef, ShadowStats
 from stream.settings import KafkaSettings
 from tests.dashboard.conftest import APP, metrics, produce, run_until, scored, stats_window
 
@@ -170,3 +170,55 @@ def test_a_rejected_deployment_shows_a_banner_until_the_worker_accepts_one(app_e
     produce(broker_url, topic, [accepted])
     at = run_until(at, lambda at: not rejection_banners(at))
     assert not rejection_banners(at)
+
+
+def canary(status: str = "running", **fields) -> Canary:
+    return Canary(
+        **deployment(NEW).model_dump(exclude={"history", "deployed_at"}),
+        deployed_at=datetime.now(UTC) - timedelta(minutes=1),
+        share=0.25, topic="tweets", partitions=[0], gates=Gates(min_events=20), status=status, **fields,
+    )  # fmt: skip
+
+
+def canary_banners(at: AppTest) -> list[str]:
+    return [b.value for b in [*at.error, *at.success, *at.info] if "Canary" in b.value]
+
+
+def test_the_canary_panel_shows_live_gates_then_the_rollback_and_its_reason(app_env, broker_url):
+    kafka = KafkaSettings(broker=broker_url, models_topic=app_env["SENTISTREAM_MODELS_TOPIC"])
+    at = run_until(AppTest.from_file(APP, default_timeout=30), lambda at: "Total scored" in metrics(at))
+    assert any("--canary 0.1" in c.value for c in at.caption) and not canary_banners(at)
+
+    running = canary()
+    asyncio.run(publish(kafka, "canary", running))
+    shadow = ShadowStats(champion=OLD, challenger=NEW, compared=30, agreed=9)
+    window = stats_window("w1:1", datetime.now(UTC), 30, by_model={OLD: 30}, shadow=shadow)
+    produce(broker_url, app_env["SENTISTREAM_STATS_TOPIC"], [window])
+    at = run_until(
+        at, lambda at: frames(at, "min_events") and frames(at, "min_events")[0]["events"].iloc[0] == 30
+    )
+    [banner] = canary_banners(at)
+    assert banner.startswith(f"**Canary `{NEW}`** serves partitions 0 of `tweets`")
+    gates = frames(at, "min_events")[0].set_index("gate")
+    assert gates.loc["agreement", "outcome"] == "fail" and gates.loc["agreement", "value"] == pytest.approx(
+        0.3
+    )
+    assert any("The gates say rollback" in c.value for c in at.caption)
+
+    reason = "agreement 0.300 < 0.900 over 30 events"
+    decided = CanaryDecision(
+        decision="rollback",
+        reason=reason,
+        gates=[],
+        decided_by="ana@build-host",
+        decided_at=datetime.now(UTC),
+    )
+    asyncio.run(
+        publish(kafka, "canary", running.model_copy(update={"status": "rolled_back", "decision": decided}))
+    )
+    at = run_until(at, lambda at: any("rolled back" in b for b in canary_banners(at)))
+    assert next(e.value for e in at.error if "Canary" in e.value).startswith(
+        f"**Canary `{NEW}` was rolled back**"
+    )
+    assert any(t.value == reason for t in at.text)  # the reason word for word, as text
+    assert "canary" in [row["role"] for row in deployed(at)]

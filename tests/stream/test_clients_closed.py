@@ -9,6 +9,7 @@ down.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -17,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from dashboard.alerts import AlertFeed
 from stream.control import ensure_models_topic, publish, read_deployments
+from stream.deployment.watch import partition_count, read_windows
 from stream.settings import KafkaSettings
 
 ATTEMPTS = {
@@ -24,6 +26,8 @@ ATTEMPTS = {
     "reading the deployments": lambda kafka: read_deployments(kafka, timeout_s=5),
     "publishing a deployment": lambda kafka: publish(kafka, "challenger", None, timeout_s=5),
     "creating the control topic": lambda kafka: ensure_models_topic(kafka, timeout_s=5),
+    "reading a canary's stats windows": lambda kafka: read_windows(kafka, datetime.now(UTC), timeout_s=5),
+    "counting a canary's partitions": lambda kafka: partition_count(kafka, "tweets", timeout_s=5),
 }
 
 

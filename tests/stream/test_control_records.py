@@ -140,3 +140,36 @@ def test_serving_survives_a_naive_time_that_slipped_past_validation(tmp_path: Pa
 def test_a_record_carries_an_aware_time_when_deploy_builds_it() -> None:
     assert Deployment.model_validate_json(record()).deployed_at.utcoffset() is not None
     assert datetime.now(UTC).tzinfo is not None
+
+
+CANARY = {**GOOD, "share": 0.25, "topic": "tweets", "partitions": [0]}
+
+
+def test_a_canary_record_parses_under_its_key_and_older_records_are_untouched_by_it() -> None:
+    from stream.events import Canary
+
+    current: dict = {}
+    assert apply(current, b"champion", record(), 0) == "champion"  # a record from before canaries
+    assert apply(current, b"canary", orjson.dumps(CANARY), 1) == "canary"
+    canary = current["canary"]
+    assert isinstance(canary, Canary) and canary.running and canary.gates.min_events == 500
+    assert type(current["champion"]) is Deployment and current["champion"].history == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"share": 1.0}, "a canary on every partition"),
+        ({"partitions": []}, "no partition"),
+        ({"partitions": [-1]}, "a negative partition"),
+        ({"status": "paused"}, "an unknown status"),
+        ({"gates": {"agreement": 2}}, "a threshold out of range"),
+        ({"share": None}, "no share: a champion record under the canary key"),
+    ],
+)
+def test_a_canary_record_that_cannot_be_one_is_skipped_with_a_reason(changes: dict, why: str) -> None:
+    skipped: list = []
+    current: dict = {}
+    value = orjson.dumps({**CANARY, **changes})
+    assert apply(current, b"canary", value, 7, lambda offset, reason: skipped.append(reason)) is None, why
+    assert current == {} and skipped and skipped[0].startswith("not a deployment record")
