@@ -50,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     action.add_argument("--clear-shadow", action="store_true", help="stop shadow scoring")
     action.add_argument(
-        "--show",
-        action="store_true",
-        help="print the current deployments as JSON, with a canary's gate state",
+        "--show", action="store_true", help="print the deployments (and a canary's gates) as JSON"
     )
     action.add_argument(
         "--canary",

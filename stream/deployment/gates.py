@@ -148,15 +148,8 @@ def _judged(
     else:
         ok = value >= threshold if bound == "min" else value <= threshold
         outcome = "pass" if ok else "fail"
-    return GateResult(
-        gate=gate,
-        outcome=outcome,
-        value=value,
-        threshold=threshold,
-        bound=bound,
-        events=events,
-        min_events=needed,
-    )
+    return GateResult(gate=gate, outcome=outcome, value=value, threshold=threshold, bound=bound,
+                      events=events, min_events=needed)  # fmt: skip
 
 
 class _Estimate:

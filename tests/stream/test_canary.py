@@ -23,7 +23,7 @@ from stream.control import publish, read_deployments
 from stream.events import Canary, Gates
 from stream.settings import KafkaSettings
 from tests.stream.test_canary_gates import window
-from tests.stream.test_deploy import VADER, copy_with_note, deploy, version_of
+from tests.stream.test_deploy import VADER, copy_with_note, deploy, produce_until, version_of
 from tests.stream.worker_process import (
     SENTISTREAM,
     Topics,
@@ -64,27 +64,10 @@ def message(prefix: str, i: int) -> tuple[int, bytes, bytes]:
 
 def feed(broker_url: str, topic: str, prefix: str, stop: threading.Event, produced: list[int]) -> None:
     """A live stream, 40 messages every 100 ms, until `stop` is set and 400 more were sent."""
-    from aiokafka import AIOKafkaProducer
-
-    async def send() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"), linger_ms=5)
-        await producer.start()
-        n, end, futures = 0, None, []
-        try:
-            while end is None or n < end:
-                for i in range(n, n + 40):
-                    partition, key, value = message(prefix, i)
-                    futures.append(await producer.send(topic, value, key=key, partition=partition))
-                n += 40
-                if end is None and stop.is_set():
-                    end = n + 400
-                await asyncio.sleep(0.1)
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        return n
-
-    produced.append(asyncio.run(send()))
+    produce_until(
+        broker_url, topic, prefix, PARTITIONS, stop, produced, tail=400, per_round=40, pause_s=0.1,
+        messages=lambda prefix, start, end: [message(prefix, i) for i in range(start, end)],
+    )  # fmt: skip
 
 
 def outputs(broker_url: str, topics: Topics, count: int) -> tuple[list[dict], list[str]]:
@@ -120,6 +103,27 @@ def assert_each_input_once(events: list[dict], dead: list[str], prefix: str, cou
     assert set(dead) == {f"{prefix}-{i}" for i in range(count) if i % 50 == 49}
 
 
+def canary_under_stream(broker_url: str, topics: Topics, worker, prefix: str, candidate: str, settled):
+    """Stream inputs `prefix-i` while `deploy CANDIDATE --canary 0.25` runs and until the worker shows
+    the decision (`settled()`); then (the deploy's result, /health's models, the inputs sent, the scored
+    events, the dead letters' keys) once every input came out."""
+    stop, produced = threading.Event(), []
+    feeder = threading.Thread(
+        target=feed, args=(broker_url, topics.tweets, prefix, stop, produced), daemon=True
+    )
+    feeder.start()
+    try:
+        done = deploy_canary(broker_url, topics, candidate, "--canary", "0.25", *GATES)
+        wait_until(settled, 60, f"the worker to show the decision ({done.stdout}{done.stderr})")
+        described = health(worker)["models"]
+    finally:
+        stop.set()
+        feeder.join(240)
+    (count,) = produced
+    events, dead = outputs(broker_url, topics, count)
+    return done, described, count, events, dead
+
+
 @pytest.mark.slow  # ~20 s alone: a worker, a live stream, a canary loaded twice
 def test_a_candidate_that_labels_everything_negative_is_rolled_back_and_nothing_is_lost(
     broker_url: str, negative_bundle: Path, tmp_path: Path
@@ -127,29 +131,18 @@ def test_a_candidate_that_labels_everything_negative_is_rolled_back_and_nothing_
     topics, bad = Topics(), version_of(negative_bundle)
     create_topics(broker_url, [topics.tweets], PARTITIONS)
     worker = WorkerProcess(broker_url, topics, tmp_path, "--stats-window-s", "1").start()
-    stop, produced = threading.Event(), []
     try:
         worker.wait_ready()
-        feeder = threading.Thread(
-            target=feed, args=(broker_url, topics.tweets, "neg", stop, produced), daemon=True
-        )
-        feeder.start()
-        done = deploy_canary(broker_url, topics, str(negative_bundle), "--canary", "0.25", *GATES)
-        assert done.returncode == 1, done.stdout + done.stderr
-        assert f"canary {bad} serves partitions [0] of {topics.tweets}" in done.stdout
-        (line,) = done.stderr.strip().splitlines()[-1:]
-        assert line.startswith(f"sentistream deploy: error: rolled back the canary {bad}: agreement 0.")
-        wait_until(
-            lambda: health(worker)["models"]["canary"]["status"] == "rolled_back", 60, "/health to say so"
-        )
-        described = health(worker)["models"]
-        stop.set()
-        feeder.join(240)
-        (count,) = produced
-        events, dead = outputs(broker_url, topics, count)
+        done, described, count, events, dead = canary_under_stream(
+            broker_url, topics, worker, "neg", str(negative_bundle),
+            lambda: health(worker)["models"]["canary"]["status"] == "rolled_back",
+        )  # fmt: skip
     finally:
-        stop.set()
         worker.stop()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"canary {bad} serves partitions [0] of {topics.tweets}" in done.stdout
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"sentistream deploy: error: rolled back the canary {bad}: agreement 0.")
 
     # The decision and its reason, on the control topic and in /health.
     canary = current(broker_url, topics)["canary"]
@@ -178,25 +171,16 @@ def test_a_candidate_equal_to_the_champion_is_promoted_and_every_partition_switc
     create_topics(broker_url, [topics.tweets], PARTITIONS)
     assert deploy(broker_url, topics, str(bundle)).returncode == 0
     worker = WorkerProcess(broker_url, topics, tmp_path, "--stats-window-s", "1").start()
-    stop, produced = threading.Event(), []
     try:
         assert worker.wait_ready()["models"]["model_version"] == champion
-        feeder = threading.Thread(
-            target=feed, args=(broker_url, topics.tweets, "eq", stop, produced), daemon=True
-        )
-        feeder.start()
-        done = deploy_canary(broker_url, topics, str(tmp_path / "same"), "--canary", "0.25", *GATES)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"promoted {candidate} to champion: all gates passed: agreement 1.000 >= 0.900" in done.stdout
-        wait_until(lambda: health(worker)["models"]["model_version"] == candidate, 60, "the promotion")
-        described = health(worker)["models"]
-        stop.set()
-        feeder.join(240)
-        (count,) = produced
-        events, dead = outputs(broker_url, topics, count)
+        done, described, count, events, dead = canary_under_stream(
+            broker_url, topics, worker, "eq", str(tmp_path / "same"),
+            lambda: health(worker)["models"]["model_version"] == candidate,
+        )  # fmt: skip
     finally:
-        stop.set()
         worker.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"promoted {candidate} to champion: all gates passed: agreement 1.000 >= 0.900" in done.stdout
 
     state = current(broker_url, topics)
     assert state["champion"].model_version == candidate

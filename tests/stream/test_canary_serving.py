@@ -5,20 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 import pytest
-from faust.types import TP
 
 from model.bundle import checksum
 from stream.events import Canary, Deployment
-from stream.worker.agent import Scorer
-from stream.worker.delivery import AtLeastOnce
-from stream.worker.settings import WorkerSettings
 from stream.worker.stats import TumblingStats
-from stream.worker.transactions import ExactlyOnce
-from tests.stream.test_delivery import KAFKA, FakeBroker, FakeConsumer, FakeStream, batch, until
+from tests.stream.test_delivery import KAFKA, FakeBroker, FakeStream, batch, make_scorer, until
 from tests.stream.test_deploy import VADER, serving, version_of
 
 TOPIC = "in"  # the fake consumer's topic (tests/stream/test_delivery.py)
@@ -46,18 +40,7 @@ def champion_record(bundle: Path) -> Deployment:
 
 def scorer_with(models, guarantee: str = "at_least_once"):
     broker = FakeBroker()
-    worker = WorkerSettings(guarantee=guarantee)
-    app = SimpleNamespace(consumer=FakeConsumer({TP(TOPIC, p) for p in range(4)}))
-    if guarantee == "exactly_once":
-        outputs = ExactlyOnce(KAFKA, worker, worker.group_id, broker.factory, broker.read_committed)
-    else:
-        outputs = AtLeastOnce(KAFKA, worker, broker.factory)
-    exits: list[int] = []
-    scorer = Scorer(
-        app, KAFKA, worker, models.engine, models.metrics, models.stats, exit=exits.append, models=models,
-        outputs=outputs,
-    )  # fmt: skip
-    scorer.micro_batches = lambda stream: stream
+    scorer, exits = make_scorer(broker, guarantee, models=models)
     return scorer, broker, exits
 
 

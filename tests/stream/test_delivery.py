@@ -202,7 +202,8 @@ class FakeConsumer:
         return 0
 
 
-def make_scorer(broker: FakeBroker, guarantee: str = "at_least_once", assigned=None, **settings):
+def make_scorer(broker: FakeBroker, guarantee: str = "at_least_once", assigned=None, models=None, **settings):
+    """A Scorer over the fake broker; `models` (a ServingModels) serves instead of the constant model."""
     consumer = FakeConsumer(assigned if assigned is not None else {TP("in", p) for p in range(4)})
     app = SimpleNamespace(consumer=consumer)
     worker = WorkerSettings(guarantee=guarantee, **settings)
@@ -211,15 +212,16 @@ def make_scorer(broker: FakeBroker, guarantee: str = "at_least_once", assigned=N
     else:
         outputs = AtLeastOnce(KAFKA, worker, broker.factory)
     exits: list[int] = []
+    if models is None:
+        engine, metrics, stats = (
+            load_engine(None, backend="constant"),
+            WorkerMetrics(),
+            TumblingStats(10.0, "w"),
+        )
+    else:
+        engine, metrics, stats = models.engine, models.metrics, models.stats
     scorer = Scorer(
-        app,
-        KAFKA,
-        worker,
-        load_engine(None, backend="constant"),
-        WorkerMetrics(),
-        TumblingStats(10.0, "w"),
-        exit=exits.append,
-        outputs=outputs,
+        app, KAFKA, worker, engine, metrics, stats, exit=exits.append, outputs=outputs, models=models
     )
     if assigned is not None:
         scorer.on_assigned({tp.partition for tp in assigned})

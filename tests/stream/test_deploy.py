@@ -108,10 +108,19 @@ def produce_until(
     stop: threading.Event,
     produced: list[int],
     tail: int = 1_000,
+    per_round: int = 200,
+    pause_s: float = 0.05,
+    messages=None,
 ) -> None:
-    """A live stream of `labelled` messages, 200 every 50 ms, until `stop` is set and `tail` more
-    were sent; appends the count to `produced`."""
+    """A live stream, `per_round` messages every `pause_s`, until `stop` is set and `tail` more were
+    sent; appends the count to `produced`. `messages(prefix, start, end)` makes (partition, key,
+    value) of messages start..end-1 (default: `labelled`)."""
     from aiokafka import AIOKafkaProducer
+
+    def default(prefix: str, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        return labelled(prefix, end, partitions, start=start)
+
+    make = messages or default
 
     async def send() -> int:
         producer = AIOKafkaProducer(bootstrap_servers=broker_url.removeprefix("kafka://"), linger_ms=5)
@@ -119,12 +128,12 @@ def produce_until(
         n, end, futures = 0, None, []
         try:
             while end is None or n < end:
-                for partition, key, value in labelled(prefix, n + 200, partitions, start=n):
+                for partition, key, value in make(prefix, n, n + per_round):
                     futures.append(await producer.send(topic, value, key=key, partition=partition))
-                n += 200
+                n += per_round
                 if end is None and stop.is_set():
                     end = n + tail
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(pause_s)
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
