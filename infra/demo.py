@@ -219,8 +219,11 @@ class Demo:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.log_dir / f"{name}.log"
-        # Its own session: Ctrl-C reaches the demo only, which stops the children in order.
-        process = spawn([sys.executable, "-m", "sentistream.cli", *args], log=log, own_session=True)
+        # Its own session: Ctrl-C reaches the demo only, which stops the children in order. Dies with
+        # the demo: a demo killed with SIGKILL (no clean-up of its own) leaves no child holding a port.
+        process = spawn(
+            [sys.executable, "-m", "sentistream.cli", *args], log=log, own_session=True, die_with_parent=True
+        )
         child = Child(name, process, log)
         self.children.append(child)
         print(f"Started {name} (pid {process.pid}), log: {log}", flush=True)

@@ -150,3 +150,25 @@ def test_the_train_hint_trains_what_the_demo_serves_next_time(tmp_path, monkeypa
     (tmp_path / "YOUR.csv").write_text("text,label\nok,neutral\n")
     settings = settings_from_args(TrainSettings, build_parser("train").parse_args(command[1:]))
     assert settings.output is None and "models/latest" in TRAIN_HINT and MODELS_DIR.name == "models"
+
+
+def test_a_demo_killed_with_sigkill_leaves_no_child_running(tmp_path):
+    """The demo's children die with it even when it gets no chance to stop them (kill -9)."""
+    port = free_port()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from infra.demo import Demo\n"
+            "demo = Demo.__new__(Demo)\n"
+            f"demo.children, demo.log_dir = [], Path({str(tmp_path)!r})\n"
+            f"child = demo._spawn('dashboard', ['dashboard', '--port', '{port}', '--broker', 'kafka://127.0.0.1:1'])\n"
+            "time.sleep(600)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    child = int(re.search(r"Started dashboard \(pid (\d+)\)", parent.stdout.readline()).group(1))
+    assert psutil.pid_exists(child)
+    parent.kill()
+    parent.wait(10)
+    assert not still_running([child], timeout=30), (tmp_path / "dashboard.log").read_text()[-2000:]
