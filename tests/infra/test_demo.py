@@ -167,8 +167,10 @@ def test_a_demo_killed_with_sigkill_leaves_no_child_running(tmp_path):
         )],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    child = int(re.search(r"Started dashboard \(pid (\d+)\)", parent.stdout.readline()).group(1))
-    assert psutil.pid_exists(child)
-    parent.kill()
-    parent.wait(10)
+    try:
+        child = int(re.search(r"Started dashboard \(pid (\d+)\)", parent.stdout.readline()).group(1))
+        assert psutil.pid_exists(child)
+    finally:
+        parent.kill()  # the demo's death, with no chance to clean up
+        parent.wait(10)
     assert not still_running([child], timeout=30), (tmp_path / "dashboard.log").read_text()[-2000:]
