@@ -26,6 +26,9 @@ Estimators (p: the served, calibrated probabilities; a row's prediction is alway
   share, then CBPE on the re-weighted p.
 - bcts-em (Alexandari et al., 2020): like em-cbpe, on probabilities re-calibrated for the estimate only
   (one T and a bias per label fitted by NLL on the validation logits), so the shares EM starts from match.
+- shrunk-em, what `evaluate` and the stream report since it was measured here: bcts-em with every EM
+  step pulled towards the validation shares (`model.calibration.SHARE_SHRINK`), because pure EM reads a
+  change of wording as a change of shares (on tweets from another source it drove a class to 0%).
 """
 
 from __future__ import annotations
@@ -60,7 +63,27 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--model", type=Path, required=True, help="the bundle (trained on tweets3/train.csv)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--max-rows", type=int, required=True, help="the bundle's training --max-rows")
+    parser.add_argument(
+        "--max-rows", type=int, help="the bundle's training --max-rows (when its splits are re-derived)"
+    )
+    parser.add_argument(
+        "--validation",
+        type=Path,
+        help="the labelled file the bundle was calibrated on (its --validation-data); then the unseen pool "
+        "is the bundle's own test split (report/predictions.csv) instead of re-derived splits",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the sets already scored under --output (to re-run estimators)",
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="another labelled set to score as is (repeatable), e.g. tweets from another source",
+    )
     parser.add_argument("--seed", type=int, default=42, help="the bundle's training --seed")
     parser.add_argument("--limit", type=int, default=2000, help="rows per set")
     parser.add_argument("--output", type=Path, default=Path("/tmp/estimate_under_shift"))
@@ -95,19 +118,27 @@ def shifted_sets(unseen: pd.DataFrame, n: int) -> dict[str, pd.DataFrame]:
     short, long = unseen[words <= words.quantile(0.2)], unseen[words >= words.quantile(0.8)]
     no_tags = unseen[~unseen["text"].str.contains("#|@user", regex=True)]
     return {
-        "t-random": unseen.sample(n, random_state=1),
+        "t-random": take(unseen, n, seed=1),
         "t-airline-shares": with_shares(unseen, AIRLINE_SHARES, n, seed=2),
         "t-tweeteval-test-shares": with_shares(unseen, TWEETEVAL_TEST_SHARES, n, seed=3),
-        "t-two-labels": unseen[unseen["label"] != "neutral"].sample(n, random_state=4),
-        "t-short": short.sample(n, random_state=5),
-        "t-no-tags": no_tags.sample(n, random_state=6),
+        "t-two-labels": take(unseen[unseen["label"] != "neutral"], n, seed=4),
+        "t-short": take(short, n, seed=5),
+        "t-no-tags": take(no_tags, n, seed=6),
         "t-short+airline-shares": with_shares(short, AIRLINE_SHARES, n // 2, seed=8),
         "t-no-tags+airline-shares": with_shares(no_tags, AIRLINE_SHARES, n // 2, seed=9),
         "t-long+tweeteval-test-shares": with_shares(long, TWEETEVAL_TEST_SHARES, n // 2, seed=10),
     }
 
 
+def take(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A random `n` rows, or all of them where there are fewer."""
+    return frame.sample(min(n, len(frame)), random_state=seed)
+
+
 def with_shares(frame: pd.DataFrame, shares: dict[str, float], n: int, seed: int) -> pd.DataFrame:
+    """`n` rows in `shares`, or fewer where a label has too few rows for `n`."""
+    counts = frame["label"].value_counts()
+    n = min(n, *(int(counts.get(label, 0) / s) for label, s in shares.items()))
     parts = [
         frame[frame["label"] == label].sample(round(n * s), random_state=seed) for label, s in shares.items()
     ]
@@ -117,6 +148,8 @@ def with_shares(frame: pd.DataFrame, shares: dict[str, float], n: int, seed: int
 def score_set(args: argparse.Namespace, name: str, data: Path) -> Path:
     """`sentistream evaluate` on one labelled file; the report folder."""
     out = args.output / "eval" / name
+    if args.reuse and (out / "predictions.csv").exists():
+        return out
     command = [
         str(Path(sys.executable).parent / "sentistream"), "evaluate", "--model", str(args.model),
         "--data", str(data), "--limit", str(args.limit), "--output", str(out), "--backend", "torch",
@@ -187,16 +220,13 @@ class Fit:
 
 
 def fit(validation: Rows, temperatures: list[float]) -> Fit:
-    from scipy.optimize import minimize
+    from model.calibration import fit_label_shift
 
-    logits = served_logits(validation.probs, temperatures)
-
-    def nll(params: np.ndarray) -> float:
-        q = bcts_probs(logits, float(np.exp(params[0])), params[1:])
-        return float(-np.log(q[np.arange(len(q)), validation.truth] + 1e-12).mean())
-
-    found = minimize(nll, np.zeros(1 + logits.shape[1]), method="L-BFGS-B").x
-    return Fit(validation, temperatures, (float(np.exp(found[0])), found[1:] - found[1:].mean()))
+    return Fit(
+        validation,
+        temperatures,
+        fit_label_shift(served_logits(validation.probs, temperatures), validation.truth),
+    )
 
 
 def served_logits(probs: np.ndarray, temperatures: list[float]) -> np.ndarray:
@@ -272,14 +302,11 @@ def bbse(f: Fit, rows: Rows) -> tuple[float, float | None]:
     return float(shares / shares.sum() @ recall), float(recall.mean())
 
 
-def prior_adjusted(p: np.ndarray, prior: np.ndarray, iterations: int = 300) -> np.ndarray:
-    """Saerens' EM: the class shares that explain p, and p re-weighted to them."""
-    shares = prior.copy()
-    for _ in range(iterations):
-        q = p * (shares / prior)
-        q /= q.sum(axis=1, keepdims=True)
-        shares = q.mean(axis=0)
-    return q
+def prior_adjusted(p: np.ndarray, prior: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+    """Saerens' EM (`shrink` 0) or the shipped shrunk EM: p re-weighted to the class shares found."""
+    from model.calibration import adapt_shares
+
+    return adapt_shares(p, prior, shrink=shrink)[1]
 
 
 def cbpe_on(q: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -294,18 +321,26 @@ def em_cbpe(f: Fit, rows: Rows) -> tuple[float, float | None]:
     return cbpe_on(prior_adjusted(rows.view, prior), rows.view.argmax(axis=1))
 
 
-def bcts_em(f: Fit, rows: Rows) -> tuple[float, float | None]:
+def bcts_em(f: Fit, rows: Rows, shrink: float = 0.0) -> tuple[float, float | None]:
     def recalibrated(r: Rows) -> np.ndarray:
         q = bcts_probs(served_logits(r.probs, f.temperatures), *f.bcts)
         return _view(q, r.model_labels, r.labels)
 
     prior = recalibrated(f.on(rows.labels)).mean(axis=0)  # == the validation shares at the NLL optimum
-    return cbpe_on(prior_adjusted(recalibrated(rows), prior), rows.view.argmax(axis=1))
+    return cbpe_on(prior_adjusted(recalibrated(rows), prior, shrink), rows.view.argmax(axis=1))
+
+
+def shipped(f: Fit, rows: Rows) -> tuple[float, float | None]:
+    """What `evaluate` and the stream report (`model.calibration.estimate_under_shift`): bcts-em with
+    each EM step pulled towards the validation shares."""
+    from model.calibration import SHARE_SHRINK
+
+    return bcts_em(f, rows, SHARE_SHRINK)
 
 
 ESTIMATORS = {
     "cbpe": cbpe, "atc-mc": atc(top_probability), "atc-ne": atc(negative_entropy), "doc": doc,
-    "bbse": bbse, "em-cbpe": em_cbpe, "bcts-em": bcts_em,
+    "bbse": bbse, "em-cbpe": em_cbpe, "bcts-em": bcts_em, "shrunk-em": shipped,
 }  # fmt: skip
 
 
@@ -351,14 +386,21 @@ def main() -> None:
     temperatures = [
         calibration.get("temperatures", {}).get(label, calibration["temperature"]) for label in model_labels
     ]
-    splits, unseen = bundle_splits(args)
-    files = {"bundle-validation": splits["validation"]} | shifted_sets(unseen, args.limit)
+    if args.validation:
+        validation = pd.read_csv(args.validation)
+        unseen = pd.read_csv(args.model / "report/predictions.csv")[["text", "label"]]
+    else:
+        splits, unseen = bundle_splits(args)
+        validation = splits["validation"]
+    files = {"bundle-validation": validation} | shifted_sets(unseen, args.limit)
     (args.output / "sets").mkdir(parents=True, exist_ok=True)
     reports = {}
     for name, frame in files.items():
         frame[["text", "label"]].to_csv(args.output / "sets" / f"{name}.csv", index=False)
         reports[name] = score_set(args, name, args.output / "sets" / f"{name}.csv")
     reports |= {name: score_set(args, name, args.data_dir / path) for name, path in OTHER_SETS.items()}
+    for name, path in (extra.split("=", 1) for extra in args.extra):
+        reports[name] = score_set(args, name, Path(path))
     scored = {name: read_scored(report, model_labels) for name, report in reports.items()}
     f = fit(scored["bundle-validation"], temperatures)
     results = {

@@ -200,7 +200,8 @@ def kpis_ui(kpis: summary.Kpis) -> None:
         ESTIMATED_ACCURACY,
         estimated,
         help=f"estimated without labels from the model's calibrated confidence over {kpis.estimated_events:,} "
-        "events (the workers' stats windows in view); trustworthy for a calibrated bundle, not for VADER",
+        "events (the workers' stats windows in view), allowing for class shares other than the training "
+        "data's; trustworthy for a calibrated bundle, not for VADER",
     )
 
 

@@ -55,7 +55,7 @@ class Kpis:
     lag: int | None
     accuracy: float | None
     labelled: int
-    # Estimated from the calibrated probabilities alone (the workers' CBPE sums), no labels needed.
+    # Estimated from the calibrated probabilities alone (the workers' sums and cells), no labels needed.
     estimated_accuracy: float | None = None
     estimated_events: int = 0
 
@@ -129,7 +129,7 @@ def estimated_performance(
             continue
         for version, sums in window.estimated.items():
             if not filters.models or version in filters.models:
-                merged.merge(ExpectedConfusion(sums.events, sums.support, sums.correct))
+                merged.merge(sums.sums())
     return merged
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from model.calibration import LabelShift
 from model.cleaning import CleaningOptions
 from sentistream.errors import SentistreamError, UsageError
 
@@ -29,6 +30,16 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 DEFAULT_MAX_LENGTH = 128
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ShiftFit(BaseModel):
+    """What the accuracy estimate under a change of class shares starts from (`model.calibration`,
+    `LabelShift`): a re-calibration for the estimate only, fitted with the temperatures on the
+    validation split, and that split's class shares. The served probabilities do not use it."""
+
+    temperature: float = Field(gt=0)
+    bias: dict[str, float] = Field(description="label -> bias added to its logit / temperature")
+    shares: dict[str, float] = Field(description="label -> its share of the validation split")
 
 
 class Calibration(BaseModel):
@@ -48,10 +59,24 @@ class Calibration(BaseModel):
     ece_after: float | None = None
     nll_before: float | None = None
     nll_after: float | None = None
+    shift: ShiftFit | None = None  # None (bundles before it): the estimate is plain CBPE
 
     def by_label(self, labels: list[str]) -> dict[str, float]:
         """label -> the T its predictions are divided by."""
         return {label: self.temperatures.get(label, self.temperature) for label in labels}
+
+    def label_shift(self, labels: list[str]) -> LabelShift | None:
+        """The estimate's view of this calibration for a model with `labels` (None without a fit, or
+        one that does not cover every label)."""
+        fit = self.shift
+        if fit is None or any(label not in fit.bias or label not in fit.shares for label in labels):
+            return None
+        temperatures = self.by_label(labels)
+        return LabelShift(
+            labels=list(labels), temperatures=[temperatures[label] for label in labels],
+            temperature=fit.temperature, bias=[fit.bias[label] for label in labels],
+            shares=[fit.shares[label] for label in labels],
+        )  # fmt: skip
 
 
 class BundleMeta(BaseModel):
@@ -93,6 +118,12 @@ class Bundle:
     def labels(self) -> list[str]:
         """Class labels in the order of the model's outputs."""
         return self.meta.labels
+
+    @property
+    def label_shift(self) -> LabelShift | None:
+        """The fit of the accuracy estimate under shift (None: no calibration, or one without it)."""
+        calibration = self.meta.calibration
+        return calibration.label_shift(self.labels) if calibration else None
 
     @property
     def ref(self) -> str:

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from model.calibration import ExpectedConfusion
 from model.cleaning import nothing_visible
 
 _TWITTER_KEYS = frozenset({"data", "full_text", "extended_tweet", "id_str", "user", "author_id"})
@@ -198,9 +199,10 @@ class ModelAccuracy(BaseModel):
 
 
 class EstimatedPerformance(BaseModel):
-    """The sums behind a label-free accuracy estimate (CBPE, `model.calibration`): add them up over
-    workers and windows, then divide. Meaningful for a calibrated bundle; the VADER lexicon's
-    probabilities are not calibrated."""
+    """The sums behind a label-free accuracy estimate (`model.calibration`): add them up over workers
+    and windows, then estimate. With `cells` and `shares` (bundles trained since the estimate allows
+    for other class shares) the estimate runs on the cells; without them it is CBPE from `support` and
+    `correct`. Meaningful for a calibrated bundle; the VADER lexicon's probabilities are not calibrated."""
 
     events: int = Field(0, description="events whose probabilities were counted")
     support: dict[str, float] = Field(
@@ -211,6 +213,20 @@ class EstimatedPerformance(BaseModel):
         default_factory=dict,
         description="predicted label -> expected number of its events that are right (sum of its probability)",
     )
+    cells: dict[str, int] = Field(
+        default_factory=dict,
+        description="events per cell `predicted|i,j,...` (the bundle's re-calibrated probabilities x 40, "
+        "rounded); cells add up like the sums",
+    )
+    shares: dict[str, float] | None = Field(
+        None, description="label -> its share of the bundle's validation split (where the estimate starts)"
+    )
+
+    def sums(self) -> ExpectedConfusion:
+        """These sums, ready to merge with others and estimate (`ExpectedConfusion.accuracy`)."""
+        return ExpectedConfusion(
+            self.events, dict(self.support), dict(self.correct), dict(self.cells), self.shares
+        )
 
 
 class ShadowStats(BaseModel):
@@ -253,7 +269,9 @@ class SentimentStats(BaseModel):
         None, description="the last deployment this worker rejected, and why (it kept its model)"
     )
     estimated_accuracy: float | None = Field(
-        None, description="accuracy estimated from the calibrated probabilities alone, no labels (CBPE)"
+        None,
+        description="accuracy estimated from the calibrated probabilities alone, no labels (`model.calibration`: "
+        "under a change of class shares where the bundle has the fit for it, else CBPE)",
     )
     estimated_macro_recall: float | None = Field(
         None, description="macro-recall estimated the same way (mean over labels of expected recall)"

@@ -45,6 +45,7 @@ def evaluate(settings: EvaluateSettings, model: ModelSettings) -> tuple[Path, di
         baseline=vader_baseline(scored.texts, scored.true, labels),
         temperatures=calibration.by_label(engine.labels) if calibration else None,
         calibration=calibration.model_dump() if calibration else None,
+        shift=calibration.label_shift(engine.labels) if calibration else None,
     )  # fmt: skip
     metrics = write_report(out_dir, scored, context)
     log.info(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.calibration import estimate, reliability, uncalibrated
+from model.calibration import LabelShift, estimate, estimate_under_shift, reliability, uncalibrated
 from training.metrics import classification_metrics
 from training.plots import confusion_matrix_png, reliability_png, training_curves_png
 
@@ -54,6 +54,7 @@ class ReportContext:
     # top label was left out is undone with the T of its top kept label, an approximation.
     temperatures: dict[str, float] | None = None
     calibration: dict | None = None  # the bundle's Calibration (the fit on the validation split)
+    shift: LabelShift | None = None  # with it, the estimates allow for other class shares
 
 
 def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
@@ -61,7 +62,9 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = list(scored.probabilities.columns)
     metrics = classification_metrics(scored.true, scored.predicted, labels)
-    metrics.update(calibration_metrics(scored, context.temperatures, out_dir / "reliability.png"))
+    metrics.update(
+        calibration_metrics(scored, context.temperatures, out_dir / "reliability.png", context.shift)
+    )
     frame = _predictions_frame(scored)
     frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
     _misclassified(frame).to_csv(out_dir / MISCLASSIFIED_FILE, index=False)
@@ -82,9 +85,12 @@ def write_report(out_dir: Path, scored: Scored, context: ReportContext) -> dict:
     return metrics
 
 
-def calibration_metrics(scored: Scored, temperatures: dict[str, float] | None, plot: Path) -> dict:
+def calibration_metrics(
+    scored: Scored, temperatures: dict[str, float] | None, plot: Path, shift: LabelShift | None = None
+) -> dict:
     """ECE of the probabilities (and of the uncalibrated ones when temperatures were applied), the
-    reliability diagram, and accuracy and macro-recall estimated from the probabilities alone (CBPE)."""
+    reliability diagram, and accuracy and macro-recall estimated from the probabilities alone: under
+    shift when the bundle has the fit for it (`shift`), else CBPE (`model.calibration`)."""
     labels = list(scored.probabilities.columns)
     probs = scored.probabilities.to_numpy(dtype=np.float64)
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(float).tiny)
@@ -96,6 +102,7 @@ def calibration_metrics(scored: Scored, temperatures: dict[str, float] | None, p
     out = {
         "estimated_accuracy": expected.accuracy,
         "estimated_macro_recall": expected.macro_recall,
+        "estimate_method": "cbpe",
         "ece": after.ece,
         "mean_confidence": float(probs.max(axis=1).mean()) if len(probs) else None,
     }
@@ -103,8 +110,42 @@ def calibration_metrics(scored: Scored, temperatures: dict[str, float] | None, p
         before = reliability(uncalibrated(probs, [temperatures[label] for label in labels]), truth)
         curves = {"before calibration": before, f"calibrated ({_temperatures(temperatures)})": after}
         out.update({"temperatures": temperatures, "ece_uncalibrated": before.ece})
+    raw = scored.probabilities.to_numpy(dtype=np.float64)
+    under_shift = _estimate_under_shift(raw, labels, shift) if shift is not None and len(probs) else None
+    if under_shift is not None:
+        accuracy, macro_recall, shares = under_shift
+        out.update({
+            "estimated_accuracy": accuracy, "estimated_macro_recall": macro_recall,
+            "estimate_method": "cbpe-under-shift", "estimated_shares": shares,
+            "cbpe_accuracy": expected.accuracy, "cbpe_macro_recall": expected.macro_recall,
+        })  # fmt: skip
     reliability_png(curves, plot)
     return out
+
+
+def _estimate_under_shift(
+    probs: np.ndarray, labels: list[str], shift: LabelShift
+) -> tuple[float, float, dict[str, float]] | None:
+    """The estimate under shift on rows whose served probabilities of `labels` are `probs`. On a
+    subset of the model's labels (binary data) the one left-out label's served probability is 1 minus
+    the others' (served rows sum to 1), and the re-calibrated probabilities and the validation shares
+    are renormalised over `labels`; with two left out there is no estimate under shift (None)."""
+    served = np.zeros((len(probs), len(shift.labels)))
+    missing = [j for j, label in enumerate(shift.labels) if label not in labels]
+    if len(missing) > 1 or any(label not in shift.labels for label in labels):
+        return None
+    for i, label in enumerate(labels):
+        served[:, shift.labels.index(label)] = probs[:, i]
+    if missing:
+        served[:, missing[0]] = np.clip(1 - probs.sum(axis=1), 0, 1)
+    served = np.clip(served, 1e-12, None)
+    columns = [shift.labels.index(label) for label in labels]
+    q = shift.recalibrated(served / served.sum(axis=1, keepdims=True))[:, columns]
+    reference = np.asarray(shift.shares)[columns]
+    accuracy, macro_recall, shares = estimate_under_shift(
+        q / q.sum(axis=1, keepdims=True), probs.argmax(axis=1), reference / reference.sum()
+    )
+    return accuracy, macro_recall, dict(zip(labels, map(float, shares), strict=True))
 
 
 def _predictions_frame(scored: Scored) -> pd.DataFrame:
@@ -170,8 +211,10 @@ def _calibration_section(metrics: dict, context: ReportContext) -> list[str]:
         "",
         "Expected calibration error (ECE, 15 bins of the top probability): how far confidence is from "
         "accuracy. Estimated accuracy and macro-recall come from the probabilities alone, without the "
-        "labels (CBPE: the expected confusion matrix); next to the measured ones they show how far a "
-        "label-free estimate in the stream can be trusted on data like this.",
+        "labels: the expected confusion matrix (CBPE), after re-weighting the probabilities to the class "
+        "shares this data seems to have where the bundle has the fit for it (`model.calibration`); next "
+        "to the measured ones they show how far the label-free estimate in the stream can be trusted on "
+        "data like this.",
         "",
         "| | measured | estimated without labels | difference |",
         "| --- | ---: | ---: | ---: |",
@@ -183,6 +226,12 @@ def _calibration_section(metrics: dict, context: ReportContext) -> list[str]:
                 f"| {key} | {metrics[key]:.4f} | {estimated:.4f} | {estimated - metrics[key]:+.4f} |"
             )
     lines += ["", f"- ECE on this {context.split} split: {_ece_line(metrics)}"]
+    if metrics.get("estimate_method") == "cbpe-under-shift":
+        shares = ", ".join(f"{label} {share:.0%}" for label, share in metrics["estimated_shares"].items())
+        lines.append(
+            f"- class shares the estimate found: {shares}; trusting the validation shares instead (CBPE) "
+            f"would estimate accuracy {metrics['cbpe_accuracy']:.4f}, macro-recall {metrics['cbpe_macro_recall']:.4f}"
+        )
     fit = context.calibration
     if fit and fit.get("ece_before") is not None:
         lines.append(

@@ -18,13 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from model.bundle import BundleMeta, Calibration, save_bundle
+from model.bundle import BundleMeta, Calibration, ShiftFit, save_bundle
 from model.calibration import (
     calibrated,
     expected_calibration_error,
     fit_class_temperatures,
+    fit_label_shift,
     nll,
     row_temperatures,
     softmax,
@@ -425,6 +427,8 @@ def calibrate(trainer: Any, validation: EncodedTexts, labels: list[str]) -> Cali
 def fit_calibration(logits: Any, label_ids: Sequence[int], split: str, labels: Sequence[str]) -> Calibration:
     """The fitted temperatures with the ECE and NLL they changed, as the bundle records them."""
     overall, per_label = fit_class_temperatures(logits, label_ids)
+    shift_t, bias = fit_label_shift(logits, label_ids)
+    shares = np.bincount(np.asarray(label_ids, dtype=int), minlength=len(labels)) / max(len(label_ids), 1)
     return Calibration(
         method="class_temperature", temperature=overall, temperatures=dict(zip(labels, per_label, strict=True)),
         split=split, n=len(label_ids),
@@ -432,6 +436,10 @@ def fit_calibration(logits: Any, label_ids: Sequence[int], split: str, labels: S
         ece_after=expected_calibration_error(calibrated(logits, per_label), label_ids),
         nll_before=nll(logits, label_ids),
         nll_after=nll(logits, label_ids, row_temperatures(logits, per_label)),
+        shift=ShiftFit(
+            temperature=shift_t, bias=dict(zip(labels, map(float, bias), strict=True)),
+            shares=dict(zip(labels, map(float, shares), strict=True)),
+        ),
     )  # fmt: skip
 
 
@@ -463,6 +471,7 @@ def write_test_report(
         title="Training report", model=settings.base_model, data=_data_names(settings), split="test",
         baseline=baseline, history=history, best_metric=settings.best_metric, temperatures=temperatures,
         calibration=calibration.model_dump() if calibration else None,
+        shift=calibration.label_shift(labels) if calibration else None,
         extra={
             **_resource_lines(resources or {}), "data report": data.report.summary(),
             "leakage": data.report.leakage_summary(), "settings": settings.model_dump(mode="json"),

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from model.calibration import LabelShift
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -36,6 +38,8 @@ class Engine(Protocol):
     backend: str  # what ran: "onnx", "onnx-int8", "torch", "vader" or "constant"
     device: str  # "cpu" or "cuda"
     labels: list[str]
+    # the bundle's fit for the accuracy estimate under shift (None: VADER, a plain HF model, older bundles)
+    label_shift: LabelShift | None
 
     def predict(self, texts: Sequence[object]) -> list[Prediction]:
         """One prediction per text, in input order; bad items get `error`, never an exception."""

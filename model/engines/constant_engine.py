@@ -22,6 +22,7 @@ class ConstantEngine:
         self.name = "constant@0"
         self.model_version = "constant@0"
         self.labels = list(labels)
+        self.label_shift = None  # no validation fit: the estimate stays CBPE
         scores = {name: float(name == label) for name in self.labels}
         self._answer = Prediction(label=label, score=1.0, scores=scores)
 

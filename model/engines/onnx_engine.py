@@ -33,6 +33,7 @@ class OnnxEngine:
         self.name = bundle.ref
         self.model_version = bundle.model_version
         self.labels = bundle.labels
+        self.label_shift = bundle.label_shift
         self.device = device
         self.backend = "onnx-int8" if onnx_file.name.endswith(".int8.onnx") else "onnx"
         self.session = _session(onnx_file, device, threads or physical_cores())

@@ -39,6 +39,7 @@ class TorchEngine:
         self.name = bundle.ref
         self.model_version = bundle.model_version
         self.labels = bundle.labels
+        self.label_shift = bundle.label_shift
         self.device = device
         # Half precision only where it is fast: CPUs run fp16 matmuls slower than fp32.
         self.dtype = getattr(torch, dtype) if device == "cuda" else torch.float32

@@ -44,6 +44,7 @@ class VaderEngine:
         self.name = "vader@3.3.2"
         self.model_version = "vader@3.3.2"  # the lexicon ships inside the package version
         self.labels = list(LABELS)
+        self.label_shift = None  # no validation fit: the estimate stays CBPE
         self._analyzer = SentimentIntensityAnalyzer()
 
     def predict(self, texts: Sequence[object]) -> list[Prediction]:

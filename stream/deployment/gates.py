@@ -9,7 +9,8 @@ verdict for the same windows.
 Four gates, each a threshold and a minimum number of events (`Gates.min_events`):
 
 - `agreement`: of the champion's events the candidate shadow-scored, the share it labelled the same;
-- `estimated_accuracy`: the candidate's label-free accuracy estimate (the CBPE sums in `estimated`)
+- `estimated_accuracy`: the candidate's label-free accuracy estimate (the merged sums and cells in
+  `estimated`, `model.calibration.ExpectedConfusion`)
   is at most `accuracy_drop` below the champion's over the same windows (a drop, not a floor: the
   estimate's level depends on the data, its gap between two models on the same stream much less);
 - `latency_p99`: the candidate's p99 from input to score (`latency_p99_by_model`, windows weighted by
@@ -29,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
+from model.calibration import ExpectedConfusion
 from stream.events import GateName, GateResult, Gates, Outcome, SentimentStats, Verdict
 
 __all__ = ["GateResult", "Gates", "Verdict", "canary_partitions", "evaluate"]
@@ -101,15 +103,15 @@ def _agreement(gates: Gates, candidate: str, windows: Sequence[SentimentStats]) 
 
 
 def _estimated_accuracy(gates: Gates, candidate: str, windows: Sequence[SentimentStats]) -> GateResult:
-    mine, theirs = _Estimate(), _Estimate()
+    mine, theirs = ExpectedConfusion(), ExpectedConfusion()
     for window in windows:
         for version, sums in window.estimated.items():
-            (mine if version == candidate else theirs).add(sums.events, sum(sums.correct.values()))
+            (mine if version == candidate else theirs).merge(sums.sums())
     events = min(mine.events, theirs.events)  # a comparison needs both sides
-    threshold = theirs.accuracy - gates.accuracy_drop if theirs.events else 0.0
+    threshold = theirs.accuracy - gates.accuracy_drop if theirs.accuracy is not None else 0.0
     return _judged(
         "estimated_accuracy",
-        mine.accuracy if mine.events else None,
+        mine.accuracy,
         threshold,
         "min",
         events,
@@ -150,18 +152,3 @@ def _judged(
         outcome = "pass" if ok else "fail"
     return GateResult(gate=gate, outcome=outcome, value=value, threshold=threshold, bound=bound,
                       events=events, min_events=needed)  # fmt: skip
-
-
-class _Estimate:
-    """Expected correct events over events, summed over windows and workers (CBPE merges by adding)."""
-
-    def __init__(self) -> None:
-        self.events, self.correct = 0, 0.0
-
-    def add(self, events: int, correct: float) -> None:
-        self.events += events
-        self.correct += correct
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.events if self.events else 0.0

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MAX_UNSENT = 100  # alerts kept for sending again while the alerts topic refuses them
 ESTIMATE_KEY = "\x00estimated:"  # table keys of the estimate's sums (never a label: labels are text)
+MAX_CELLS = 4096  # distinct estimate cells kept (3 labels on the 1/40 grid have about 2,600); past it: CBPE
 
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -131,6 +132,8 @@ class ShiftMonitor:
         self.examples = Examples(settings.examples, settings.explain_texts if self.drivers else 0)
         self.metrics = MonitorMetrics()
         self.labels: set[str] = set()
+        self.cell_keys: set[str] = set()  # the estimate's cells seen (table keys are not listed per window)
+        self.share_labels: list[str] = []  # the label order of the cells (the bundle's), as published
         self.wrong_windows: set[tuple[str, float]] = set()  # (worker, window length) already logged
         self.at = 0.0  # the timestamp the windowed table reads and writes (see create_monitor)
         self.last_stats_at = time.time()
@@ -201,13 +204,33 @@ class ShiftMonitor:
         self.merge_estimate(stats)
 
     def merge_estimate(self, stats: SentimentStats) -> None:
-        """Add one worker's estimate sums (all its models) to its window in the table."""
+        """Add one worker's estimate sums and cells (all its models) to its window in the table. The
+        validation shares are kept as events x share, so windows of models with other shares blend."""
         for sums in stats.estimated.values():
             self.table[f"{ESTIMATE_KEY}events"] += sums.events
             for part, values in (("support", sums.support), ("correct", sums.correct)):
                 for label, value in values.items():
                     if label in self.labels:
                         self.table[f"{ESTIMATE_KEY}{part}:{label}"] += value
+            if sums.cells and sums.shares and self._same_label_order(list(sums.shares)):
+                self.merge_cells(sums.cells, sums.shares)
+
+    def _same_label_order(self, labels: list[str]) -> bool:
+        if not self.share_labels and len(labels) <= MAX_LABELS:
+            self.share_labels = labels
+        return labels == self.share_labels  # cells of another label order read as other cells: skipped
+
+    def merge_cells(self, cells: dict[str, int], shares: dict[str, float]) -> None:
+        celled = 0
+        for key, count in cells.items():
+            if key not in self.cell_keys and len(self.cell_keys) >= MAX_CELLS:
+                continue  # the estimate of this window then falls back to CBPE (not every event has a cell)
+            self.cell_keys.add(key)
+            self.table[f"{ESTIMATE_KEY}cell:{key}"] += count
+            celled += count
+        for label, share in shares.items():
+            self.table[f"{ESTIMATE_KEY}share:{label}"] += share * celled
+        self.table[f"{ESTIMATE_KEY}celled"] += celled
 
     async def evaluate_due(self, now: float) -> None:
         """Evaluate every window complete at wall time `now`, then send the alerts still unsent."""
@@ -239,7 +262,19 @@ class ShiftMonitor:
             }
             for name in ("support", "correct")
         }
-        return ExpectedConfusion(events, part["support"], part["correct"])
+        celled = float(self.table[f"{ESTIMATE_KEY}celled"].value())
+        cells = {key: int(self.table[f"{ESTIMATE_KEY}cell:{key}"].value()) for key in sorted(self.cell_keys)}
+        shares = (
+            {
+                label: float(self.table[f"{ESTIMATE_KEY}share:{label}"].value()) / celled
+                for label in self.share_labels
+            }
+            if celled
+            else None
+        )
+        return ExpectedConfusion(
+            events, part["support"], part["correct"], {k: n for k, n in cells.items() if n}, shares
+        )
 
     async def evaluate(self, window: WindowCounts) -> None:
         """Run the detector on a complete window; publish what it raises."""

@@ -25,7 +25,7 @@ before the stream began), and neither is a silence that lasted longer than `stal
 first reads the previous run's last window does not compare the new run with hours of nothing.
 
 Estimated accuracy (`EstimateDetector`, additive to the shift rules): the workers publish the sums
-of a label-free accuracy estimate per window (CBPE on calibrated probabilities, `model.calibration`);
+of a label-free accuracy estimate per window (sums and cells of calibrated probabilities, `model.calibration`);
 the monitor merges them like the counts and alerts once per episode when a window's estimate falls
 below `estimate_floor`, or drops `estimate_drop` below the events-weighted mean of the last
 `baseline_windows` windows and by `z_threshold` standard errors (binomial, as for shares).

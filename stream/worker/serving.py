@@ -114,6 +114,7 @@ class ServingModels:
         self.reloads = RELOADS
         self._retry: threading.Timer | None = None
         metrics.model_info.labels(engine.model_version, "champion").set(1)
+        stats.know(engine.model_version, engine.label_shift)
 
     def require(self, admission: Admission) -> None:
         """Admit deployments only as `admission` says (a trusted key, URI prefixes, size caps)."""
@@ -190,6 +191,7 @@ class ServingModels:
         record = cast(Canary, loaded.deployment)  # `_load` of the role canary: a Canary and two engines
         shadow = Shadow(cast("Engine", loaded.shadow_engine), record, self.metrics, self.stats)
         self.canary = CanaryRoute(loaded.engine, record, frozenset(record.partitions), shadow, loaded.path)
+        self.stats.know(loaded.engine.model_version, loaded.engine.label_shift)
         self.metrics.model_info.labels(loaded.engine.model_version, "canary").set(1)
         log.info(
             "canary %s now scores partitions %s of %s and shadows %s on the rest",
@@ -227,6 +229,7 @@ class ServingModels:
     def _switch(self, loaded: Loaded) -> None:
         old, self.engine, self.deployment = self.engine, loaded.engine, loaded.deployment
         self.model_path = loaded.path
+        self.stats.know(self.engine.model_version, self.engine.label_shift)
         self.swaps += 1
         since = seconds_since(loaded.deployment.deployed_at)
         self.metrics.model_swaps.inc()

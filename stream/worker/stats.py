@@ -1,5 +1,6 @@
 """Windowed aggregates per worker: count per label, mean score, throughput, latency percentiles, and
-accuracy estimated without labels from the calibrated probabilities (CBPE sums, `model.calibration`).
+accuracy estimated without labels from the calibrated probabilities (the sums and cells of
+`model.calibration.ExpectedConfusion`).
 
 Why not a Faust windowed table: a table needs a changelog topic, Faust's own partition assignor
 and state recovery on every rebalance, which would make workers stateful (no scale-to-zero) and
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from model.calibration import ExpectedConfusion
+from model.calibration import ExpectedConfusion, LabelShift
 from stream.events import EstimatedPerformance, ModelAccuracy, SentimentStats, ShadowStats
 
 
@@ -45,6 +46,12 @@ class TumblingStats:
         self.worker = worker
         self.windows: dict[int, Window] = {}
         self.model_error: str | None = None  # the last deployment rejected (stream/worker/serving.py)
+        self.shifts: dict[str, LabelShift] = {}  # model_version -> its fit for the estimate under shift
+
+    def know(self, model_version: str, shift: LabelShift | None) -> None:
+        """Count `model_version`'s events into cells with `shift` from now on (None: CBPE sums only)."""
+        if shift is not None:
+            self.shifts[model_version] = shift
 
     def add_scored(
         self,
@@ -67,7 +74,9 @@ class TumblingStats:
         if true_label is not None:
             _count_hit(window.accuracy.setdefault(model_version, ModelAccuracy()), label, true_label)
         if scores:
-            window.estimated.setdefault(model_version, ExpectedConfusion()).add(scores)
+            window.estimated.setdefault(model_version, ExpectedConfusion()).add(
+                scores, self.shifts.get(model_version)
+            )
 
     def add_shadow(
         self, champion: str, challenger: str, pairs: list[tuple[str, str | None, str | None]], now: float
@@ -143,16 +152,19 @@ class TumblingStats:
             model_error=self.model_error,
             estimated_accuracy=overall.accuracy,
             estimated_macro_recall=overall.macro_recall,
-            estimated={
-                version: EstimatedPerformance(events=sums.events, support=sums.support, correct=sums.correct)
-                for version, sums in window.estimated.items()
-            },
+            estimated={version: _published(sums) for version, sums in window.estimated.items()},
             latency_p99_by_model={
                 version: float(np.percentile(values, 99))
                 for version, values in window.latencies_by_model.items()
             },
             dead_lettered_by_model=dict(window.dead_by_model),
         )
+
+
+def _published(sums: ExpectedConfusion) -> EstimatedPerformance:
+    return EstimatedPerformance(
+        events=sums.events, support=sums.support, correct=sums.correct, cells=sums.cells, shares=sums.shares
+    )
 
 
 def _count_hit(accuracy: ModelAccuracy, label: str, true_label: str) -> None:

@@ -30,6 +30,7 @@ def faults() -> dict[str, str]:
 
 class FaultyEngine:
     name, backend, device, labels = "faulty@1", "constant", "cpu", LABELS
+    label_shift = None
     model_version = "faulty@1+0123456789ab"
 
     def __init__(self, spec: dict[str, str]) -> None:

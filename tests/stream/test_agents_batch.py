@@ -24,6 +24,7 @@ class FlakyEngine:
     """Raises on any batch holding 'boom'; fails 'bad' per item; scores everything else positive."""
 
     name, backend, device, labels = "flaky@1", "constant", "cpu", ["negative", "positive"]
+    label_shift = None
     model_version = "flaky@1+0123456789ab"
 
     def __init__(self) -> None:

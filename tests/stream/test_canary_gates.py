@@ -210,3 +210,30 @@ def test_gates_refuse_thresholds_out_of_range() -> None:
         Gates(agreement=1.5)
     with pytest.raises(ValidationError):
         Gates(min_events=0)
+
+
+def test_the_accuracy_gate_compares_the_estimates_under_shift_when_windows_carry_cells() -> None:
+    from model.calibration import ExpectedConfusion
+    from tests.model.test_estimate_under_shift import identity_shift
+    from tests.stream.test_stats_estimate import airline_like_rows
+
+    def sums_of(rows: list[dict[str, float]]) -> EstimatedPerformance:
+        sums = ExpectedConfusion()
+        for scores in rows:
+            sums.add(scores, identity_shift())
+        return EstimatedPerformance(
+            events=sums.events,
+            support=sums.support,
+            correct=sums.correct,
+            cells=sums.cells,
+            shares=sums.shares,
+        )
+
+    rows = airline_like_rows(400, seed=3)
+    windows = [window(0, scored=200, champion_scored=200)]
+    windows[0].estimated = {CANDIDATE: sums_of(rows[:200]), CHAMPION: sums_of(rows[200:])}
+    result = gate(verdict(windows), "estimated_accuracy")
+    expected = windows[0].estimated[CANDIDATE].sums().accuracy
+    cbpe = sum(windows[0].estimated[CANDIDATE].correct.values()) / 200
+    assert result.value == pytest.approx(expected) and abs(expected - cbpe) > 0.01
+    assert result.threshold == pytest.approx(windows[0].estimated[CHAMPION].sums().accuracy - 0.05)

@@ -82,3 +82,34 @@ def test_the_monitor_merges_two_workers_estimates_and_alerts_once() -> None:
     (alert,) = monitor.app.producer.sent
     assert alert.window_start == START + timedelta(seconds=WINDOW_S * 12)
     assert alert.changes[0].value == pytest.approx(0.60) and alert.changes[0].baseline == pytest.approx(0.85)
+
+
+def test_the_monitor_estimates_under_shift_from_the_workers_cells() -> None:
+    from tests.model.test_estimate_under_shift import identity_shift
+    from tests.stream.test_stats_estimate import airline_like_rows
+
+    monitor = monitor_app()
+    rows = airline_like_rows(800, seed=2)
+    halves = [ExpectedConfusion(), ExpectedConfusion()]
+    whole = ExpectedConfusion()
+    for i, scores in enumerate(rows):
+        halves[i % 2].add(scores, identity_shift())
+        whole.add(scores, identity_shift())
+    start = START
+    for worker, sums in zip("AB", halves, strict=True):
+        monitor.merge(
+            SentimentStats(
+                window_start=start, window_end=start + timedelta(seconds=WINDOW_S), worker=worker,
+                count=sums.events, counts={"negative": 1, "neutral": 1, "positive": 1}, mean_score=0.5,
+                events_per_s=1, latency_p50_ms=1, latency_p95_ms=1, latency_p99_ms=1,
+                estimated={"m@1": EstimatedPerformance(
+                    events=sums.events, support=sums.support, correct=sums.correct, cells=sums.cells,
+                    shares=sums.shares,
+                )},
+            )
+        )  # fmt: skip
+    read = monitor.window(int(start.timestamp() // WINDOW_S)).estimate
+    assert read is not None and read.events == len(rows)
+    assert read.cells == whole.cells
+    assert read.accuracy == pytest.approx(whole.accuracy)
+    assert abs(read.accuracy - sum(read.correct.values()) / read.events) > 0.01  # so not CBPE

@@ -76,3 +76,44 @@ def test_a_binary_view_of_a_three_class_model_is_renormalised(tmp_path: Path) ->
     write_report(tmp_path, scored, ReportContext(title="t", model="m", data="d"))
     model = json.loads((tmp_path / "metrics.json").read_text())["model"]
     assert model["accuracy"] == 1.0 and model["estimated_accuracy"] == pytest.approx(0.8)
+
+
+def test_with_the_bundles_shift_fit_the_report_estimates_under_shift_and_keeps_cbpe_beside_it(
+    tmp_path: Path,
+) -> None:
+    from tests.model.test_estimate_under_shift import AIRLINE, identity_shift, scored
+
+    probs, truth = scored(AIRLINE, 4000, seed=7)
+    true = [LABELS[i] for i in truth]
+    metrics, markdown = report(tmp_path, probs, true, shift=identity_shift())
+    model = metrics["model"]
+    assert "class shares the estimate found: negative" in markdown
+    assert f"would estimate accuracy {model['cbpe_accuracy']:.4f}" in markdown
+    assert model["estimate_method"] == "cbpe-under-shift"
+    assert model["cbpe_accuracy"] == pytest.approx(probs.max(axis=1).mean())
+    assert abs(model["estimated_accuracy"] - model["accuracy"]) < abs(
+        model["cbpe_accuracy"] - model["accuracy"]
+    )
+    assert model["estimated_shares"]["negative"] > 0.16 + 0.2  # it saw the complaints
+    assert metrics["estimated_accuracy"] == model["estimated_accuracy"]
+
+
+def test_on_two_labels_of_three_the_estimate_under_shift_gives_the_left_out_probability_back(
+    tmp_path: Path,
+) -> None:
+    from tests.model.test_estimate_under_shift import AIRLINE, identity_shift, scored
+
+    probs, truth = scored(AIRLINE, 3000, seed=8)
+    keep = truth != 1
+    two = pd.DataFrame(probs[keep], columns=LABELS)[["negative", "positive"]]  # served, not renormalised
+    true = [LABELS[i] for i in truth[keep]]
+    scored_rows = Scored([f"t{i}" for i in range(len(true))], true, two)
+    write_report(tmp_path, scored_rows, ReportContext(title="t", model="m", data="d", shift=identity_shift()))
+    model = json.loads((tmp_path / "metrics.json").read_text())["model"]
+    assert model["estimate_method"] == "cbpe-under-shift"
+    assert set(model["estimated_shares"]) == {"negative", "positive"}
+    assert model["estimated_accuracy"] == pytest.approx(model["accuracy"], abs=0.05)
+
+    one = Scored(["a"], ["negative"], pd.DataFrame([[0.7]], columns=["negative"]))  # two left out
+    write_report(tmp_path / "one", one, ReportContext(title="t", model="m", data="d", shift=identity_shift()))
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["model"]["estimate_method"] == "cbpe"

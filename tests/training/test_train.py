@@ -123,9 +123,11 @@ def test_report_files_hold_the_numbers_of_metrics_json(bundle: Path) -> None:
     assert "![confusion matrix](confusion_matrix.png)" in markdown
     assert "![reliability diagram](reliability.png)" in markdown
     assert f"{metrics['ece_uncalibrated']:.4f} before calibration, {metrics['ece']:.4f} after" in markdown
-    assert metrics["estimated_accuracy"] == pytest.approx(
+    assert metrics["cbpe_accuracy"] == pytest.approx(
         predictions[[f"p_{x}" for x in LABELS]].max(axis=1).mean()
     )
+    assert metrics["estimate_method"] == "cbpe-under-shift" and 0 < metrics["estimated_accuracy"] <= 1
+    assert "class shares the estimate found:" in markdown
 
 
 def test_the_bundle_records_a_temperature_fitted_on_the_validation_split(bundle: Path) -> None:
@@ -135,6 +137,9 @@ def test_the_bundle_records_a_temperature_fitted_on_the_validation_split(bundle:
     assert set(calibration["temperatures"]) == set(LABELS)
     assert calibration["n"] >= 50 and calibration["temperature"] > 0
     assert calibration["nll_after"] <= calibration["nll_before"]  # the fit minimises it on this split
+    shift = calibration["shift"]  # the estimate under shift starts from the validation split's shares
+    assert set(shift["shares"]) == set(shift["bias"]) == set(LABELS) and shift["temperature"] > 0
+    assert sum(shift["shares"].values()) == pytest.approx(1.0) and abs(sum(shift["bias"].values())) < 1e-6
     test = meta["metrics"]["test"]
     assert {"ece", "ece_uncalibrated", "estimated_accuracy", "estimated_macro_recall"} <= set(test)
     markdown = (bundle / "report" / "report.md").read_text()
@@ -217,8 +222,11 @@ def test_evaluate_command_writes_a_report(bundle: Path, task, tmp_path: Path, ca
     model = metrics["model"]
     predictions = pd.read_csv(out / "predictions.csv")
     # CBPE's accuracy is the mean top probability; the engine served the calibrated ones.
-    assert model["estimated_accuracy"] == pytest.approx(predictions["score"].mean())
-    assert 0 < model["estimated_macro_recall"] <= 1
+    assert model["cbpe_accuracy"] == pytest.approx(predictions["score"].mean())
+    # the bundle carries the fit for the estimate under shift, so that is what evaluate reports
+    assert model["estimate_method"] == "cbpe-under-shift"
+    assert sum(model["estimated_shares"].values()) == pytest.approx(1.0)
+    assert 0 < model["estimated_accuracy"] <= 1 and 0 < model["estimated_macro_recall"] <= 1
     assert metrics["estimated_accuracy"] == model["estimated_accuracy"]
     assert metrics["estimated_macro_recall"] == model["estimated_macro_recall"]
     temperatures = json.loads((bundle / "sentistream.json").read_text())["calibration"]["temperatures"]
