@@ -201,8 +201,15 @@ def kpis_ui(kpis: summary.Kpis) -> None:
         estimated,
         help=f"estimated without labels from the model's calibrated confidence over {kpis.estimated_events:,} "
         "events (the workers' stats windows in view), allowing for class shares other than the training "
-        "data's; trustworthy for a calibrated bundle, not for VADER",
+        f"data's{_true_mix(kpis.estimated_shares)}; trustworthy for a calibrated bundle, not for VADER",
     )
+
+
+def _true_mix(shares: dict[str, float] | None) -> str:
+    if not shares:
+        return ""
+    mix = ", ".join(f"{label} {share:.0%}" for label, share in shares.items())
+    return f" (it estimates the true mix as {mix}; the shares above are the predicted mix)"
 
 
 def _ms(value: float | None) -> str:

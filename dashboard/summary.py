@@ -58,6 +58,7 @@ class Kpis:
     # Estimated from the calibrated probabilities alone (the workers' sums and cells), no labels needed.
     estimated_accuracy: float | None = None
     estimated_events: int = 0
+    estimated_shares: dict[str, float] | None = None  # the class mix the estimate allowed for
 
 
 def filter_rows(rows: pd.DataFrame, filters: Filters, now: float) -> pd.DataFrame:
@@ -99,6 +100,7 @@ def compute_kpis(snapshot: Snapshot, rows: pd.DataFrame, filters: Filters) -> Kp
         labelled=labelled,
         estimated_accuracy=estimated.accuracy,
         estimated_events=estimated.events,
+        estimated_shares=estimated.estimated_shares,
     )
 
 

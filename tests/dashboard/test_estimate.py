@@ -70,6 +70,7 @@ def test_the_kpis_show_estimated_and_measured_accuracy_apart() -> None:
                 labelled=0,
                 estimated_accuracy=0.734,
                 estimated_events=200,
+                estimated_shares={"negative": 0.27, "neutral": 0.2, "positive": 0.53},
             )
         )
 
@@ -77,6 +78,8 @@ def test_the_kpis_show_estimated_and_measured_accuracy_apart() -> None:
     shown = {m.label: m.value for m in at.metric}
     assert shown["Live accuracy"] == "n/a"  # nothing labelled: measured accuracy is unknown
     assert shown["Estimated accuracy (no labels)"] == "73%"
+    (estimated,) = [m for m in at.metric if m.label == "Estimated accuracy (no labels)"]
+    assert "true mix as negative 27%, neutral 20%, positive 53%" in estimated.help
 
 
 def test_the_banner_of_an_estimate_alert_says_it_comes_from_confidence() -> None:
