@@ -266,7 +266,7 @@ def estimate(probabilities: np.ndarray, labels: Sequence[str]) -> ExpectedConfus
 SHARE_SHRINK = 0.25  # the weight of the validation shares against one EM update
 EM_ITERATIONS = 200  # the shrunk fixed point is reached in well under 100 steps
 EM_TOLERANCE = 1e-7
-CELL_GRID = 40  # cells of 0.025: the estimate on cells is within 0.002 of the one on rows (tested)
+CELL_GRID = 40  # cells of 0.025: on 4,000 real tweets (about 840 cells) the estimate moved by <= 0.004
 
 
 def fit_label_shift(logits: np.ndarray, label_ids: Sequence[int]) -> tuple[float, np.ndarray]:
