@@ -23,6 +23,7 @@ Numpy only: the stream worker and the dashboard import this without torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -329,16 +330,24 @@ class LabelShift:
 
     def cell(self, scores: dict[str, float]) -> str | None:
         """One served row as its cell key `predicted|i,j,...` (re-calibrated probability x CELL_GRID,
-        rounded, in `labels` order); None for a row without this bundle's labels."""
+        rounded, in `labels` order); None for a row without this bundle's labels.
+
+        Plain floats, not numpy: it runs once per scored event (about 3 us against numpy's 25). The
+        same numbers as `recalibrated`: log p times the served T of the row's label is the logit up
+        to a constant per row, which the softmax drops."""
         try:
-            served = np.array([[scores[label] for label in self.labels]], dtype=np.float64)
-        except KeyError:
+            served = [float(scores[label]) for label in self.labels]
+        except (KeyError, TypeError, ValueError):
             return None
-        if not np.isfinite(served).all() or not served.sum() > 0:
+        if not all(math.isfinite(p) and p >= 0 for p in served) or not sum(served) > 0:
             return None
-        served /= served.sum()
-        grid = np.rint(self.recalibrated(served)[0] * CELL_GRID).astype(int)
-        return f"{self.labels[int(served.argmax())]}|{','.join(map(str, grid))}"
+        top = max(range(len(served)), key=served.__getitem__)
+        scale = self.temperatures[top] / self.temperature
+        z = [scale * math.log(p) + b if p > 0 else -math.inf for p, b in zip(served, self.bias, strict=True)]
+        high = max(z)
+        e = [math.exp(v - high) for v in z]
+        total = sum(e)
+        return f"{self.labels[top]}|{','.join(str(round(v / total * CELL_GRID)) for v in e)}"
 
 
 def estimate_under_shift(
