@@ -41,8 +41,11 @@ class AlertFeed:
 
     def start(self) -> AlertFeed:
         """Start the consumer thread (daemon: it dies with the server)."""
-        threading.Thread(target=lambda: asyncio.run(self._run()), name="alert-feed", daemon=True).start()
+        threading.Thread(target=self._thread_main, name="alert-feed", daemon=True).start()
         return self
+
+    def _thread_main(self) -> None:
+        asyncio.run(self._run())
 
     def stop(self) -> None:
         """Ask the thread to finish."""

@@ -128,7 +128,9 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def stop_feeds_afterwards():
-    """Stop the feeds the app started in this process (AppTest keeps them in Streamlit's cache)."""
+    """Stop the feeds the app started in this process (AppTest keeps them in Streamlit's cache): the
+    page's feed and the alert feed, which otherwise retry a missing broker every 5 s for the rest of the
+    run and make Kafka clients in the middle of other tests."""
     import threading
 
     yield
@@ -136,6 +138,8 @@ def stop_feeds_afterwards():
         feed = getattr(getattr(thread, "_target", None), "__self__", None)
         if thread.name == "dashboard-feed" and feed is not None:
             feed.stop(timeout=5)
+        elif thread.name == "alert-feed" and feed is not None:
+            feed.stop()
 
 
 class WorkerStub:
